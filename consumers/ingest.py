@@ -1,0 +1,359 @@
+"""What happens to one file event: checksum, dedup, read, validate, load,
+record the run, dispose of the file, or dead-letter it.
+
+``ingest_event`` is called by a consumer worker for each message. It returns
+normally when the message can be acked (loaded, skipped or dead-lettered) and
+raises ``TransientError`` when it must be retried later.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+import psycopg2
+import psycopg2.extensions
+
+from ingestd.daemon import db
+from ingestd.daemon.broker import Publisher, Topology
+from ingestd.daemon.config import Config
+from ingestd.daemon.errors import PermanentError, TransientError
+from ingestd.daemon.events import FileEvent, parse_event
+from ingestd.daemon.landing import (
+    SOURCE_NAME, archive_path, move_file, quarantine_path, resolve_in_landing, source_of,
+)
+
+from . import bronze, runs
+from .checksum import sha256_file
+from .readers import read_records
+from .validation import RecordValidator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """How an event ended: ``success``, ``skipped`` or ``failure`` (dead-lettered)."""
+
+    status: str
+    run_id: uuid.UUID | None
+    rows: int = 0
+    reason: str | None = None
+    message: str = ""
+
+
+@dataclass
+class IngestContext:
+    """What a worker needs to handle events; one per worker thread."""
+
+    config: Config
+    publisher: Publisher
+    worker: str
+    validators: dict[str, RecordValidator] = field(default_factory=dict)
+    _conn: psycopg2.extensions.connection | None = None
+    _tables: set[str] = field(default_factory=set)
+    # Seam for fault tests: called between COPY and COMMIT.
+    before_commit: Callable[[], None] | None = None
+
+    @property
+    def topology(self) -> Topology:
+        return self.publisher.topology
+
+    def conn(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.config.database_url, self.config.connect_timeout_seconds,
+                                    f"ingestd-{self.worker}")
+        return self._conn
+
+    def drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+
+    def validator(self, source: str) -> RecordValidator:
+        if source not in self.validators:
+            cfg = self.config.sources[source]
+            self.validators[source] = RecordValidator(cfg.schema, source)
+        return self.validators[source]
+
+    def close(self) -> None:
+        self.drop_connection()
+        self.publisher.close()
+
+
+def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -> Outcome:
+    """Handle one message body. Database trouble surfaces as ``TransientError``."""
+    try:
+        event = parse_event(body)
+    except PermanentError as exc:
+        return _dead_letter_bad_event(ctx, body, exc)
+    try:
+        return ingest_event(ctx, event)
+    except psycopg2.Error as exc:
+        ctx.drop_connection()
+        if db.is_connection_error(exc):
+            raise TransientError(f"database connection lost: {str(exc).strip()[:300]}") from None
+        raise
+
+
+def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
+    started = time.monotonic()
+    conn = ctx.conn()
+    run_id = uuid.uuid4()
+    runs.start_run(conn, run_id, event.event_id, event.source, event.trigger, ctx.worker, event.path, event.size)
+    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": event.source}
+    log.info("run started", extra={**extra, "step": "start", "status": "running", "path": event.path})
+    try:
+        outcome = _load_file_event(ctx, conn, event, run_id)
+    except PermanentError as exc:
+        conn.rollback()
+        outcome = _dead_letter(ctx, conn, event, run_id, exc)
+    except psycopg2.Error as exc:
+        conn.rollback() if not conn.closed else None
+        if db.is_connection_error(exc):
+            raise
+        # The database refused the data (e.g. a value jsonb rejects): the
+        # data's fault, so dead-letter it rather than loop.
+        failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000],
+                                 pgcode=exc.pgcode)
+        outcome = _dead_letter(ctx, conn, event, run_id, failure)
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    level = logging.WARNING if outcome.status == "failure" else logging.INFO
+    log.log(level, f"run {outcome.status}", extra={
+        **extra, "step": "finish", "status": outcome.status, "duration_ms": duration_ms,
+        "rows": outcome.rows, "reason": outcome.reason, "detail": outcome.message or None,
+    })
+    return outcome
+
+
+def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID) -> Outcome:
+    cfg = ctx.config
+    relative = PurePosixPath(event.path)
+    # The event's source must be the file's folder: nothing else decides where rows go.
+    if source_of(relative) != event.source:
+        raise PermanentError("bad_event", f"event source {event.source!r} does not match the path's folder",
+                             path=event.path)
+    with conn.cursor() as cur:
+        done = runs.manifest_by_event(cur, event.event_id)
+    if done is not None:
+        return _skip(conn, run_id, f"event already loaded by run {done['run_id']}")
+    path = resolve_in_landing(cfg.landing_dir, event.path)
+    source = cfg.source(event.source)
+    if source is None:
+        raise PermanentError("unknown_source", f"folder {event.source!r} is not a configured source",
+                             path=event.path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        with conn.cursor() as cur:
+            earlier = runs.earlier_completed_run(cur, event.source, event.path, event.size, run_id)
+        if earlier is not None:
+            return _skip(conn, run_id, f"file already handled by run {earlier} and moved away")
+        raise PermanentError("unreadable_file", "the file no longer exists", path=event.path) from None
+    except OSError as exc:
+        raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}", path=event.path) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PermanentError("unreadable_file", "not a regular file", path=event.path)
+    if st.st_size != event.size or st.st_mtime_ns != event.mtime_ns:
+        # Still being written, or replaced: the watcher publishes a new event
+        # once the file is complete again, so this one has nothing to do.
+        return _skip(conn, run_id, "the file changed after the event was published; a newer event follows")
+    if cfg.max_file_bytes is not None and st.st_size > cfg.max_file_bytes:
+        raise PermanentError("too_large", f"file of {st.st_size} bytes exceeds landing.max_file_bytes "
+                             f"({cfg.max_file_bytes})", size=st.st_size, limit=cfg.max_file_bytes)
+    try:
+        checksum, _ = sha256_file(path)
+    except OSError as exc:
+        raise PermanentError("unreadable_file", f"cannot read the file: {exc.strerror or exc}",
+                             path=event.path) from None
+
+    stats = bronze.LoadStats()
+    with conn.cursor() as cur:
+        # Two workers on the same bytes: the second waits here, then finds the
+        # manifest row of the first and skips, without loading anything twice.
+        lock_key = int.from_bytes(hashlib.sha256(f"{source.name}:{checksum}".encode()).digest()[:8], "big",
+                                  signed=True)
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        earlier = runs.manifest_by_checksum(cur, source.name, checksum)
+        if earlier is not None:
+            conn.rollback()
+            note = (f"same bytes already loaded from {earlier['source_filename']!r} by run {earlier['run_id']}")
+            outcome = _skip(conn, run_id, note, checksum)
+            _dispose(ctx, conn, run_id, path, relative, source.name)
+            return outcome
+        if source.name not in ctx._tables:
+            bronze.ensure_bronze_table(cur, source.name)
+            ctx._tables.add(source.name)
+        records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter)
+        constants = {
+            "source_timestamp": _iso_from_ns(st.st_mtime_ns), "pipeline_run_id": str(run_id),
+            "event_id": event.event_id, "file_path": event.path, "file_hash": checksum,
+            "file_size": str(st.st_size), "api_endpoint": None, "api_response_code": None,
+        }
+        stream = bronze.CopyStream(records, ctx.validator(source.name), source.name, constants, stats)
+        bronze.copy_records(cur, source.name, stream)
+        if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
+            raise PermanentError(
+                "schema_rejected",
+                f"{stats.rows_invalid} of {stats.rows_total} records fail the schema "
+                f"(ratio {stats.rows_invalid / stats.rows_total:.3f} > max_invalid_ratio {source.max_invalid_ratio})",
+                rows_total=stats.rows_total, rows_invalid=stats.rows_invalid, examples=stats.first_errors,
+            )
+        after = os.stat(path)
+        if after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns:
+            conn.rollback()
+            return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")
+        runs.insert_manifest(cur, runs.ManifestEntry(source.name, event.path, checksum, st.st_size,
+                                                     stats.rows_total, run_id, event.event_id))
+        error = None
+        if stats.rows_invalid:
+            error = f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'"
+        runs.finish_run(cur, run_id, "success", rows_total=stats.rows_total, rows_valid=stats.rows_valid,
+                        rows_invalid=stats.rows_invalid, error=error, checksum=checksum)
+        if ctx.before_commit is not None:
+            ctx.before_commit()
+    conn.commit()
+    _dispose(ctx, conn, run_id, path, relative, source.name)
+    return Outcome("success", run_id, rows=stats.rows_total)
+
+
+def _iso_from_ns(ns: int) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+def _skip(conn, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:
+    with conn.cursor() as cur:
+        runs.finish_run(cur, run_id, "skipped", rows_total=0, rows_valid=0, rows_invalid=0, error=why,
+                        checksum=checksum)
+    conn.commit()
+    return Outcome("skipped", run_id, message=why)
+
+
+def _dispose(ctx: IngestContext, conn, run_id: uuid.UUID, path: Path, relative: PurePosixPath, source: str) -> None:
+    """Archive, delete or keep a handled file. A failure here is reported on
+    the run and in the log; the load stands and is never repeated."""
+    mode = ctx.config.after_load
+    if mode == "keep":
+        return
+    problem = None
+    if mode == "delete":
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problem = f"could not delete the file: {exc.strerror}"
+    else:
+        moved = move_file(ctx.config.landing_dir, path, archive_path(ctx.config.landing_dir, source, relative),
+                          str(run_id)[:8])
+        if moved.error:
+            problem = f"could not archive the file: {moved.error}"
+    if problem:
+        log.error(problem, extra={"run_id": str(run_id), "source": source, "step": "dispose", "status": "error"})
+        runs.append_run_error(conn, run_id, problem)
+
+
+def _dead_letter(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID, exc: PermanentError) -> Outcome:
+    """Dead-letter an event whose data is at fault.
+
+    Order matters for crash safety: publish to the dead exchange (confirmed),
+    then commit the dead-letter row with the run's failure, then move the
+    file. A crash in between at worst duplicates the dead message; a
+    redelivery finds the committed row and only finishes the move.
+    """
+    failure = exc.failure
+    cfg = ctx.config
+    relative = PurePosixPath(event.path)
+    path = None
+    if failure.reason != "path_rejected":
+        try:
+            path = resolve_in_landing(cfg.landing_dir, event.path)
+        except PermanentError:
+            path = None
+    with conn.cursor() as cur:
+        existing = runs.open_dead_letter(cur, event.event_id)
+    target = quarantine_path(cfg.landing_dir, relative)
+    if existing is None:
+        headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000],
+                   "x-ingestd-run-id": str(run_id), "x-ingestd-source": event.source}
+        ctx.publisher.publish(ctx.topology.dead_exchange, event.routing_key, event.to_json(), event.event_id,
+                              headers)
+        with conn.cursor() as cur:
+            runs.insert_dead_letter(cur, event_id=event.event_id, source=event.source, reason=failure.reason,
+                                    error=failure.message, detail=failure.detail, event=_event_doc(event),
+                                    run_id=run_id, file_path=event.path)
+            runs.finish_run(cur, run_id, "failure", error=failure.message, reason=failure.reason,
+                            rows_total=failure.detail.get("rows_total"),
+                            rows_invalid=failure.detail.get("rows_invalid"))
+        conn.commit()
+    else:
+        with conn.cursor() as cur:
+            runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{existing['id']}: "
+                            f"{failure.message}", reason=failure.reason)
+        conn.commit()
+    if path is not None and (path.exists() or path.is_symlink()):
+        moved = move_file(cfg.landing_dir, path, target, str(run_id)[:8])
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path),"
+                " detail = detail || %s::jsonb WHERE event_id = %s AND replayed_at IS NULL",
+                (moved.relative, _json({"quarantine_error": moved.error} if moved.error else {}), event.event_id),
+            )
+        conn.commit()
+    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
+
+
+def _event_doc(event: FileEvent) -> dict[str, Any]:
+    import json
+    return json.loads(event.to_json())
+
+
+def _json(doc: Any) -> str:
+    import json
+    return json.dumps(doc)
+
+
+def _dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) -> Outcome:
+    """A message that is not an event: recorded and parked, nothing to move."""
+    import json
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {"raw": body[:4096].decode("utf-8", errors="replace")}
+    event_id = doc.get("event_id") if isinstance(doc, dict) and isinstance(doc.get("event_id"), str) else None
+    if event_id is not None:
+        try:
+            uuid.UUID(event_id)
+        except ValueError:
+            event_id = None
+    message_id = event_id or str(uuid.uuid4())
+    failure = exc.failure
+    ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, message_id,
+                          {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000]})
+    conn = ctx.conn()
+    run_id = uuid.uuid4()
+    source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
+            " reason, worker) VALUES (%s, %s, %s, 'file', 'failure', now(), %s, %s, %s)",
+            (run_id, event_id, (source or "(unknown)")[:255], failure.message, failure.reason, ctx.worker),
+        )
+        runs.insert_dead_letter(cur, event_id=event_id, source=source if source and SOURCE_NAME.match(source)
+                                else None, reason=failure.reason, error=failure.message, detail=failure.detail,
+                                event=doc, run_id=run_id, file_path=None)
+    conn.commit()
+    log.warning("bad event dead-lettered", extra={"run_id": str(run_id), "event_id": event_id, "step": "parse_event",
+                                                  "status": "failure", "reason": failure.reason,
+                                                  "detail": failure.message})
+    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)

@@ -1,0 +1,128 @@
+"""Rows of ``ops.pipeline_runs`` and ``ops.raw_ingest_manifest``."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2.extras import Json
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    source: str
+    source_filename: str
+    checksum: str
+    size_bytes: int
+    row_count: int
+    run_id: uuid.UUID
+    event_id: str | None
+
+
+def start_run(conn: psycopg2.extensions.connection, run_id: uuid.UUID, event_id: str | None, source: str,
+              trigger: str, worker: str, file_path: str | None, file_size: int | None) -> None:
+    """Record a run as ``running`` (committed at once, so it is visible while it works).
+
+    A run of the same event still marked ``running`` was cut off (worker killed,
+    database lost): it is closed as a failure first, so history stays true.
+    """
+    with conn.cursor() as cur:
+        if event_id is not None:
+            cur.execute(
+                "UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(),"
+                " error_summary = 'interrupted: the worker stopped before finishing; the event was redelivered'"
+                " WHERE event_id = %s AND status = 'running'",
+                (event_id,),
+            )
+        cur.execute(
+            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, worker, file_path, file_size)"
+            " VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)",
+            (run_id, event_id, source, trigger, worker, file_path, file_size),
+        )
+    conn.commit()
+
+
+def finish_run(cur: psycopg2.extensions.cursor, run_id: uuid.UUID, status: str, *, rows_total: int | None = None,
+               rows_valid: int | None = None, rows_invalid: int | None = None, error: str | None = None,
+               reason: str | None = None, checksum: str | None = None) -> None:
+    """Set a run's final status (inside the caller's transaction)."""
+    cur.execute(
+        "UPDATE ops.pipeline_runs SET status = %s, finished_at = now(), rows_total = %s, rows_valid = %s,"
+        " rows_invalid = %s, error_summary = %s, reason = %s, checksum = COALESCE(%s, checksum)"
+        " WHERE run_id = %s",
+        (status, rows_total, rows_valid, rows_invalid, error, reason, checksum, run_id),
+    )
+
+
+def append_run_error(conn: psycopg2.extensions.connection, run_id: uuid.UUID, message: str) -> None:
+    """Add a note to a finished run (e.g. the file could not be archived)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ops.pipeline_runs SET error_summary = concat_ws('; ', error_summary, %s) WHERE run_id = %s",
+            (message, run_id),
+        )
+    conn.commit()
+
+
+def manifest_by_checksum(cur: psycopg2.extensions.cursor, source: str, checksum: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT run_id, source_filename, ingested_at FROM ops.raw_ingest_manifest"
+        " WHERE source = %s AND checksum = %s",
+        (source, checksum),
+    )
+    row = cur.fetchone()
+    return None if row is None else {"run_id": row[0], "source_filename": row[1], "ingested_at": row[2]}
+
+
+def manifest_by_event(cur: psycopg2.extensions.cursor, event_id: str) -> dict[str, Any] | None:
+    cur.execute("SELECT run_id, source_filename FROM ops.raw_ingest_manifest WHERE event_id = %s", (event_id,))
+    row = cur.fetchone()
+    return None if row is None else {"run_id": row[0], "source_filename": row[1]}
+
+
+def earlier_completed_run(cur: psycopg2.extensions.cursor, source: str, file_path: str, file_size: int,
+                          exclude: uuid.UUID) -> uuid.UUID | None:
+    """A finished success/skipped run for the same file, whose handling moved it away.
+
+    Used when a file named by an event is gone: a duplicate event for a file
+    that was already loaded (and archived) is not a failure.
+    """
+    cur.execute(
+        "SELECT run_id FROM ops.pipeline_runs WHERE source = %s AND file_path = %s AND file_size = %s"
+        " AND status IN ('success', 'skipped') AND run_id <> %s ORDER BY finished_at DESC LIMIT 1",
+        (source, file_path, file_size, exclude),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def insert_manifest(cur: psycopg2.extensions.cursor, entry: ManifestEntry) -> None:
+    cur.execute(
+        "INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count, run_id,"
+        " event_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (entry.source, entry.source_filename, entry.checksum, entry.size_bytes, entry.row_count, entry.run_id,
+         entry.event_id),
+    )
+
+
+def insert_dead_letter(cur: psycopg2.extensions.cursor, *, event_id: str | None, source: str | None, reason: str,
+                       error: str, detail: dict[str, Any], event: Any, run_id: uuid.UUID | None,
+                       file_path: str | None) -> int:
+    cur.execute(
+        "INSERT INTO ops.dead_letters (event_id, source, reason, error, detail, event, run_id, file_path)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (event_id, source, reason, error, Json(detail), Json(event), run_id, file_path),
+    )
+    return cur.fetchone()[0]
+
+
+def open_dead_letter(cur: psycopg2.extensions.cursor, event_id: str) -> dict[str, Any] | None:
+    """The waiting dead letter of an event, if a previous delivery recorded one."""
+    cur.execute(
+        "SELECT id, file_path FROM ops.dead_letters WHERE event_id = %s AND replayed_at IS NULL"
+        " AND discarded_at IS NULL ORDER BY id DESC LIMIT 1",
+        (event_id,),
+    )
+    row = cur.fetchone()
+    return None if row is None else {"id": row[0], "file_path": row[1]}

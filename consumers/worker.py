@@ -1,0 +1,191 @@
+"""The consumer role: take events off ``ingest.events`` and ingest them.
+
+Each ``ConsumerWorker`` owns one broker connection (its I/O thread keeps
+heartbeats flowing) and one work thread that does the slow part. Acks are
+handed back to the connection thread with ``add_callback_threadsafe`` and
+sent only after the database transaction has committed.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pika
+
+from ingestd.daemon.backoff import compute_backoff
+from ingestd.daemon.broker import CONNECTION_ERRORS, Publisher, Topology, TopologyMismatch, open_connection
+from ingestd.daemon.config import Config
+from ingestd.daemon.errors import Shutdown, TransientError
+
+from .ingest import IngestContext, ingest_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: object
+    delivery_tag: int
+    body: bytes
+    redelivered: bool
+
+
+class ConsumerWorker:
+    """One consumer: a connection thread and a work thread."""
+
+    def __init__(self, config: Config, name: str, stop: threading.Event,
+                 context_factory: Callable[[], IngestContext] | None = None) -> None:
+        self.config = config
+        self.name = name
+        self.stop = stop
+        self.topology = Topology(config.prefix, config.delivery_limit)
+        self._context_factory = context_factory or self._default_context
+        self._work: queue.Queue[Delivery | None] = queue.Queue()
+        self._busy = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+        self.heartbeat: Callable[[], None] = lambda: None
+        self.fatal: BaseException | None = None
+
+    def _default_context(self) -> IngestContext:
+        publisher = Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds,
+                              f"ingestd-{self.name}-dead-letters")
+        return IngestContext(self.config, publisher, self.name)
+
+    # -- connection thread ------------------------------------------------
+    def run(self) -> None:
+        worker = threading.Thread(target=self._work_loop, name=f"{self.name}-work", daemon=True)
+        worker.start()
+        attempt = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._consume()
+                    attempt = 0
+                except TopologyMismatch as exc:
+                    log.critical(str(exc), extra={"step": "consume", "status": "fatal"})
+                    self.fatal = exc
+                    raise
+                except (TransientError, *CONNECTION_ERRORS) as exc:
+                    delay = compute_backoff(attempt, cap=30)
+                    attempt += 1
+                    log.warning("broker connection lost; reconnecting",
+                                extra={"step": "consume", "status": "retry", "worker": self.name,
+                                       "error": str(exc) or type(exc).__name__, "retry_in_s": round(delay, 2)})
+                    self.stop.wait(delay)
+        finally:
+            self._work.put(None)
+            worker.join(timeout=max(1.0, self.config.stop_timeout_seconds))
+
+    def _consume(self) -> None:
+        connection = open_connection(self.config.amqp_url, self.config.heartbeat_seconds, f"ingestd-{self.name}")
+        self._connection = connection
+        try:
+            channel = connection.channel()
+            self.topology.declare(channel)
+            channel.basic_qos(prefetch_count=self.config.prefetch)
+            channel.basic_consume(self.topology.events_queue, self._on_message)
+            self._channel = channel
+            log.info("consuming", extra={"step": "consume", "status": "started", "worker": self.name,
+                                         "queue": self.topology.events_queue})
+            while not self.stop.is_set():
+                connection.process_data_events(time_limit=0.5)
+                self.heartbeat()
+            self._drain_on_stop(connection, channel)
+        finally:
+            self._channel = None
+            self._connection = None
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:  # noqa: BLE001 - the connection may already be broken
+                pass
+
+    def _drain_on_stop(self, connection, channel) -> None:
+        """Stop taking work; let the event in hand finish (and be acked)."""
+        try:
+            channel.basic_cancel(channel.consumer_tags[0]) if channel.consumer_tags else None
+        except CONNECTION_ERRORS:
+            return
+        deadline = time.monotonic() + self.config.stop_timeout_seconds
+        while self._busy.is_set() and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+        connection.process_data_events(time_limit=0)
+        if self._busy.is_set():
+            log.warning("stop deadline passed with an event in hand; the broker will redeliver it",
+                        extra={"step": "stop", "status": "requeue", "worker": self.name})
+
+    def _on_message(self, channel, method, properties, body) -> None:
+        self._work.put(Delivery(channel, method.delivery_tag, body, bool(method.redelivered)))
+
+    def _ack(self, channel, delivery_tag: int) -> None:
+        # Runs on the connection thread. A tag of an earlier channel must not be
+        # acked on a new one (the broker would close it); that message is
+        # redelivered instead, and the manifest makes it a no-op.
+        if channel is self._channel and channel.is_open:
+            channel.basic_ack(delivery_tag)
+
+    # -- work thread ------------------------------------------------------
+    def _work_loop(self) -> None:
+        ctx = self._context_factory()
+        try:
+            while True:
+                delivery = self._work.get()
+                if delivery is None or self.stop.is_set():
+                    return
+                if delivery.channel is not self._channel:
+                    continue  # from a closed channel: redelivered already
+                self._busy.set()
+                try:
+                    self._handle(ctx, delivery)
+                except Shutdown:
+                    return
+                finally:
+                    self._busy.clear()
+        finally:
+            ctx.close()
+
+    def _handle(self, ctx: IngestContext, delivery: Delivery) -> None:
+        attempt = 0
+        while True:
+            try:
+                ingest_message(ctx, delivery.body, delivery.redelivered)
+                break
+            except TransientError as exc:
+                ctx.drop_connection()
+                delay = compute_backoff(attempt, cap=30)
+                attempt += 1
+                log.warning("transient failure; retrying the event", extra={
+                    "step": "ingest", "status": "retry", "worker": self.name, "error": str(exc),
+                    "retry_in_s": round(delay, 2)})
+                if self.stop.wait(delay):
+                    raise Shutdown() from None
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
+                # Not the data's fault and not a known transient error: leave the
+                # message unacked for redelivery; the delivery limit dead-letters
+                # it if it keeps failing.
+                ctx.drop_connection()
+                log.exception("unexpected error handling an event; it will be redelivered",
+                              extra={"step": "ingest", "status": "error", "worker": self.name})
+                connection = self._connection
+                if connection is not None:
+                    connection.add_callback_threadsafe(
+                        functools.partial(self._nack, delivery.channel, delivery.delivery_tag))
+                self.stop.wait(1.0)
+                return
+        connection = self._connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(functools.partial(self._ack, delivery.channel,
+                                                                     delivery.delivery_tag))
+            except CONNECTION_ERRORS:
+                pass
+
+    def _nack(self, channel, delivery_tag: int) -> None:
+        if channel is self._channel and channel.is_open:
+            channel.basic_nack(delivery_tag, requeue=True)

@@ -1,0 +1,201 @@
+"""RabbitMQ: names, topology, and a publisher with confirms and reconnects.
+
+pika is not thread-safe: every thread that talks to the broker owns its own
+``Publisher`` (or consumer connection), created in that thread.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pika
+import pika.exceptions
+
+from .backoff import compute_backoff
+from .errors import Shutdown, TransientError
+from .logs import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the broker or the connection is gone, try again later".
+CONNECTION_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    ConnectionError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Exchange and queue names of one deployment (DESIGN.md), with its prefix."""
+
+    prefix: str = ""
+    delivery_limit: int = 5
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}ingest.events"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.prefix}ingest.events"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}ingest.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}ingest.dead"
+
+    def events_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_exchange,
+            "x-delivery-limit": self.delivery_limit,
+            # Broker-side dead-lettering (delivery limit) is at-most-once unless
+            # this strategy is set, and the strategy needs reject-publish.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def declare(self, channel) -> None:
+        """Declare everything, idempotently. Differing arguments on an existing
+        queue raise ``TopologyMismatch`` with what to do."""
+        channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
+        channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
+        try:
+            channel.queue_declare(self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+            channel.queue_declare(self.events_queue, durable=True, arguments=self.events_queue_arguments())
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 406:
+                raise TopologyMismatch(
+                    f"a queue exists with other settings than this config asks for ({exc.reply_text}); "
+                    f"check broker.delivery_limit, or delete the queue after draining it "
+                    f"(rabbitmqctl delete_queue {self.events_queue})"
+                ) from None
+            raise
+        channel.queue_bind(self.events_queue, self.events_exchange, routing_key="#")
+        channel.queue_bind(self.dead_queue, self.dead_exchange, routing_key="")
+
+
+class TopologyMismatch(Exception):
+    """The broker holds queues declared with other arguments (needs an operator)."""
+
+
+def connection_parameters(url: str, heartbeat: int = 30, name: str = "ingestd") -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 10
+    params.client_properties = {"connection_name": name}
+    return params
+
+
+def open_connection(url: str, heartbeat: int = 30, name: str = "ingestd") -> pika.BlockingConnection:
+    """Connect once; ``TransientError`` (without the password) when the broker cannot be reached."""
+    try:
+        return pika.BlockingConnection(connection_parameters(url, heartbeat, name))
+    except CONNECTION_ERRORS as exc:
+        raise TransientError(f"broker {redact_url(url)} unreachable: {redact_text(str(exc) or type(exc).__name__)}") from None
+
+
+class Publisher:
+    """Publishes persistent, mandatory messages with publisher confirms.
+
+    ``publish`` returns only once the broker has confirmed the message; it
+    raises ``TransientError`` when it cannot (broker down, message returned or
+    nacked), and the caller keeps its input for a later try.
+    """
+
+    def __init__(self, url: str, topology: Topology, heartbeat: int = 30, name: str = "ingestd-publisher") -> None:
+        self.url = url
+        self.topology = topology
+        self.heartbeat = heartbeat
+        self.name = name
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+
+    def _ensure(self):
+        if self._channel is not None and self._channel.is_open and self._connection.is_open:
+            return self._channel
+        self.close()
+        self._connection = open_connection(self.url, self.heartbeat, self.name)
+        try:
+            channel = self._connection.channel()
+            self.topology.declare(channel)
+            channel.confirm_delivery()
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise TransientError(f"broker channel failed: {redact_text(str(exc) or type(exc).__name__)}") from None
+        self._channel = channel
+        return channel
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
+                headers: dict[str, Any] | None = None) -> None:
+        channel = self._ensure()
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id,
+            timestamp=int(time.time()),
+            headers=headers or None,
+        )
+        try:
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            raise TransientError(f"message {message_id} was returned as unroutable by {exchange!r}") from None
+        except pika.exceptions.NackError:
+            raise TransientError(f"broker refused message {message_id} (nack)") from None
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise TransientError(f"publish failed: {redact_text(str(exc) or type(exc).__name__)}") from None
+
+    def process_events(self) -> None:
+        """Serve heartbeats while idle (call from the owning thread)."""
+        if self._connection is not None and self._connection.is_open:
+            try:
+                self._connection.process_data_events(time_limit=0)
+            except CONNECTION_ERRORS:
+                self.close()
+
+    def close(self) -> None:
+        conn, self._connection, self._channel = self._connection, None, None
+        if conn is not None:
+            try:
+                if conn.is_open:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail in many ways
+                pass
+
+
+def retry_until(action: Callable[[], Any], *, stop: Callable[[], bool], what: str,
+                on_retry: Callable[[Exception, float], None] | None = None, cap: float = 30.0) -> Any:
+    """Run ``action`` until it stops raising ``TransientError``, backing off.
+
+    Raises ``Shutdown`` when ``stop()`` turns true while waiting.
+    """
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except TransientError as exc:
+            delay = compute_backoff(attempt, cap=cap)
+            attempt += 1
+            if on_retry is not None:
+                on_retry(exc, delay)
+            else:
+                log.warning(f"{what} failed, retrying", extra={"step": what, "status": "retry",
+                                                            "error": str(exc), "retry_in_s": round(delay, 2)})
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if stop():
+                    raise Shutdown()
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,241 @@
+"""The ``ingestd`` command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, IngestError, TransientError
+
+log = logging.getLogger("ingestd")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingestd",
+        description="Event-driven ingestion into PostgreSQL bronze tables: files dropped in a landing "
+                    "folder become RabbitMQ events that consumer workers validate and load.",
+        epilog="Exit status: 0 done, 1 failed, 2 bad usage or configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML config file (default: $INGESTD_CONFIG, else ./ingestd.toml)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="override [log] level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("migrate", help="create the database if needed and apply sql/ migrations",
+                   description="Apply the numbered SQL migrations (idempotent; safe to run concurrently).")
+    p = sub.add_parser("run", help="watcher and consumers in one process",
+                       description="Run the watcher and N consumer workers in one process (the simple VM case). "
+                                   "Applies migrations first.")
+    p.add_argument("--workers", type=int, metavar="N", help="consumer workers (default: [consumer] workers)")
+    sub.add_parser("watch", help="the watcher role only",
+                   description="Watch the landing folder and publish an event for each complete file.")
+    p = sub.add_parser("consume", help="consumer workers only",
+                       description="Consume events and load them into bronze tables. Applies migrations first.")
+    p.add_argument("--workers", type=int, metavar="N", help="consumer workers (default: [consumer] workers)")
+    p = sub.add_parser("publish", help="enqueue existing files by hand (backfill)",
+                       description="Publish an event for each file (folders are walked) inside the landing "
+                                   "zone, with trigger 'manual'. Files already loaded are recorded as skipped.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("check", help="check config, database, broker and landing folder",
+                   description="Check the configuration and connectivity; say what is wrong and how to fix it.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .config import load_config
+    from .logs import setup_logging
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ingestd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level or config.log_level)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        print("ingestd: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    handler = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume,
+               "publish": cmd_publish, "check": cmd_check}[args.command]
+    try:
+        return handler(config, args)
+    except ConfigError as exc:
+        print(f"ingestd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except IngestError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_migrate(config, args) -> int:
+    from .db import migrate
+    applied = migrate(config.database_url, config.connect_timeout_seconds)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; up to date"))
+    return EXIT_OK
+
+
+def _migrate_with_retry(config, stop: threading.Event) -> None:
+    from .broker import retry_until
+    from .db import migrate
+    retry_until(lambda: migrate(config.database_url, config.connect_timeout_seconds), stop=stop.is_set,
+                what="migrate")
+
+
+def _prepare_landing(config) -> None:
+    config.landing_dir.mkdir(parents=True, exist_ok=True)
+    for name in config.sources:
+        (config.landing_dir / name).mkdir(exist_ok=True)
+
+
+def _run_roles(config, watch: bool, consumers: int) -> int:
+    from .broker import Publisher, Topology
+    from .errors import Shutdown
+    from .runner import Supervisor
+    from .watcher import Watcher
+
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    try:
+        if consumers:
+            _migrate_with_retry(config, supervisor.stop)
+        _prepare_landing(config)
+    except Shutdown:
+        return EXIT_OK
+    topology = Topology(config.prefix, config.delivery_limit)
+    if watch:
+        def watch_role() -> None:
+            publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "ingestd-watcher")
+            Watcher(config, publisher, supervisor.stop).run()
+        supervisor.start("watcher", watch_role)
+    if consumers:
+        from ingestd.consumers.worker import ConsumerWorker
+        for n in range(1, consumers + 1):
+            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", supervisor.stop)
+            supervisor.start(f"consumer-{n}", worker.run)
+    return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+
+
+def cmd_run(config, args) -> int:
+    return _run_roles(config, watch=True, consumers=args.workers or config.workers)
+
+
+def cmd_watch(config, args) -> int:
+    return _run_roles(config, watch=True, consumers=0)
+
+
+def cmd_consume(config, args) -> int:
+    return _run_roles(config, watch=False, consumers=args.workers or config.workers)
+
+
+def cmd_publish(config, args) -> int:
+    from pathlib import PurePosixPath
+
+    from tqdm import tqdm
+
+    from .broker import Publisher, Topology
+    from .events import FileEvent
+    from .landing import NO_SOURCE, is_ignored, source_of
+
+    root = config.landing_dir.resolve()
+    files: list[Path] = []
+    problems = 0
+    for raw in args.paths:
+        path = Path(raw).absolute()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()))
+        elif path.exists() or path.is_symlink():
+            files.append(path)
+        else:
+            print(f"ingestd publish: {raw}: no such file", file=sys.stderr)
+            problems += 1
+    publisher = Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit),
+                          config.heartbeat_seconds, "ingestd-publish")
+    published = 0
+    try:
+        bar = tqdm(files, unit="file", disable=args.no_progress or not files, file=sys.stderr)
+        for path in bar:
+            try:
+                rel = PurePosixPath(path.parent.resolve().joinpath(path.name).relative_to(root).as_posix())
+            except ValueError:
+                tqdm.write(f"ingestd publish: {path}: not inside the landing zone {root}", file=sys.stderr)
+                problems += 1
+                continue
+            if is_ignored(rel):
+                continue
+            st = os.lstat(path)
+            event = FileEvent(source=source_of(rel) or NO_SOURCE, path=rel.as_posix(), size=st.st_size,
+                              mtime_ns=st.st_mtime_ns, trigger="manual")
+            try:
+                publisher.publish(publisher.topology.events_exchange, event.routing_key, event.to_json(),
+                                  event.event_id)
+            except TransientError as exc:
+                tqdm.write(f"ingestd publish: {path}: {exc}", file=sys.stderr)
+                problems += 1
+                continue
+            published += 1
+    finally:
+        publisher.close()
+    print(f"published {published} file(s)" + (f", {problems} problem(s)" if problems else ""))
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def cmd_check(config, args) -> int:
+    from .broker import Topology, TopologyMismatch, open_connection
+    from .db import connect, migration_files
+    from .logs import redact_url
+
+    results: list[tuple[bool, str, str]] = []
+    results.append((True, "config", f"{config.path} ({len(config.sources)} source(s))"))
+    try:
+        conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-check")
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT name FROM ops.schema_migrations")
+                done = {r[0] for r in cur.fetchall()}
+            else:
+                done = set()
+        conn.close()
+        missing = [n for n, _ in migration_files() if n not in done]
+        if missing:
+            results.append((False, "database", f"{redact_url(config.database_url)} reachable, but "
+                            f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
+        else:
+            results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
+    except TransientError as exc:
+        results.append((False, "database", f"{exc}; fix: start PostgreSQL or set [database] url / "
+                        "INGESTD_DATABASE_URL (ingestd migrate creates the database if it is missing)"))
+    try:
+        connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
+        try:
+            Topology(config.prefix, config.delivery_limit).declare(connection.channel())
+            results.append((True, "broker", f"{redact_url(config.amqp_url)} reachable, topology declared"))
+        except TopologyMismatch as exc:
+            results.append((False, "broker", str(exc)))
+        finally:
+            if connection.is_open:
+                connection.close()
+    except TransientError as exc:
+        results.append((False, "broker", f"{exc}; fix: start RabbitMQ or set [broker] url / INGESTD_AMQP_URL"))
+    landing = config.landing_dir
+    if not landing.is_dir():
+        results.append((False, "landing", f"{landing} does not exist; fix: mkdir -p {landing}"))
+    elif not os.access(landing, os.W_OK | os.X_OK):
+        results.append((False, "landing", f"{landing} is not writable by this user (archive and quarantine "
+                        "moves need it); fix: chown or chmod the folder"))
+    else:
+        results.append((True, "landing", f"{landing} writable"))
+    for ok, what, message in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
+    return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED

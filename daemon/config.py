@@ -1,0 +1,209 @@
+"""Load and check the TOML configuration.
+
+The file is checked against ``config.schema.json`` (shipped in the package);
+an unknown key or a bad value is refused with a message that names the key.
+Environment variables override the connection settings so that secrets can
+live in an environment file rather than in the TOML.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "ingestd.toml"
+ENV_CONFIG = "INGESTD_CONFIG"
+ENV_OVERRIDES = {
+    "INGESTD_DATABASE_URL": ("database", "url"),
+    "INGESTD_AMQP_URL": ("broker", "url"),
+    "INGESTD_LANDING_DIR": ("landing", "dir"),
+}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    format: str
+    schema_path: Path | None = None
+    max_invalid_ratio: float = 0.1
+    records_path: str | None = None
+    delimiter: str = ","
+    # The JSON Schema document itself, read once at start.
+    schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    landing_dir: Path
+    settle_seconds: float = 0.5
+    after_load: str = "archive"
+    polling: bool = False
+    poll_interval_seconds: float = 1.0
+    rescan_seconds: float = 60.0
+    max_file_bytes: int | None = None
+    database_url: str = "postgresql://localhost/ingest"
+    connect_timeout_seconds: int = 10
+    amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    prefix: str = ""
+    delivery_limit: int = 5
+    prefetch: int = 2
+    heartbeat_seconds: int = 30
+    workers: int = 1
+    stop_timeout_seconds: float = 60.0
+    log_level: str = "INFO"
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+
+    def source(self, name: str) -> SourceConfig | None:
+        return self.sources.get(name)
+
+
+def _config_schema() -> dict[str, Any]:
+    return json.loads(files("ingestd.daemon").joinpath("config.schema.json").read_text())
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts: list[str] = []
+    for p in error.absolute_path:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        else:
+            parts.append(str(p))
+    return ".".join(parts) or "(top level)"
+
+
+def describe_config_error(error: jsonschema.ValidationError) -> str:
+    """A one-line message naming the offending key."""
+    where = _key_path(error)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        keys = ", ".join(repr(k) for k in extra)
+        return f"{where}: unknown key {keys}" if where != "(top level)" else f"unknown key {keys}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def check_config_document(doc: Mapping[str, Any]) -> list[str]:
+    """Every problem of a parsed config document, as messages naming the key."""
+    validator = jsonschema.Draft202012Validator(_config_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    messages = [describe_config_error(e) for e in errors]
+    names = [s.get("name") for s in doc.get("sources", []) if isinstance(s, dict)]
+    for name in sorted({n for n in names if names.count(n) > 1 and n}):
+        messages.append(f"sources: name {name!r} is configured twice")
+    return messages
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, check and resolve the configuration.
+
+    ``path`` falls back to ``$INGESTD_CONFIG``, then ``./ingestd.toml``.
+    Raises ``ConfigError`` with every problem found.
+    """
+    env = os.environ if environ is None else environ
+    cfg_path = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH)
+    try:
+        doc = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {cfg_path} not found: pass --config PATH, set {ENV_CONFIG}, "
+            f"or copy ingestd.example.toml to {DEFAULT_CONFIG_PATH}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: cannot read: {exc}") from None
+    return build_config(doc, base_dir=cfg_path.parent, path=cfg_path, environ=env)
+
+
+def build_config(
+    doc: Mapping[str, Any],
+    base_dir: Path,
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Turn a parsed document into a ``Config`` (schema check, env overrides, schemas read)."""
+    env = os.environ if environ is None else environ
+    problems = check_config_document(doc)
+    if problems:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "; ".join(problems))
+    sections: dict[str, dict[str, Any]] = {k: dict(v) for k, v in doc.items() if isinstance(v, dict)}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            sections.setdefault(section, {})[key] = env[var]
+
+    landing = sections.get("landing", {})
+    database = sections.get("database", {})
+    broker = sections.get("broker", {})
+    consumer = sections.get("consumer", {})
+    log = sections.get("log", {})
+
+    landing_dir = Path(landing.get("dir", "data_lake"))
+    if not landing_dir.is_absolute():
+        landing_dir = base_dir / landing_dir
+    sources = {}
+    for raw in doc.get("sources", []):
+        sources[raw["name"]] = _build_source(raw, base_dir)
+
+    defaults = Config(path=None, landing_dir=Path("."))
+    return Config(
+        path=path,
+        landing_dir=landing_dir.resolve(),
+        settle_seconds=float(landing.get("settle_seconds", defaults.settle_seconds)),
+        after_load=landing.get("after_load", defaults.after_load),
+        polling=bool(landing.get("polling", defaults.polling)),
+        poll_interval_seconds=float(landing.get("poll_interval_seconds", defaults.poll_interval_seconds)),
+        rescan_seconds=float(landing.get("rescan_seconds", defaults.rescan_seconds)),
+        max_file_bytes=landing.get("max_file_bytes"),
+        database_url=database.get("url", defaults.database_url),
+        connect_timeout_seconds=int(database.get("connect_timeout_seconds", defaults.connect_timeout_seconds)),
+        amqp_url=broker.get("url", defaults.amqp_url),
+        prefix=broker.get("prefix", defaults.prefix),
+        delivery_limit=int(broker.get("delivery_limit", defaults.delivery_limit)),
+        prefetch=int(broker.get("prefetch", defaults.prefetch)),
+        heartbeat_seconds=int(broker.get("heartbeat_seconds", defaults.heartbeat_seconds)),
+        workers=int(consumer.get("workers", defaults.workers)),
+        stop_timeout_seconds=float(consumer.get("stop_timeout_seconds", defaults.stop_timeout_seconds)),
+        log_level=str(log.get("level", defaults.log_level)).upper(),
+        sources=sources,
+    )
+
+
+def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
+    name = raw["name"]
+    schema_doc = None
+    schema_path = None
+    if raw.get("schema"):
+        schema_path = Path(raw["schema"])
+        if not schema_path.is_absolute():
+            schema_path = (base_dir / schema_path).resolve()
+        try:
+            schema_doc = json.loads(schema_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
+        try:
+            validator_cls = jsonschema.validators.validator_for(schema_doc, default=jsonschema.Draft202012Validator)
+            validator_cls.check_schema(schema_doc)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: {exc.message}") from None
+    return SourceConfig(
+        name=name,
+        format=raw["format"],
+        schema_path=schema_path,
+        max_invalid_ratio=float(raw.get("max_invalid_ratio", 0.1)),
+        records_path=raw.get("records_path"),
+        delimiter=raw.get("delimiter", ","),
+        schema=schema_doc,
+    )

@@ -1,0 +1,149 @@
+"""PostgreSQL connections and migrations."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from importlib.resources import files
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+from .errors import IngestError, TransientError
+from .logs import redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the migration runner: the first 8 bytes of a hash
+# of a fixed name, so that it cannot collide with an application's small ints.
+MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ingestd.migrate").digest()[:8], "big", signed=True)
+
+psycopg2.extras.register_uuid()
+
+
+def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> psycopg2.extensions.connection:
+    """Open a connection with TCP keepalives, so a dead server is noticed.
+
+    Raises ``TransientError`` (password-free message) when the server cannot
+    be reached.
+    """
+    try:
+        return psycopg2.connect(
+            url,
+            connect_timeout=timeout,
+            application_name=application_name,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+    except psycopg2.OperationalError as exc:
+        raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean "the connection is gone", not "the SQL is wrong"."""
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        # Some data errors are OperationalError subclasses too (e.g. out of memory
+        # for a query); those carry a pgcode, while a lost connection has none.
+        return getattr(exc, "pgcode", None) is None or str(exc.pgcode).startswith(("08", "57P"))
+    return False
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, SQL text) of every migration, in order."""
+    folder = files("ingestd.sql")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n, folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
+
+
+def ensure_database(url: str, timeout: int = 10) -> bool:
+    """Create the database named in ``url`` when it does not exist yet.
+
+    Returns True when it was created. Needs CREATEDB on the server; without it
+    the error says what to do.
+    """
+    dsn = psycopg2.extensions.parse_dsn(url)
+    dbname = dsn.get("dbname")
+    try:
+        conn = psycopg2.connect(url, connect_timeout=timeout)
+        conn.close()
+        return False
+    except psycopg2.OperationalError as exc:
+        if not dbname or "does not exist" not in str(exc):
+            raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
+    admin = dict(dsn, dbname="postgres")
+    try:
+        conn = psycopg2.connect(connect_timeout=timeout, **admin)
+    except psycopg2.OperationalError as exc:
+        raise TransientError(f"database server unreachable: {redact_text(str(exc).strip())}") from None
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        log.info("created database", extra={"step": "migrate", "status": "created", "database": dbname})
+        return True
+    except psycopg2.errors.DuplicateDatabase:
+        return False
+    except psycopg2.Error as exc:
+        raise IngestError(
+            f"database {dbname!r} does not exist and could not be created ({exc.pgerror or exc}); "
+            f"create it with: createdb {dbname}"
+        ) from None
+    finally:
+        conn.close()
+
+
+def migrate(url: str, timeout: int = 10) -> list[str]:
+    """Apply the migrations not yet recorded in ops.schema_migrations.
+
+    Safe to run from several processes at once: they queue on an advisory
+    lock, and each file is applied in its own transaction with its record.
+    Returns the names applied by this call.
+    """
+    ensure_database(url, timeout)
+    conn = connect(url, timeout, "ingestd-migrate")
+    applied: list[str] = []
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+            try:
+                cur.execute("CREATE SCHEMA IF NOT EXISTS ops")
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS ops.schema_migrations ("
+                    " name text PRIMARY KEY, checksum text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur.execute("SELECT name, checksum FROM ops.schema_migrations")
+                done = dict(cur.fetchall())
+                for name, text in migration_files():
+                    digest = hashlib.sha256(text.encode()).hexdigest()
+                    if name in done:
+                        if done[name] != digest:
+                            log.warning(
+                                "migration changed after it was applied",
+                                extra={"step": "migrate", "status": "drift", "migration": name},
+                            )
+                        continue
+                    conn.autocommit = False
+                    try:
+                        cur.execute(text)
+                        cur.execute(
+                            "INSERT INTO ops.schema_migrations (name, checksum) VALUES (%s, %s)", (name, digest)
+                        )
+                        conn.commit()
+                    except psycopg2.Error as exc:
+                        conn.rollback()
+                        raise IngestError(f"migration {name} failed: {exc.pgerror or exc}") from None
+                    finally:
+                        conn.autocommit = True
+                    applied.append(name)
+                    log.info("applied migration", extra={"step": "migrate", "status": "applied", "migration": name})
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    finally:
+        conn.close()
+    return applied

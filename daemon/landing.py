@@ -1,0 +1,106 @@
+"""Rules of the landing zone: what is ignored, which source a file belongs to,
+where it goes after a load, and how a path is resolved safely inside the zone.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from .errors import PermanentError
+
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ARCHIVE_DIR = "_archive"
+QUARANTINE_DIR = "_quarantine"
+# Quarantine folder for files that sit directly in the landing root (no source
+# folder); "_" keeps it out of the source-name space.
+NO_SOURCE = "_no_source"
+
+
+def is_ignored_name(name: str) -> bool:
+    """Names the watcher never publishes: hidden, underscored, temporary."""
+    return name.startswith((".", "_")) or name.endswith(IGNORED_SUFFIXES)
+
+
+def is_ignored(relative: PurePosixPath) -> bool:
+    """True when any part of a landing-relative path is ignored."""
+    return any(is_ignored_name(part) for part in relative.parts)
+
+
+def source_of(relative: PurePosixPath) -> str | None:
+    """The source folder of a landing-relative path, or None for a file in the root."""
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+def resolve_in_landing(landing_dir: Path, relative: str) -> Path:
+    """The absolute path of ``relative``, refusing anything that leaves the zone.
+
+    Refuses absolute paths, ``..`` segments and symlinks (of the file or of a
+    folder on the way) that resolve outside the landing zone, with
+    ``path_rejected``.
+    """
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in relative:
+        raise PermanentError("path_rejected", "path is absolute or contains '..'", path=relative)
+    root = landing_dir.resolve()
+    candidate = root.joinpath(*rel.parts)
+    real = Path(os.path.realpath(candidate))
+    if real != root and root not in real.parents:
+        raise PermanentError("path_rejected", "path resolves outside the landing zone", path=relative)
+    return candidate
+
+
+def _unique_target(folder: Path, name: str, tag: str) -> Path:
+    target = folder / name
+    if not target.exists() and not target.is_symlink():
+        return target
+    stem, dot, ext = name.partition(".")
+    for n in range(1000):
+        suffix = f"{tag}" if n == 0 else f"{tag}-{n}"
+        candidate = folder / f"{stem}.{suffix}{dot}{ext}" if dot else folder / f"{name}.{suffix}"
+        if not candidate.exists():
+            return candidate
+    raise OSError(f"no free name for {name} in {folder}")
+
+
+def archive_path(landing_dir: Path, source: str, relative: PurePosixPath, when: float | None = None) -> Path:
+    """Folder ``_archive/<source>/YYYY/MM/DD/<sub-folders>`` for a loaded file."""
+    day = datetime.fromtimestamp(when or time.time(), tz=timezone.utc)
+    inner = relative.parts[1:-1]
+    return landing_dir.joinpath(ARCHIVE_DIR, source, f"{day:%Y}", f"{day:%m}", f"{day:%d}", *inner)
+
+
+def quarantine_path(landing_dir: Path, relative: PurePosixPath) -> Path:
+    """Folder ``_quarantine/<source>/<sub-folders>`` for a dead-lettered file."""
+    if len(relative.parts) > 1:
+        return landing_dir.joinpath(QUARANTINE_DIR, *relative.parts[:-1])
+    return landing_dir / QUARANTINE_DIR / NO_SOURCE
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Where a file ended up (landing-relative), or why it could not be moved."""
+
+    relative: str | None
+    error: str | None = None
+
+
+def move_file(landing_dir: Path, path: Path, folder: Path, tag: str) -> Moved:
+    """Move ``path`` into ``folder`` without overwriting anything there.
+
+    Never raises for file-system trouble: the caller's load has already
+    committed (or the dead letter is recorded), so a failed move is reported,
+    not retried.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = _unique_target(folder, path.name, tag)
+        shutil.move(str(path), str(target))
+        return Moved(target.relative_to(landing_dir).as_posix())
+    except OSError as exc:
+        return Moved(None, f"{type(exc).__name__}: {exc.strerror or exc}")

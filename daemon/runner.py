@@ -1,0 +1,68 @@
+"""Run roles in threads of one process, supervise them, stop them gracefully.
+
+First SIGTERM/SIGINT: stop taking new work, finish what is in hand, exit 0.
+A second signal exits at once (the broker redelivers anything unacked).
+A role thread that dies unexpectedly stops the whole process with status 1,
+so that systemd or Docker restarts it rather than leaving it half alive.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._threads: list[tuple[str, threading.Thread]] = []
+        self._signals = 0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting at once", extra={"step": "stop", "status": "forced"})
+            os._exit(1)
+        log.info("stopping: finishing work in hand", extra={"step": "stop", "status": "stopping",
+                                                           "signal": signal.Signals(signum).name})
+        self.stop.set()
+
+    def start(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException:  # noqa: BLE001 - logged, then the supervisor stops the process
+                log.exception("role thread failed", extra={"step": name, "status": "crashed"})
+                raise
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        self._threads.append((name, thread))
+
+    def wait(self, join_timeout: float) -> int:
+        """Block until stop is requested or a role dies; returns the exit status."""
+        status = 0
+        while not self.stop.is_set():
+            for name, thread in self._threads:
+                if not thread.is_alive():
+                    log.critical("a role stopped unexpectedly; shutting down",
+                                 extra={"step": name, "status": "dead"})
+                    status = 1
+                    self.stop.set()
+                    break
+            self.stop.wait(0.5)
+        deadline = time.monotonic() + join_timeout
+        for name, thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("role did not stop in time", extra={"step": name, "status": "abandoned"})
+        log.info("stopped", extra={"step": "stop", "status": "stopped"})
+        return status

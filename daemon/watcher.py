@@ -1,0 +1,289 @@
+"""The watcher role: files that land become events on the broker.
+
+watchdog only gives hints (events can be lost, e.g. on inotify overflow),
+so the watcher keeps its own view of pending files, confirms each one is
+complete before publishing, and rescans the landing zone at start and
+periodically. Handlers only enqueue; all decisions happen in ``Watcher.run``.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+from watchdog.events import (
+    DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
+    FileMovedEvent, FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from .broker import Publisher
+from .config import Config
+from .errors import TransientError
+from .events import FileEvent
+from .landing import NO_SOURCE, is_ignored, is_ignored_name, source_of
+
+log = logging.getLogger(__name__)
+
+
+class _Hints(FileSystemEventHandler):
+    """Turns watchdog events into (kind, absolute path) hints on a queue."""
+
+    def __init__(self, hints: queue.Queue) -> None:
+        self.hints = hints
+
+    def on_any_event(self, event) -> None:
+        if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+            self.hints.put(("scan", os.fsdecode(getattr(event, "dest_path", "") or event.src_path)))
+        elif isinstance(event, FileClosedEvent):
+            self.hints.put(("complete", os.fsdecode(event.src_path)))
+        elif isinstance(event, FileMovedEvent):
+            # A rename into place: the writer is done with it.
+            self.hints.put(("complete", os.fsdecode(event.dest_path)))
+        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+            self.hints.put(("changed", os.fsdecode(event.src_path)))
+        elif isinstance(event, FileDeletedEvent):
+            self.hints.put(("deleted", os.fsdecode(event.src_path)))
+
+
+@dataclass
+class Pending:
+    size: int
+    mtime_ns: int
+    stable_since: float
+    complete: bool = False  # closed after write, or renamed into place
+
+
+def open_for_writing_elsewhere(path: Path) -> bool | None:
+    """True if some process holds the file open for writing (Linux lease
+    check), False if none does, None when the check is not permitted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    except OSError as exc:
+        return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
+    finally:
+        os.close(fd)
+
+
+class Watcher:
+    """Publishes a ``FileEvent`` for each complete file in the landing zone."""
+
+    def __init__(self, config: Config, publisher: Publisher, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.root = config.landing_dir
+        self.publisher = publisher
+        self.stop = stop
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.hints: queue.Queue = queue.Queue()
+        self.pending: dict[str, Pending] = {}
+        # What was published, so rescans do not publish the same file again.
+        self.published: dict[str, tuple[int, int]] = {}
+        self._observer = None
+        self._next_publish_try = 0.0
+        self._publish_failures = 0
+        self.heartbeat: Callable[[], None] = lambda: None
+
+    def relative(self, path: str | Path) -> PurePosixPath | None:
+        try:
+            rel = PurePosixPath(Path(path).relative_to(self.root).as_posix())
+        except ValueError:
+            return None
+        return None if not rel.parts or rel.parts == (".",) or is_ignored(rel) else rel
+
+    def start_observer(self) -> None:
+        observer_cls = PollingObserver if self.config.polling else Observer
+        kwargs = {"timeout": self.config.poll_interval_seconds} if self.config.polling else {}
+        observer = observer_cls(**kwargs)
+        observer.schedule(_Hints(self.hints), str(self.root), recursive=True)
+        try:
+            observer.start()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            log.error(
+                "inotify watch limit reached; falling back to polling. Raise it with: "
+                "sysctl fs.inotify.max_user_watches=524288 (and max_user_instances)",
+                extra={"step": "watch", "status": "degraded"},
+            )
+            observer = PollingObserver(timeout=self.config.poll_interval_seconds)
+            observer.schedule(_Hints(self.hints), str(self.root), recursive=True)
+            observer.start()
+        self._observer = observer
+
+    def stop_observer(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def scan(self, folder: Path | None = None) -> int:
+        """Walk the zone (or one folder) and note every file not yet published."""
+        found = 0
+        for path in self._walk(folder or self.root):
+            if self.note(path, complete=False):
+                found += 1
+        return found
+
+    def _walk(self, top: Path) -> Iterator[Path]:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if is_ignored_name(entry.name):
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                            yield Path(entry.path)
+            except OSError as exc:
+                log.warning("cannot scan folder", extra={"step": "scan", "status": "error",
+                                                         "folder": str(folder), "error": exc.strerror})
+
+    def note(self, path: str | Path, complete: bool) -> bool:
+        """Take a hint about ``path``. Returns True when it became pending."""
+        rel = self.relative(path)
+        if rel is None:
+            return False
+        key = rel.as_posix()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self.pending.pop(key, None)
+            return False
+        identity = (st.st_size, st.st_mtime_ns)
+        if self.published.get(key) == identity:
+            return False
+        entry = self.pending.get(key)
+        now = self.clock()
+        if entry is None:
+            self.pending[key] = Pending(st.st_size, st.st_mtime_ns, now, complete)
+            return True
+        if (entry.size, entry.mtime_ns) != identity:
+            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
+            entry.complete = complete
+        else:
+            entry.complete = entry.complete or complete
+        return False
+
+    def ready(self) -> list[str]:
+        """Pending files that are complete now (or vanished: dropped)."""
+        out = []
+        now, wall = self.clock(), self.wall_clock()
+        settle = self.config.settle_seconds
+        for key, entry in list(self.pending.items()):
+            path = self.root / key
+            try:
+                st = os.lstat(path)
+            except OSError:
+                del self.pending[key]
+                continue
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                entry.size, entry.mtime_ns, entry.stable_since, entry.complete = st.st_size, st.st_mtime_ns, now, False
+                continue
+            still = now - entry.stable_since >= settle or wall - st.st_mtime_ns / 1e9 >= settle
+            if entry.complete or (still and open_for_writing_elsewhere(path) is not True):
+                out.append(key)
+        return out
+
+    def publish_ready(self) -> int:
+        if self.clock() < self._next_publish_try:
+            return 0
+        sent = 0
+        for key in self.ready():
+            entry = self.pending[key]
+            rel = PurePosixPath(key)
+            event = FileEvent(source=source_of(rel) or NO_SOURCE, path=key, size=entry.size,
+                              mtime_ns=entry.mtime_ns)
+            try:
+                self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key,
+                                       event.to_json(), event.event_id)
+            except TransientError as exc:
+                from .backoff import compute_backoff
+                delay = compute_backoff(self._publish_failures, cap=30)
+                self._publish_failures += 1
+                self._next_publish_try = self.clock() + delay
+                log.warning("broker unavailable; files wait in the landing zone",
+                            extra={"step": "publish", "status": "retry", "error": str(exc),
+                                   "pending": len(self.pending), "retry_in_s": round(delay, 2)})
+                return sent
+            self._publish_failures = 0
+            self.published[key] = (entry.size, entry.mtime_ns)
+            del self.pending[key]
+            sent += 1
+            log.info("file published", extra={"event_id": event.event_id, "source": event.source,
+                                               "step": "publish", "status": "published", "path": key,
+                                               "size": entry.size})
+        return sent
+
+    def forget_missing(self) -> None:
+        """Drop published entries whose file is gone (loaded and archived)."""
+        for key in [k for k in self.published if not os.path.lexists(self.root / k)]:
+            del self.published[key]
+
+    def drain_hints(self, timeout: float) -> None:
+        try:
+            kind, path = self.hints.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if kind == "scan":
+                self.scan(Path(path))
+            elif kind == "deleted":
+                rel = self.relative(path)
+                if rel is not None:
+                    self.pending.pop(rel.as_posix(), None)
+                    self.published.pop(rel.as_posix(), None)
+            else:
+                self.note(path, complete=(kind == "complete"))
+            try:
+                kind, path = self.hints.get_nowait()
+            except queue.Empty:
+                return
+
+    def run(self) -> None:
+        """Watch until ``stop`` is set. Never dies of a broker outage."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_observer()
+        mode = "polling" if self.config.polling else "inotify"
+        log.info("watching landing zone", extra={"step": "watch", "status": "started", "mode": mode,
+                                                 "landing_dir": str(self.root)})
+        try:
+            found = self.scan()
+            log.info("initial scan", extra={"step": "scan", "status": "done", "files": found})
+            next_rescan = self.clock() + self.config.rescan_seconds
+            while not self.stop.is_set():
+                self.heartbeat()
+                self.drain_hints(timeout=0.05 if self.pending else 0.5)
+                if self.clock() >= next_rescan:
+                    self.forget_missing()
+                    self.scan()
+                    next_rescan = self.clock() + self.config.rescan_seconds
+                if self._observer is not None and not self._observer.is_alive():
+                    log.error("file observer died; restarting it and rescanning",
+                              extra={"step": "watch", "status": "restart"})
+                    self.stop_observer()
+                    self.start_observer()
+                    self.scan()
+                self.publish_ready()
+                self.publisher.process_events()
+        finally:
+            self.stop_observer()
+            self.publisher.close()
