@@ -214,8 +214,11 @@ def cmd_check(config, args) -> int:
         else:
             results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
     except TransientError as exc:
-        results.append((False, "database", f"{exc}; fix: start PostgreSQL or set [database] url / "
-                        "INGESTD_DATABASE_URL (ingestd migrate creates the database if it is missing)"))
+        if "does not exist" in str(exc):
+            fix = "fix: ingestd migrate (creates the database and its tables)"
+        else:
+            fix = "fix: start PostgreSQL or set [database] url / INGESTD_DATABASE_URL"
+        results.append((False, "database", f"{exc}; {fix}"))
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
         try:
