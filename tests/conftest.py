@@ -1,0 +1,236 @@
+"""Shared fixtures: real PostgreSQL and RabbitMQ, isolated per test.
+
+Where a Docker engine runs, testcontainers starts pinned servers
+(postgres:15, rabbitmq:3.10). Otherwise the tests use
+INGESTD_TEST_DATABASE_URL / INGESTD_TEST_AMQP_URL, or the standard local
+ports; when neither answers, the tests that need them fail (never skip).
+
+Each test gets its own database, cloned from a migrated template
+(CREATE DATABASE ... TEMPLATE), and its own broker prefix; both are removed
+afterwards.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pika
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("INGESTD_SHARED_DATA", REPO.parent / "shared" / "data"))
+FITBIT = SHARED_DATA / "fitbit"
+
+
+def _docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def service_urls():
+    """(database server URL without db name, AMQP URL) of real servers."""
+    db_url = os.environ.get("INGESTD_TEST_DATABASE_URL")
+    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL")
+    containers = []
+    if not (db_url and amqp_url) and _docker_engine_available():
+        from testcontainers.postgres import PostgresContainer
+        from testcontainers.rabbitmq import RabbitMqContainer
+        if not db_url:
+            pg = PostgresContainer("postgres:15").start()
+            containers.append(pg)
+            db_url = pg.get_connection_url(driver=None)
+        if not amqp_url:
+            mq = RabbitMqContainer("rabbitmq:3.10-management").start()
+            containers.append(mq)
+            amqp_url = (f"amqp://guest:guest@{mq.get_container_host_ip()}:"
+                        f"{mq.get_exposed_port(5672)}/%2F")
+    db_url = db_url or "postgresql://postgres@127.0.0.1:5432/postgres"
+    amqp_url = amqp_url or "amqp://guest:guest@127.0.0.1:5672/%2F"
+    try:
+        psycopg2.connect(db_url, connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {db_url}: {exc}. Start it, or set INGESTD_TEST_DATABASE_URL.")
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"RabbitMQ is not reachable at {amqp_url}: {exc!r}. Start it, or set INGESTD_TEST_AMQP_URL.")
+    yield db_url, amqp_url
+    for c in containers:
+        c.stop()
+
+
+def _with_dbname(url: str, name: str) -> str:
+    dsn = psycopg2.extensions.parse_dsn(url)
+    dsn["dbname"] = name
+    return psycopg2.extensions.make_dsn(**dsn)
+
+
+def _admin(url: str):
+    conn = psycopg2.connect(_with_dbname(url, "postgres"))
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def template_database(service_urls):
+    """A migrated database, the template of every test's own database."""
+    from ingestd.daemon.db import migrate
+
+    db_url, _ = service_urls
+    name = f"ingestd_tpl_{uuid.uuid4().hex[:8]}"
+    url = _with_dbname(db_url, name)
+    migrate(url)
+    yield name
+    conn = _admin(db_url)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()
+
+
+@pytest.fixture
+def database_url(service_urls, template_database):
+    db_url, _ = service_urls
+    name = f"ingestd_t_{uuid.uuid4().hex[:10]}"
+    conn = _admin(db_url)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                     sql.Identifier(template_database)))
+    yield _with_dbname(db_url, name)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()
+
+
+@pytest.fixture
+def amqp_url(service_urls):
+    return service_urls[1]
+
+
+@pytest.fixture
+def prefix(amqp_url):
+    """A broker prefix of this test's own; its queues and exchanges are deleted after."""
+    value = f"t{uuid.uuid4().hex[:8]}."
+    yield value
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    for name in ("ingest.events", "ingest.dead"):
+        ch.queue_delete(value + name)
+        ch.exchange_delete(value + name)
+    conn.close()
+
+
+@pytest.fixture
+def db(database_url):
+    """A connection to the test's database (autocommit), for assertions."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def query(conn, statement, params=None):
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+SOURCES_TOML = """
+[[sources]]
+name = "daily_activity"
+format = "csv"
+schema = "{schemas}/daily_activity.json"
+max_invalid_ratio = 0.1
+
+[[sources]]
+name = "sleep_day"
+format = "csv"
+schema = "{schemas}/sleep_day.json"
+
+[[sources]]
+name = "hourly_steps"
+format = "csv"
+schema = "{schemas}/hourly_steps.json"
+
+[[sources]]
+name = "heart_rate"
+format = "csv"
+schema = "{schemas}/heart_rate.json"
+
+[[sources]]
+name = "events_jsonl"
+format = "jsonl"
+
+[[sources]]
+name = "events_json"
+format = "json"
+
+[[sources]]
+name = "wrapped_json"
+format = "json"
+records_path = "data.items"
+
+[[sources]]
+name = "parquet_files"
+format = "parquet"
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path, database_url, amqp_url, prefix):
+    """Write an ingestd.toml for this test; returns its path."""
+
+    def write(extra: str = "", landing_extra: str = "", sources: str | None = None) -> Path:
+        path = tmp_path / "ingestd.toml"
+        body = textwrap.dedent(f"""
+            [landing]
+            dir = "{tmp_path / 'data_lake'}"
+            settle_seconds = 0.3
+            rescan_seconds = 2
+            {landing_extra}
+            [database]
+            url = "{database_url}"
+            [broker]
+            url = "{amqp_url}"
+            prefix = "{prefix}"
+            delivery_limit = 5
+            [consumer]
+            stop_timeout_seconds = 20
+            {extra}
+        """) + (sources if sources is not None else SOURCES_TOML.format(schemas=REPO / "schemas"))
+        path.write_text(body)
+        (tmp_path / "data_lake").mkdir(exist_ok=True)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def config(write_config):
+    from ingestd.daemon.config import load_config
+    return load_config(write_config())
+
+
+def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
+    """Drop a file the recommended way: write a temporary name, rename into place."""
+    target = landing / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp"
+    tmp.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
+    os.replace(tmp, target)
+    return target
+
+
+def ingestd_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ingestd.daemon", *args]

@@ -1,0 +1,123 @@
+"""Pure steps: config checking, landing-zone rules, validation, events, backoff."""
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from ingestd.consumers.bronze import copy_text
+from ingestd.consumers.validation import RecordValidator
+from ingestd.daemon.backoff import compute_backoff
+from ingestd.daemon.config import build_config, load_config
+from ingestd.daemon.errors import ConfigError, PermanentError
+from ingestd.daemon.events import FileEvent, parse_event
+from ingestd.daemon.landing import is_ignored, resolve_in_landing
+from ingestd.daemon.logs import redact_text, redact_url
+
+from .conftest import REPO
+
+
+def test_example_config_loads_with_its_schemas():
+    cfg = load_config(REPO / "ingestd.example.toml", environ={})
+    assert set(cfg.sources) == {"daily_activity", "sleep_day", "hourly_steps", "heart_rate"}
+    assert cfg.sources["daily_activity"].schema["type"] == "object"
+    assert cfg.after_load == "archive" and cfg.delivery_limit == 5
+
+
+@pytest.mark.parametrize("doc,needle", [
+    ({"landing": {"dirr": "x"}}, "landing: unknown key 'dirr'"),
+    ({"landing": {"after_load": "shred"}}, "landing.after_load"),
+    ({"broker": {"delivery_limit": 0}}, "broker.delivery_limit"),
+    ({"sources": [{"name": "Bad-Name", "format": "csv"}]}, "sources[0].name"),
+    ({"sources": [{"name": "a", "format": "xml"}]}, "sources[0].format"),
+    ({"colour": "blue"}, "unknown key 'colour'"),
+])
+def test_bad_config_names_the_key(doc, needle, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build_config(doc, tmp_path, environ={})
+    assert needle in str(info.value)
+
+
+def test_env_overrides(tmp_path):
+    cfg = build_config({"database": {"url": "postgresql://file/db"}}, tmp_path, environ={
+        "INGESTD_DATABASE_URL": "postgresql://env/db", "INGESTD_AMQP_URL": "amqp://env",
+        "INGESTD_LANDING_DIR": str(tmp_path / "lz")})
+    assert cfg.database_url == "postgresql://env/db"
+    assert cfg.amqp_url == "amqp://env" and cfg.landing_dir == (tmp_path / "lz").resolve()
+
+
+def test_missing_schema_file_is_named(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build_config({"sources": [{"name": "a", "format": "csv", "schema": "nope.json"}]}, tmp_path, environ={})
+    assert "sources[a].schema" in str(info.value) and "nope.json" in str(info.value)
+
+
+def test_cli_exits_2_on_bad_config(tmp_path, capsys):
+    from ingestd.daemon.cli import main
+    bad = tmp_path / "ingestd.toml"
+    bad.write_text('[landing]\nsettle = 1\n')
+    assert main(["--config", str(bad), "check"]) == 2
+    assert "unknown key 'settle'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path,ignored", [
+    ("src/a.csv", False), ("src/.hidden.csv", True), ("src/_x.csv", True), ("src/a.csv.part", True),
+    ("src/a.crdownload", True), ("src/a.csv~", True), ("_archive/src/a.csv", True), ("src/sub/a.tmp", True),
+])
+def test_ignore_rules(path, ignored):
+    assert is_ignored(PurePosixPath(path)) is ignored
+
+
+def test_resolve_refuses_escapes_and_symlinks_out(tmp_path):
+    landing = tmp_path / "lz"
+    (landing / "src").mkdir(parents=True)
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    os.symlink(outside, landing / "src" / "link.csv")
+    for bad in ("../secret.csv", "/etc/passwd", "src/../../secret.csv", "src/link.csv"):
+        with pytest.raises(PermanentError) as info:
+            resolve_in_landing(landing, bad)
+        assert info.value.reason == "path_rejected"
+    assert resolve_in_landing(landing, "src/ok name 'x'.csv") == landing / "src" / "ok name 'x'.csv"
+
+
+def test_validator_reports_pointer_keyword_message():
+    schema = json.loads((REPO / "schemas" / "daily_activity.json").read_text())
+    validator = RecordValidator(schema)
+    good = {k: "1" for k in schema["properties"]} | {"Id": "1503960366", "ActivityDate": "4/12/2016"}
+    assert validator.errors(good) is None
+    errors = validator.errors(good | {"TotalSteps": "many"})
+    assert errors == [{"pointer": "/TotalSteps", "keyword": "pattern", "message": errors[0]["message"]}]
+    assert validator.errors({"Id": "1"})[0]["keyword"] in {"required", "pattern"}
+
+
+def test_validator_does_not_fill_defaults_into_raw_records():
+    validator = RecordValidator({"type": "object", "properties": {"a": {"type": "string", "default": "x"}}})
+    record = {}
+    assert validator.errors(record) is None and record == {}
+
+
+def test_copy_text_escapes_copy_specials():
+    assert copy_text("a\\b\tc\nd\re") == "a\\\\b\\tc\\nd\\re"
+
+
+def test_event_round_trip_and_bad_events():
+    event = FileEvent(source="src", path="src/a.csv", size=3, mtime_ns=5)
+    assert parse_event(event.to_json()) == event
+    for body in (b"not json", b"[1]", b'{"version": 2}', json.dumps({**json.loads(event.to_json()),
+                                                                     "size": -1}).encode()):
+        with pytest.raises(PermanentError) as info:
+            parse_event(body)
+        assert info.value.reason == "bad_event"
+
+
+def test_backoff_grows_and_is_capped():
+    assert compute_backoff(0, jitter=False) == 0.5
+    assert compute_backoff(3, jitter=False) == 4.0
+    assert compute_backoff(30, jitter=False) == 30.0
+    assert 15.0 <= compute_backoff(30) <= 30.0
+
+
+def test_secrets_are_redacted():
+    assert redact_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
+    assert "s3cret" not in redact_text("failed for postgresql://u:s3cret@db/x: refused")
