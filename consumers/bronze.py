@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import orjson
+import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -90,6 +91,9 @@ class CopyStream:
         self._rows = self._encode(records, validator, source, constants, stats)
         self._buffer = bytearray()
         self._done = False
+        # psycopg2 turns an exception raised by read() into a generic COPY
+        # error; the original is kept here so its reason code survives.
+        self.failure: BaseException | None = None
 
     def _encode(self, records, validator, source, constants, stats) -> Iterator[bytes]:
         src = copy_text(source).encode()
@@ -131,6 +135,9 @@ class CopyStream:
                 self._buffer += next(self._rows)
             except StopIteration:
                 self._done = True
+            except BaseException as exc:
+                self.failure = exc
+                raise
         out = bytes(self._buffer[:want])
         del self._buffer[:want]
         return out
@@ -143,4 +150,9 @@ def copy_records(cur: psycopg2.extensions.cursor, source: str, stream: CopyStrea
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         bronze_table(source), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
     )
-    cur.copy_expert(statement.as_string(cur), stream, size=CHUNK_BYTES)
+    try:
+        cur.copy_expert(statement.as_string(cur), stream, size=CHUNK_BYTES)
+    except psycopg2.Error:
+        if stream.failure is not None:
+            raise stream.failure from None
+        raise

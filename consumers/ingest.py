@@ -26,7 +26,7 @@ from ingestd.daemon.config import Config
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import FileEvent, parse_event
 from ingestd.daemon.landing import (
-    SOURCE_NAME, archive_path, move_file, quarantine_path, resolve_in_landing, source_of,
+    NO_SOURCE, SOURCE_NAME, archive_path, move_file, quarantine_path, resolve_in_landing, source_of,
 )
 
 from . import bronze, runs
@@ -139,7 +139,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     cfg = ctx.config
     relative = PurePosixPath(event.path)
     # The event's source must be the file's folder: nothing else decides where rows go.
-    if source_of(relative) != event.source:
+    if (source_of(relative) or NO_SOURCE) != event.source:
         raise PermanentError("bad_event", f"event source {event.source!r} does not match the path's folder",
                              path=event.path)
     with conn.cursor() as cur:
@@ -167,6 +167,10 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         # Still being written, or replaced: the watcher publishes a new event
         # once the file is complete again, so this one has nothing to do.
         return _skip(conn, run_id, "the file changed after the event was published; a newer event follows")
+    if st.st_size == 0:
+        # A decision (README): an empty drop is almost always a failed export,
+        # so it is quarantined for a human rather than recorded as 0 rows.
+        raise PermanentError("parse_error", "the file is empty (0 bytes)", path=event.path)
     if cfg.max_file_bytes is not None and st.st_size > cfg.max_file_bytes:
         raise PermanentError("too_large", f"file of {st.st_size} bytes exceeds landing.max_file_bytes "
                              f"({cfg.max_file_bytes})", size=st.st_size, limit=cfg.max_file_bytes)
@@ -191,8 +195,9 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             _dispose(ctx, conn, run_id, path, relative, source.name)
             return outcome
         if source.name not in ctx._tables:
+            # Cached only after the commit below: a rolled-back transaction
+            # takes the CREATE TABLE with it.
             bronze.ensure_bronze_table(cur, source.name)
-            ctx._tables.add(source.name)
         records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter)
         constants = {
             "source_timestamp": _iso_from_ns(st.st_mtime_ns), "pipeline_run_id": str(run_id),
@@ -222,6 +227,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         if ctx.before_commit is not None:
             ctx.before_commit()
     conn.commit()
+    ctx._tables.add(source.name)
     _dispose(ctx, conn, run_id, path, relative, source.name)
     return Outcome("success", run_id, rows=stats.rows_total)
 
@@ -323,13 +329,20 @@ def _json(doc: Any) -> str:
     return json.dumps(doc)
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) -> Outcome:
     """A message that is not an event: recorded and parked, nothing to move."""
     import json
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_refuse_constant)
+        if "\\u0000" in json.dumps(doc):
+            raise ValueError("contains U+0000")
     except ValueError:
-        doc = {"raw": body[:4096].decode("utf-8", errors="replace")}
+        # Kept as text for the operator; U+0000 (which jsonb refuses) shown as U+FFFD.
+        doc = {"raw": body[:4096].decode("utf-8", errors="replace").replace("\x00", "\ufffd")}
     event_id = doc.get("event_id") if isinstance(doc, dict) and isinstance(doc.get("event_id"), str) else None
     if event_id is not None:
         try:
