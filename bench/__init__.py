@@ -1,0 +1,1 @@
+"""Benchmarks of ingestd: `python -m bench --help`."""

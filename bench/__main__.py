@@ -1,0 +1,216 @@
+"""Throughput and memory of the file pipeline, against PostgreSQL's own COPY.
+
+    python -m bench                       # 200,000 rows, a few tens of seconds
+    python -m bench --rows 1000000        # the issue's size
+    python -m bench --memory-mb 1024      # also: peak RSS loading a 1 GB CSV
+
+Prints figures and ratios; asserts nothing. Needs PostgreSQL and RabbitMQ
+(INGESTD_TEST_DATABASE_URL / INGESTD_TEST_AMQP_URL or the local ports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+REPO = Path(__file__).resolve().parent.parent
+FITBIT = Path(os.environ.get("INGESTD_SHARED_DATA", REPO.parent / "shared" / "data")) / "fitbit"
+
+
+def with_db(url: str, name: str) -> str:
+    dsn = psycopg2.extensions.parse_dsn(url)
+    dsn["dbname"] = name
+    return psycopg2.extensions.make_dsn(**dsn)
+
+
+def generate_csv(path: Path, rows: int | None = None, target_bytes: int | None = None) -> int:
+    """A CSV shaped like dailyActivity_merged.csv (its rows repeated, ids varied)."""
+    lines = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")
+    header, body = lines[0], [line for line in lines[1:] if line]
+    written = 0
+    with open(path, "wb", buffering=1 << 20) as fh:
+        fh.write(header + b"\r\n")
+        size = len(header) + 2
+        while (rows is not None and written < rows) or (target_bytes is not None and size < target_bytes):
+            line = body[written % len(body)]
+            rest = line.split(b",", 1)[1]
+            out = b"%d,%s\r\n" % (1000000000 + written // len(body), rest)
+            fh.write(out)
+            size += len(out)
+            written += 1
+    return written
+
+
+def csv_to_jsonl(src: Path, dst: Path) -> None:
+    import csv
+    with open(src, newline="", encoding="utf-8") as fh, open(dst, "w", encoding="utf-8") as out:
+        for record in csv.DictReader(fh):
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def raw_copy_rate(db_url: str, jsonl: Path, rows: int) -> float:
+    conn = psycopg2.connect(db_url)
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS bench_raw_copy")
+        cur.execute("CREATE TABLE bench_raw_copy (raw jsonb NOT NULL)")
+        conn.commit()
+        started = time.perf_counter()
+        with open(jsonl, "rb") as fh:
+            # CSV format with a quote character that never occurs: the JSON
+            # text goes in untouched (text format would eat its backslashes).
+            cur.copy_expert("COPY bench_raw_copy (raw) FROM STDIN WITH (FORMAT csv, QUOTE e'\\x01', "
+                            "DELIMITER e'\\x02')", fh, size=1 << 20)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        cur.execute("SELECT count(*) FROM bench_raw_copy")
+        assert cur.fetchone()[0] == rows
+        cur.execute("DROP TABLE bench_raw_copy")
+    conn.commit()
+    conn.close()
+    return rows / elapsed
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Daemon:
+    def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int) -> None:
+        self.workdir = workdir
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}."
+        self.config = workdir / "ingestd.toml"
+        self.config.write_text(
+            f'[landing]\ndir = "{workdir / "data_lake"}"\n'
+            f'[database]\nurl = "{db_url}"\n[broker]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\n'
+            f'[consumer]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n'
+            f'[[sources]]\nname = "daily_activity"\nformat = "csv"\n'
+            f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
+        )
+        self.log = open(workdir / "daemon.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ingestd.daemon", "--config", str(self.config), "run"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.db_url = db_url
+        self.amqp_url = amqp_url
+
+    def wait_ready(self, conn) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('ops.pipeline_runs')")
+                if cur.fetchone()[0]:
+                    time.sleep(1.0)  # consumers connect right after the migration
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("daemon did not start; see " + str(self.workdir / "daemon.log"))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        import pika
+        conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        ch = conn.channel()
+        for name in ("ingest.events", "ingest.dead"):
+            ch.queue_delete(self.prefix + name)
+            ch.exchange_delete(self.prefix + name)
+        conn.close()
+
+
+def drop_and_wait(daemon: Daemon, conn, csv_path: Path, name: str) -> float:
+    landing = daemon.workdir / "data_lake" / "daily_activity"
+    landing.mkdir(parents=True, exist_ok=True)
+    staged = landing / f".{name}.tmp"
+    shutil.copyfile(csv_path, staged)
+    started = time.perf_counter()
+    os.replace(staged, landing / name)
+    while True:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status, error_summary FROM ops.pipeline_runs WHERE file_path = %s"
+                        " AND status <> 'running'", (f"daily_activity/{name}",))
+            row = cur.fetchone()
+        if row:
+            if row[0] != "success":
+                raise RuntimeError(f"load ended {row}")
+            return time.perf_counter() - started
+        time.sleep(0.05)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000, help="rows of the throughput CSV (default 200000)")
+    parser.add_argument("--workers", type=int, default=1, help="consumer workers (default 1)")
+    parser.add_argument("--memory-mb", type=int, default=0,
+                        help="also load a CSV of this many MB and report the daemon's peak RSS")
+    args = parser.parse_args()
+
+    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
+    db_url = with_db(server, dbname)
+    admin = psycopg2.connect(with_db(server, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.platform()}")
+    workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
+    daemon = None
+    try:
+        csv_path = workdir / "daily.csv"
+        rows = generate_csv(csv_path, rows=args.rows)
+        jsonl = workdir / "daily.jsonl"
+        csv_to_jsonl(csv_path, jsonl)
+        print(f"input: {rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB CSV")
+        from ingestd.daemon.db import migrate
+        migrate(db_url)
+        raw = raw_copy_rate(db_url, jsonl, rows)
+        print(f"PostgreSQL COPY of the same records as JSON lines into a jsonb table: {raw:,.0f} rows/s")
+
+        daemon = Daemon(workdir, db_url, amqp_url, args.workers)
+        conn = psycopg2.connect(db_url)
+        conn.autocommit = True
+        daemon.wait_ready(conn)
+        elapsed = drop_and_wait(daemon, conn, csv_path, "throughput.csv")
+        rate = rows / elapsed
+        print(f"ingestd drop-to-committed ({args.workers} worker(s), validation on): {elapsed:.2f} s, "
+              f"{rate:,.0f} rows/s")
+        print(f"ratio ingestd / COPY: {rate / raw:.2f}  (target >= 0.8)")
+        print(f"daemon peak RSS so far: {peak_rss_mb(daemon.proc.pid):.0f} MB")
+        if args.memory_mb:
+            big = workdir / "big.csv"
+            big_rows = generate_csv(big, target_bytes=args.memory_mb * 1_000_000)
+            elapsed = drop_and_wait(daemon, conn, big, "memory.csv")
+            print(f"memory: {big.stat().st_size / 1e6:,.0f} MB CSV, {big_rows:,} rows in {elapsed:.1f} s "
+                  f"({big_rows / elapsed:,.0f} rows/s); daemon peak RSS {peak_rss_mb(daemon.proc.pid):.0f} MB "
+                  f"(target < 200 MB)")
+        conn.close()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
