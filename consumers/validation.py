@@ -17,6 +17,13 @@ import jsonschema
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_PER_RECORD = 10
+# Per-property verdict caches are dropped when they grow past this many
+# entries (a column of unique values gains nothing from caching).
+MAX_CACHED_VALUES = 50_000
+# Top-level keywords the flat fast path understands exactly; any other makes
+# validity depend on more than one property at a time.
+_FLAT_KEYWORDS = {"$schema", "$id", "title", "description", "type", "properties", "required",
+                  "additionalProperties", "$comment", "examples"}
 
 
 class RecordValidator:
@@ -33,7 +40,9 @@ class RecordValidator:
         try:
             # use_default=False: the raw record must never be modified.
             self._fast = fastjsonschema.compile(dict(schema), use_default=False)
+            self._flat = _FlatObjectCheck.build(schema)
         except Exception as exc:  # noqa: BLE001 - any compile failure means "use the slow path"
+            self._flat = None
             log.warning(
                 "schema not compilable by fastjsonschema; validating with jsonschema only",
                 extra={"source": source, "step": "validate", "status": "slow_path", "error": str(exc)},
@@ -43,7 +52,10 @@ class RecordValidator:
         """None when ``record`` is valid, else its errors (at most 10)."""
         if self._reference is None:
             return None
-        if self._fast is not None:
+        if self._flat is not None:
+            if self._flat.is_valid(record):
+                return None
+        elif self._fast is not None:
             try:
                 self._fast(record)
                 return None
@@ -62,3 +74,72 @@ class RecordValidator:
                 break
         # The two validators disagreed: jsonschema is the reference.
         return found or None
+
+
+class _FlatObjectCheck:
+    """Exact validity for schemas that constrain an object property by property.
+
+    Tabular sources (CSV above all) repeat the same values over and over:
+    dates, zeros, ids. When the schema is an object whose only constraints
+    are ``required``, ``additionalProperties: false|true`` and one subschema
+    per property, a record is valid iff its keys pass and each value passes
+    its property's subschema, and that verdict is cached per (type, value).
+    Anything else falls back to the whole-record validator.
+    """
+
+    def __init__(self, required: frozenset[str], allowed: frozenset[str] | None,
+                 checks: dict[str, Callable[[Any], Any]]) -> None:
+        self.required = required
+        self.allowed = allowed
+        self.checks = checks
+        self.cache: dict[str, dict[tuple[type, Any], bool]] = {k: {} for k in checks}
+
+    @classmethod
+    def build(cls, schema: Mapping[str, Any]) -> "_FlatObjectCheck | None":
+        if set(schema) - _FLAT_KEYWORDS or schema.get("type") != "object":
+            return None
+        additional = schema.get("additionalProperties", True)
+        if not isinstance(additional, bool):
+            return None
+        properties = schema.get("properties", {})
+        checks = {}
+        for name, sub in properties.items():
+            if not isinstance(sub, Mapping) or "$ref" in str(sub):
+                return None  # a reference may point at the root: not local
+            checks[name] = fastjsonschema.compile(dict(sub), use_default=False)
+        allowed = None if additional else frozenset(properties)
+        return cls(frozenset(schema.get("required", ())), allowed, checks)
+
+    def is_valid(self, record: Any) -> bool:
+        if type(record) is not dict:
+            return False
+        keys = record.keys()
+        if not self.required <= keys or (self.allowed is not None and not keys <= self.allowed):
+            return False
+        for key, value in record.items():
+            check = self.checks.get(key)
+            if check is None:
+                continue
+            if type(value) in (dict, list):
+                if not self._run(check, value):
+                    return False
+                continue
+            cache = self.cache[key]
+            marker = (type(value), value)
+            verdict = cache.get(marker)
+            if verdict is None:
+                verdict = self._run(check, value)
+                if len(cache) >= MAX_CACHED_VALUES:
+                    cache.clear()
+                cache[marker] = verdict
+            if not verdict:
+                return False
+        return True
+
+    @staticmethod
+    def _run(check: Callable[[Any], Any], value: Any) -> bool:
+        try:
+            check(value)
+            return True
+        except fastjsonschema.JsonSchemaValueException:
+            return False

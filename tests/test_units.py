@@ -121,3 +121,21 @@ def test_backoff_grows_and_is_capped():
 def test_secrets_are_redacted():
     assert redact_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
     assert "s3cret" not in redact_text("failed for postgresql://u:s3cret@db/x: refused")
+
+
+def test_flat_fast_path_agrees_with_jsonschema_on_real_and_broken_rows():
+    import jsonschema
+
+    from ingestd.consumers.readers import read_records
+
+    from .conftest import FITBIT
+    schema = json.loads((REPO / "schemas" / "daily_activity.json").read_text())
+    validator = RecordValidator(schema)
+    assert validator._flat is not None
+    reference = jsonschema.Draft7Validator(schema)
+    records = list(read_records(FITBIT / "dailyActivity_merged.csv", "csv", None))
+    broken = [dict(records[0], TotalSteps="12a"), {k: v for k, v in records[1].items() if k != "Id"},
+              dict(records[2], extra="x"), dict(records[3], Calories=5), dict(records[4], Calories=5.0),
+              dict(records[5], Calories=True), [1, 2]]
+    for record in records + broken + records[:50]:  # the repeat is answered from the cache
+        assert (validator.errors(record) is None) == reference.is_valid(record), record
