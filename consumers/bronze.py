@@ -1,6 +1,6 @@
 """Bronze tables: created on first use from ``bronze._template``, filled by COPY.
 
-Records are encoded into PostgreSQL's text COPY format as they are read, and
+Records are encoded into PostgreSQL's binary COPY format as they are read, and
 the COPY pulls them through a file-like object: the file is streamed from
 disk to the server without ever being held whole in memory.
 """
@@ -10,6 +10,8 @@ import datetime as dt
 import base64
 import decimal
 import hashlib
+import struct
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -28,8 +30,38 @@ COPY_COLUMNS = (
     "source_timestamp", "pipeline_run_id", "event_id", "file_path", "file_hash", "file_size",
     "api_endpoint", "api_response_code",
 )
-NULL = "\\N"
 CHUNK_BYTES = 256 * 1024
+
+# PostgreSQL binary COPY: signature, flags, header extension length; each row
+# is an int16 field count then (int32 length, bytes) per field, -1 for NULL.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+COPY_TRAILER = struct.pack("!h", -1)
+NULL_FIELD = struct.pack("!i", -1)
+_FIELD_COUNT = struct.Struct("!h")
+_NUMBER_FIELD = struct.Struct("!iq")
+_JSONB_HEADER = struct.Struct("!iB")
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _binary_field(data: bytes) -> bytes:
+    return struct.pack("!i", len(data)) + data
+
+
+def _binary_value(column: str, value: Any) -> bytes:
+    """Binary COPY encoding of one lineage column's value."""
+    if value is None:
+        return NULL_FIELD
+    if column in ("pipeline_run_id", "event_id"):
+        return _binary_field(uuid.UUID(str(value)).bytes)
+    if column == "source_timestamp":
+        micros = (value - _PG_EPOCH) // dt.timedelta(microseconds=1)
+        return _binary_field(struct.pack("!q", micros))
+    if column == "file_size":
+        return _binary_field(struct.pack("!q", int(value)))
+    if column == "api_response_code":
+        return _binary_field(struct.pack("!i", int(value)))
+    # text columns; a name that is not valid UTF-8 keeps its bytes visible as escapes
+    return _binary_field(str(value).encode("utf-8", "backslashreplace"))
 
 
 def bronze_table(source: str) -> sql.Composed:
@@ -46,13 +78,6 @@ def ensure_bronze_table(cur: psycopg2.extensions.cursor, source: str) -> None:
     lock_key = int.from_bytes(hashlib.sha256(f"bronze:{source}".encode()).digest()[:8], "big", signed=True)
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE bronze._template INCLUDING ALL)").format(table))
-
-
-def copy_text(value: str) -> str:
-    """Escape a value for PostgreSQL's text COPY format."""
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
 
 
 def _json_default(value: Any) -> Any:
@@ -80,25 +105,31 @@ class LoadStats:
 
 
 class CopyStream:
-    """A read-only file object producing COPY text rows from records.
+    """A read-only file object producing binary COPY rows from records.
 
-    ``constants`` are the already-escaped lineage columns that follow
-    ``record_number``/validation in every row of one load.
+    Binary COPY spares the server the text parsing of every lineage column
+    and the escaping of the JSON (about a quarter of the load time with text
+    COPY on Fitbit-shaped rows). ``lineage`` holds the per-load values of the
+    columns after the validation ones (``COPY_COLUMNS[5:]``), as Python
+    values; they are encoded once.
     """
 
     def __init__(self, records: Iterable[dict[str, Any]], validator: RecordValidator, source: str,
-                 constants: dict[str, str | None], stats: LoadStats) -> None:
-        self._rows = self._encode(records, validator, source, constants, stats)
-        self._buffer = bytearray()
+                 lineage: dict[str, Any], stats: LoadStats) -> None:
+        self._rows = self._encode(records, validator, source, lineage, stats)
+        self._buffer = bytearray(COPY_SIGNATURE)
         self._done = False
         # psycopg2 turns an exception raised by read() into a generic COPY
         # error; the original is kept here so its reason code survives.
         self.failure: BaseException | None = None
 
-    def _encode(self, records, validator, source, constants, stats) -> Iterator[bytes]:
-        src = copy_text(source).encode()
-        tail = "\t".join(NULL if constants.get(c) is None else copy_text(str(constants[c]))
-                         for c in COPY_COLUMNS[5:]).encode()
+    def _encode(self, records, validator, source, lineage, stats) -> Iterator[bytes]:
+        head = _FIELD_COUNT.pack(len(COPY_COLUMNS)) + _binary_field(source.encode())
+        tail = b"".join(_binary_value(column, lineage.get(column)) for column in COPY_COLUMNS[5:])
+        valid_tail = _binary_field(b"valid") + NULL_FIELD + tail
+        invalid_status = _binary_field(b"invalid")
+        number_field = _NUMBER_FIELD.pack
+        jsonb_length = _JSONB_HEADER.pack
         dumps = orjson.dumps
         options = orjson.OPT_NON_STR_KEYS
         errors_of = validator.errors
@@ -116,17 +147,19 @@ class CopyStream:
                     record=number,
                 )
             errors = errors_of(record)
+            # field: int32 length, then jsonb version byte 1 and the JSON text
+            row = head + jsonb_length(len(raw) + 1, 1) + raw + number_field(8, number)
             if errors is None:
                 stats.rows_valid += 1
-                status, err = b"valid", b"\\N"
+                yield row + valid_tail
             else:
                 stats.rows_invalid += 1
-                status = b"invalid"
-                err = dumps(errors).replace(b"\\", b"\\\\")
                 if len(stats.first_errors) < 5:
                     stats.first_errors.append({"record": number, "errors": errors[:3]})
-            yield b"\t".join((src, raw.replace(b"\\", b"\\\\"), str(number).encode(), status, err, tail)) + b"\n"
+                err = dumps(errors)
+                yield row + invalid_status + jsonb_length(len(err) + 1, 1) + err + tail
         stats.rows_total = number
+        yield COPY_TRAILER
 
     def read(self, size: int = -1) -> bytes:
         want = CHUNK_BYTES if size is None or size < 0 else max(size, 1)
@@ -147,7 +180,7 @@ class CopyStream:
 
 def copy_records(cur: psycopg2.extensions.cursor, source: str, stream: CopyStream) -> None:
     """COPY the stream's rows into ``bronze.<source>``."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
         bronze_table(source), sql.SQL(", ").join(map(sql.Identifier, COPY_COLUMNS))
     )
     try:

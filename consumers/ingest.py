@@ -14,6 +14,7 @@ import stat
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -199,12 +200,12 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             # takes the CREATE TABLE with it.
             bronze.ensure_bronze_table(cur, source.name)
         records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter)
-        constants = {
-            "source_timestamp": _iso_from_ns(st.st_mtime_ns), "pipeline_run_id": str(run_id),
-            "event_id": event.event_id, "file_path": event.path, "file_hash": checksum,
-            "file_size": str(st.st_size), "api_endpoint": None, "api_response_code": None,
+        lineage = {
+            "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
+            "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": event.path,
+            "file_hash": checksum, "file_size": st.st_size,
         }
-        stream = bronze.CopyStream(records, ctx.validator(source.name), source.name, constants, stats)
+        stream = bronze.CopyStream(records, ctx.validator(source.name), source.name, lineage, stats)
         bronze.copy_records(cur, source.name, stream)
         if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
             raise PermanentError(
@@ -230,11 +231,6 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     ctx._tables.add(source.name)
     _dispose(ctx, conn, run_id, path, relative, source.name)
     return Outcome("success", run_id, rows=stats.rows_total)
-
-
-def _iso_from_ns(ns: int) -> str:
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
 
 
 def _skip(conn, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

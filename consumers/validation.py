@@ -92,7 +92,10 @@ class _FlatObjectCheck:
         self.required = required
         self.allowed = allowed
         self.checks = checks
-        self.cache: dict[str, dict[tuple[type, Any], bool]] = {k: {} for k in checks}
+        # Strings already found valid, per property. Only ``str`` values are
+        # remembered: a string never equals a value of another type, so a set
+        # lookup cannot confuse "1" with 1 or True.
+        self.valid_strings: dict[str, set[str]] = {k: set() for k in checks}
 
     @classmethod
     def build(cls, schema: Mapping[str, Any]) -> "_FlatObjectCheck | None":
@@ -116,24 +119,19 @@ class _FlatObjectCheck:
         keys = record.keys()
         if not self.required <= keys or (self.allowed is not None and not keys <= self.allowed):
             return False
+        valid_strings = self.valid_strings
         for key, value in record.items():
-            check = self.checks.get(key)
-            if check is None:
+            known = valid_strings.get(key)
+            if known is None:
+                continue  # no subschema for this property
+            if type(value) is str and value in known:
                 continue
-            if type(value) in (dict, list):
-                if not self._run(check, value):
-                    return False
-                continue
-            cache = self.cache[key]
-            marker = (type(value), value)
-            verdict = cache.get(marker)
-            if verdict is None:
-                verdict = self._run(check, value)
-                if len(cache) >= MAX_CACHED_VALUES:
-                    cache.clear()
-                cache[marker] = verdict
-            if not verdict:
+            if not self._run(self.checks[key], value):
                 return False
+            if type(value) is str:
+                if len(known) >= MAX_CACHED_VALUES:
+                    known.clear()
+                known.add(value)
         return True
 
     @staticmethod

@@ -5,7 +5,6 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ingestd.consumers.bronze import copy_text
 from ingestd.consumers.validation import RecordValidator
 from ingestd.daemon.backoff import compute_backoff
 from ingestd.daemon.config import build_config, load_config
@@ -95,10 +94,6 @@ def test_validator_does_not_fill_defaults_into_raw_records():
     validator = RecordValidator({"type": "object", "properties": {"a": {"type": "string", "default": "x"}}})
     record = {}
     assert validator.errors(record) is None and record == {}
-
-
-def test_copy_text_escapes_copy_specials():
-    assert copy_text("a\\b\tc\nd\re") == "a\\\\b\\tc\\nd\\re"
 
 
 def test_event_round_trip_and_bad_events():
