@@ -54,7 +54,7 @@ class ConsumerWorker:
 
     def _default_context(self) -> IngestContext:
         publisher = Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds,
-                              f"ingestd-{self.name}-dead-letters")
+                              f"{self.name}-dead-letters")
         return IngestContext(self.config, publisher, self.name)
 
     # -- connection thread ------------------------------------------------
@@ -83,7 +83,8 @@ class ConsumerWorker:
             worker.join(timeout=max(1.0, self.config.stop_timeout_seconds))
 
     def _consume(self) -> None:
-        connection = open_connection(self.config.amqp_url, self.config.heartbeat_seconds, f"ingestd-{self.name}")
+        connection = open_connection(self.config.amqp_url, self.config.heartbeat_seconds,
+                                     self.topology.connection_name(self.name))
         self._connection = connection
         try:
             channel = connection.channel()

@@ -54,6 +54,10 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}ingest.dead"
 
+    def connection_name(self, role: str) -> str:
+        """Name shown by the broker (management UI, rabbitmqctl) for a connection."""
+        return f"ingestd-{self.prefix}{role}"
+
     def events_queue_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
@@ -115,11 +119,11 @@ class Publisher:
     nacked), and the caller keeps its input for a later try.
     """
 
-    def __init__(self, url: str, topology: Topology, heartbeat: int = 30, name: str = "ingestd-publisher") -> None:
+    def __init__(self, url: str, topology: Topology, heartbeat: int = 30, role: str = "publisher") -> None:
         self.url = url
         self.topology = topology
         self.heartbeat = heartbeat
-        self.name = name
+        self.name = topology.connection_name(role)
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
 

@@ -115,7 +115,7 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
     topology = Topology(config.prefix, config.delivery_limit)
     if watch:
         def watch_role() -> None:
-            publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "ingestd-watcher")
+            publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "watcher")
             Watcher(config, publisher, supervisor.stop).run()
         supervisor.start("watcher", watch_role)
     if consumers:
@@ -160,7 +160,7 @@ def cmd_publish(config, args) -> int:
             print(f"ingestd publish: {raw}: no such file", file=sys.stderr)
             problems += 1
     publisher = Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit),
-                          config.heartbeat_seconds, "ingestd-publish")
+                          config.heartbeat_seconds, "publish")
     published = 0
     try:
         bar = tqdm(files, unit="file", disable=args.no_progress or not files, file=sys.stderr)

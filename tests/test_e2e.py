@@ -131,3 +131,83 @@ def test_consumer_killed_mid_file_loads_it_exactly_once(start, db, tmp_path, wri
     assert interrupted[0][0] >= 1
     watcher.send_signal(signal.SIGTERM)
     assert watcher.wait(timeout=30) == 0
+
+
+def close_broker_connections(prefix: str) -> int:
+    """Force-close this test's connections at the broker (what a broker restart does to them)."""
+    listing = subprocess.run(["rabbitmqctl", "list_connections", "pid", "client_properties", "-q",
+                              "--no-table-headers"], capture_output=True, text=True, check=True, timeout=60).stdout
+    closed = 0
+    for line in listing.splitlines():
+        pid, _, props = line.partition("\t")
+        if f'"ingestd-{prefix}' in props or f"<<\"ingestd-{prefix}" in props:
+            subprocess.run(["rabbitmqctl", "close_connection", pid.strip(), "test: broker connection cut"],
+                           capture_output=True, check=True, timeout=60)
+            closed += 1
+    return closed
+
+
+def test_broker_connections_cut_during_a_load_and_between_files(start, db, tmp_path, prefix, write_config):
+    landing = tmp_path / "data_lake"
+    config_path = write_config()
+    (landing / "daily_activity").mkdir(parents=True)
+    tmp = landing / "daily_activity" / ".big.tmp"
+    big_csv(tmp, 150_000)
+    proc = start("run", config_path=config_path)
+    wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
+    time.sleep(1.0)
+    os.replace(tmp, landing / "daily_activity" / "big.csv")
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
+             interval=0.05)
+    assert close_broker_connections(prefix) >= 2  # watcher and consumer, mid-load
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 1,
+             timeout=120)
+    time.sleep(1.0)
+    close_broker_connections(prefix)
+    drop_file(landing, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 2,
+             timeout=120)
+    assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [
+        (150_000, 150_000)]
+    assert query(db, "SELECT count(*) FROM bronze.heart_rate") == [(49,)]
+    assert query(db, "SELECT count(*) FROM ops.dead_letters") == [(0,)]
+    assert proc.poll() is None
+
+
+def test_publish_enqueues_existing_files_and_reports_outsiders(db, tmp_path, write_config):
+    config_path = write_config()
+    landing = tmp_path / "data_lake"
+    drop_file(landing, "sleep_day/old/sleep.csv", FITBIT / "sleepDay_merged.csv")
+    drop_file(landing, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
+    outsider = tmp_path / "elsewhere.csv"
+    outsider.write_text("a\n1\n")
+    result = subprocess.run(ingestd_cmd("--config", str(config_path), "publish", "--no-progress", str(landing),
+                                        str(outsider)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "published 2 file(s), 1 problem(s)" in result.stdout
+    assert "elsewhere.csv" in result.stderr and "not inside the landing zone" in result.stderr
+    consume = subprocess.Popen(ingestd_cmd("--config", str(config_path), "consume"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 2)
+        assert sorted(query(db, "SELECT trigger, source FROM ops.pipeline_runs")) == [
+            ("manual", "heart_rate"), ("manual", "sleep_day")]
+    finally:
+        consume.send_signal(signal.SIGTERM)
+        assert consume.wait(timeout=30) == 0
+
+
+def test_check_reports_what_is_wrong(tmp_path, write_config):
+    config_path = write_config(sources="")
+    ok = subprocess.run(ingestd_cmd("--config", str(config_path), "check"), capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stdout
+    assert [line.split()[:2] for line in ok.stdout.splitlines()] == [
+        ["ok", "config"], ["ok", "database"], ["ok", "broker"], ["ok", "landing"]]
+    bad = config_path.read_text().replace("127.0.0.1:5672", "127.0.0.1:1")
+    config_path.write_text(bad)
+    failed = subprocess.run(ingestd_cmd("--config", str(config_path), "check"), capture_output=True, text=True,
+                            timeout=60)
+    assert failed.returncode == 1
+    assert "FAIL broker" in failed.stdout and "fix: start RabbitMQ" in failed.stdout
+    assert "guest:guest" not in failed.stdout
