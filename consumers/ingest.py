@@ -102,7 +102,7 @@ def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -
     except psycopg2.Error as exc:
         ctx.drop_connection()
         if db.is_connection_error(exc):
-            raise TransientError(f"database connection lost: {str(exc).strip()[:300]}") from None
+            raise TransientError(f"database unavailable: {str(exc).strip()[:300]}") from None
         raise
 
 
@@ -119,9 +119,9 @@ def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
         conn.rollback()
         outcome = _dead_letter(ctx, conn, event, run_id, exc)
     except psycopg2.Error as exc:
-        conn.rollback() if not conn.closed else None
-        if db.is_connection_error(exc):
-            raise
+        if db.classify_error(exc) != "data":
+            raise  # transient: retried by the worker; a bug: left for redelivery
+        conn.rollback()
         # The database refused the data (e.g. a value jsonb rejects): the
         # data's fault, so dead-letter it rather than loop.
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000],

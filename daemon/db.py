@@ -43,13 +43,34 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
         raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
 
 
+# SQLSTATE classes (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+# whose errors are the data's fault: retrying the same bytes cannot succeed.
+DATA_FAULT_CLASSES = ("22", "23", "54")
+# Classes that say "try again later": connection trouble, resources, operator
+# intervention (shutdown), serialization failures and deadlocks.
+TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def classify_error(exc: BaseException) -> str:
+    """``transient``, ``data`` or ``bug`` for a psycopg2 error.
+
+    A lost connection carries no SQLSTATE; it is transient like the classes
+    above. Anything else (undefined table, syntax) is a bug in ingestd or in
+    the database's state, neither retried in a loop nor blamed on the data.
+    """
+    code = getattr(exc, "pgcode", None)
+    if code is None:
+        return "transient" if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) else "bug"
+    if code.startswith(DATA_FAULT_CLASSES):
+        return "data"
+    if code.startswith(TRANSIENT_CLASSES):
+        return "transient"
+    return "bug"
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True for errors that mean "the connection is gone", not "the SQL is wrong"."""
-    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        # Some data errors are OperationalError subclasses too (e.g. out of memory
-        # for a query); those carry a pgcode, while a lost connection has none.
-        return getattr(exc, "pgcode", None) is None or str(exc.pgcode).startswith(("08", "57P"))
-    return False
+    """True for errors worth retrying later (see ``classify_error``)."""
+    return isinstance(exc, psycopg2.Error) and classify_error(exc) == "transient"
 
 
 def migration_files() -> list[tuple[str, str]]:
