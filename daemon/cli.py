@@ -104,8 +104,15 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
     from .runner import Supervisor
     from .watcher import Watcher
 
+    from .logs import redact_url
+
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
+    log.info("ingestd starting", extra={
+        "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
+        "config": str(config.path), "landing_dir": str(config.landing_dir), "sources": sorted(config.sources),
+        "database": redact_url(config.database_url), "broker": redact_url(config.amqp_url),
+        "prefix": config.prefix})
     try:
         if consumers:
             _migrate_with_retry(config, supervisor.stop)
