@@ -50,6 +50,7 @@ class ConsumerWorker:
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
         self.heartbeat: Callable[[], None] = lambda: None
+        self._worker_thread: threading.Thread | None = None
         self.fatal: BaseException | None = None
 
     def _default_context(self) -> IngestContext:
@@ -61,6 +62,7 @@ class ConsumerWorker:
     def run(self) -> None:
         worker = threading.Thread(target=self._work_loop, name=f"{self.name}-work", daemon=True)
         worker.start()
+        self._worker_thread = worker
         attempt = 0
         try:
             while not self.stop.is_set():
@@ -96,6 +98,10 @@ class ConsumerWorker:
                                          "queue": self.topology.events_queue})
             while not self.stop.is_set():
                 connection.process_data_events(time_limit=0.5)
+                if not self._worker_thread.is_alive():
+                    # Without its work thread this consumer would take messages
+                    # and never ack them: fail loudly so the supervisor stops.
+                    raise RuntimeError(f"work thread of {self.name} died")
                 self.heartbeat()
             self._drain_on_stop(connection, channel)
         finally:
