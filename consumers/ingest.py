@@ -145,6 +145,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
                              path=event.path)
     with conn.cursor() as cur:
         done = runs.manifest_by_event(cur, event.event_id)
+    conn.rollback()  # no transaction stays open while the file is hashed
     if done is not None:
         return _skip(conn, run_id, f"event already loaded by run {done['run_id']}")
     path = resolve_in_landing(cfg.landing_dir, event.path)
@@ -153,6 +154,9 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         raise PermanentError("unknown_source", f"folder {event.source!r} is not a configured source",
                              path=event.path)
     try:
+        # Identity as the watcher saw it (lstat: a symlink's own size and
+        # mtime), then the content's own stat (the link resolved in the zone).
+        identity = os.lstat(path)
         st = os.stat(path)
     except FileNotFoundError:
         with conn.cursor() as cur:
@@ -164,7 +168,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}", path=event.path) from None
     if not stat.S_ISREG(st.st_mode):
         raise PermanentError("unreadable_file", "not a regular file", path=event.path)
-    if st.st_size != event.size or st.st_mtime_ns != event.mtime_ns:
+    if identity.st_size != event.size or identity.st_mtime_ns != event.mtime_ns:
         # Still being written, or replaced: the watcher publishes a new event
         # once the file is complete again, so this one has nothing to do.
         return _skip(conn, run_id, "the file changed after the event was published; a newer event follows")

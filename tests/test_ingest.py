@@ -217,3 +217,11 @@ def test_formats_json_records_path_and_parquet_load(ctx, config, db):
     assert query(db, "SELECT raw_data FROM bronze.wrapped_json ORDER BY record_number") == [({"k": 1},), ({"k": 2.5},)]
     assert query(db, "SELECT count(*) FROM bronze.events_json") == [(2,)]
     assert query(db, "SELECT count(*) FROM bronze.parquet_files") == [(14,)]
+
+
+def test_symlink_inside_the_landing_zone_loads_its_target(ctx, config, db):
+    target = drop_file(config.landing_dir, "events_jsonl/real/data.jsonl", b'{"a": 1}\n{"a": 2}\n')
+    os.symlink(target, config.landing_dir / "events_jsonl" / "link.jsonl")
+    outcome = ingest(ctx, "events_jsonl/link.jsonl")
+    assert (outcome.status, outcome.rows) == ("success", 2)
+    assert target.exists()  # the link was archived, not its target
