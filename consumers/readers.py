@@ -12,7 +12,7 @@ import gzip
 import io
 import math
 import zlib
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import ijson
 import orjson
@@ -153,9 +153,12 @@ def _json_type(doc: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(doc), "number")
 
 
-def read_json(stream: IO[bytes], records_path: str | None = None) -> Iterator[Record]:
+def read_json(stream: IO[bytes], records_path: str | None = None,
+              reopen: Callable[[], IO[bytes]] | None = None) -> Iterator[Record]:
     """A JSON array of objects, or an object holding it at ``records_path``
     (dotted, e.g. ``observations`` or ``data.items``), parsed incrementally.
+    An empty array there gives no records; a missing path is a parse error
+    (``reopen`` gives a fresh stream to tell the two apart).
 
     NaN and Infinity are not JSON and are refused (``parse_error``).
     """
@@ -182,8 +185,8 @@ def read_json(stream: IO[bytes], records_path: str | None = None) -> Iterator[Re
                     "parse_error", f"record {number}: a {_json_type(doc)}, not an object", record=number
                 )
             yield doc
-        if records_path and not found:
-            _require_path(stream, records_path)
+        if records_path and not found and not _holds_array(reopen, records_path):
+            raise PermanentError("parse_error", f"no array at records_path {records_path!r}")
     except ijson.common.IncompleteJSONError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete JSON"
         if "invalid UTF-8" in message or "utf-8" in message.lower():
@@ -195,12 +198,16 @@ def read_json(stream: IO[bytes], records_path: str | None = None) -> Iterator[Re
         raise _gzip_guard(exc) from None
 
 
-def _require_path(stream: IO[bytes], records_path: str) -> None:
-    # An empty array at the path is fine; a missing path is a parse error.
-    # The stream is exhausted by now, so only the absence can be reported.
-    raise PermanentError(
-        "parse_error", f"no records at records_path {records_path!r} (missing, empty or not an array)"
-    )
+def _holds_array(reopen: Callable[[], IO[bytes]] | None, records_path: str) -> bool:
+    """Whether the document has an array at ``records_path`` (rarely asked:
+    only when it gave no records)."""
+    if reopen is None:
+        return False
+    with reopen() as stream:
+        if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
+            stream.read(3)
+        return any(prefix == records_path and event == "start_array"
+                   for prefix, event, _ in ijson.parse(stream))
 
 
 def _parquet_value(value: Any) -> Any:
@@ -244,6 +251,6 @@ def read_records(path, fmt: str, limit: int | None, records_path: str | None = N
         elif fmt == "jsonl":
             yield from read_jsonl(stream)
         elif fmt == "json":
-            yield from read_json(stream, records_path)
+            yield from read_json(stream, records_path, lambda: open_content(path, limit))
         else:
             raise ValueError(f"unknown format {fmt!r}")

@@ -106,6 +106,15 @@ def test_fred_observations_via_records_path():
     assert sum(1 for r in records if r["value"] == ".") == 4
 
 
+def test_records_path_empty_array_is_no_records_but_missing_path_is_parse_error(tmp_path):
+    empty = SHARED_DATA / "fred" / "fredr_series_observations-3a8dc9_empty.json"
+    assert list(read_records(empty, "json", None, "observations")) == []
+    missing = tmp_path / "missing.json"
+    missing.write_bytes(b'{"data": {"other": []}}')
+    reason, message = reason_of(lambda: list(read_records(missing, "json", None, "data.items")))
+    assert reason == "parse_error" and "data.items" in message
+
+
 def test_parquet_real_files_including_int96_and_nested():
     plain = list(read_parquet(SHARED_DATA / "parquet" / "alltypes_plain.parquet"))
     assert len(plain) == 8 and plain[0]["id"] == 4
