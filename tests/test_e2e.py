@@ -247,3 +247,42 @@ def test_database_cut_off_mid_load_is_retried_not_dead_lettered(start, db, tmp_p
                      " ORDER BY started_at")
     assert runs[-1] == ("success", False) and ("failure", True) in runs
     assert (tmp_path / "run-0.log").read_text().count('"status": "retry"') >= 1
+
+
+def test_sigterm_mid_load_finishes_the_file_then_exits_0(start, db, tmp_path, write_config):
+    landing = tmp_path / "data_lake"
+    config_path = write_config()
+    (landing / "daily_activity").mkdir(parents=True)
+    tmp = landing / "daily_activity" / ".big.tmp"
+    big_csv(tmp, 150_000)
+    proc = start("run", config_path=config_path)
+    wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
+    os.replace(tmp, landing / "daily_activity" / "big.csv")
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
+             interval=0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert query(db, "SELECT status, rows_total FROM ops.pipeline_runs") == [("success", 150_000)]
+    assert query(db, "SELECT count(*) FROM bronze.daily_activity") == [(150_000,)]
+
+
+def test_second_signal_exits_at_once(start, db, tmp_path, write_config):
+    landing = tmp_path / "data_lake"
+    config_path = write_config()
+    (landing / "daily_activity").mkdir(parents=True)
+    tmp = landing / "daily_activity" / ".big.tmp"
+    big_csv(tmp, 400_000)
+    proc = start("run", config_path=config_path)
+    wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
+    os.replace(tmp, landing / "daily_activity" / "big.csv")
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
+             interval=0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 1
+    # Nothing half-loaded: the transaction never committed, the file is still there.
+    assert query(db, "SELECT count(*) FROM ops.raw_ingest_manifest") == [(0,)]
+    assert (landing / "daily_activity" / "big.csv").exists()
+    # The table is created in the load's own transaction: rolled back with it.
+    assert query(db, "SELECT to_regclass('bronze.daily_activity')") == [(None,)]

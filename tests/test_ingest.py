@@ -225,3 +225,31 @@ def test_symlink_inside_the_landing_zone_loads_its_target(ctx, config, db):
     outcome = ingest(ctx, "events_jsonl/link.jsonl")
     assert (outcome.status, outcome.rows) == ("success", 2)
     assert target.exists()  # the link was archived, not its target
+
+
+def test_two_workers_racing_on_the_same_bytes_load_them_once(config, db):
+    import threading
+    data = (FITBIT / "hourlySteps_merged.csv").read_bytes()
+    drop_file(config.landing_dir, "hourly_steps/a.csv", data)
+    drop_file(config.landing_dir, "hourly_steps/b.csv", data)
+    outcomes = {}
+    barrier = threading.Barrier(2)
+
+    def work(name):
+        context = IngestContext(config, Publisher(config.amqp_url, Topology(config.prefix)), f"racer-{name}")
+        body = event_for(config, f"hourly_steps/{name}.csv").to_json()
+        context.conn()  # connect before the start line
+        barrier.wait()
+        try:
+            outcomes[name] = ingest_message(context, body).status
+        finally:
+            context.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes.values()) == ["skipped", "success"]
+    assert query(db, "SELECT count(*) FROM bronze.hourly_steps") == [(22099,)]
+    assert query(db, "SELECT count(*) FROM ops.raw_ingest_manifest") == [(1,)]
