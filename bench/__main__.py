@@ -153,12 +153,41 @@ def drop_and_wait(daemon: Daemon, conn, csv_path: Path, name: str) -> float:
         time.sleep(0.05)
 
 
+def latency(daemon: Daemon, conn, count: int) -> None:
+    """Drop small files one at a time (rename into place); drop-to-committed per file."""
+    landing = daemon.workdir / "data_lake" / "daily_activity"
+    header, *body = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:6]
+    seconds = []
+    for n in range(count):
+        name = f"small-{n}.csv"
+        staged = landing / f".{name}.tmp"
+        staged.write_bytes(header + b"\r\n" + b"\r\n".join(b"%d,%s" % (2 * 10**9 + n, line.split(b",", 1)[1])
+                                                           for line in body))
+        dropped = time.time()
+        os.replace(staged, landing / name)
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("SELECT extract(epoch FROM finished_at) FROM ops.pipeline_runs"
+                            " WHERE file_path = %s AND status = 'success'", (f"daily_activity/{name}",))
+                row = cur.fetchone()
+            if row:
+                seconds.append(float(row[0]) - dropped)
+                break
+            time.sleep(0.005)
+    seconds.sort()
+    pick = lambda q: seconds[min(len(seconds) - 1, int(q * len(seconds)))]  # noqa: E731
+    print(f"latency, {count} small files dropped one at a time (rename into place): "
+          f"p50 {pick(0.50):.3f} s, p95 {pick(0.95):.3f} s, p99 {pick(0.99):.3f} s, max {seconds[-1]:.3f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the throughput CSV (default 200000)")
     parser.add_argument("--workers", type=int, default=1, help="consumer workers (default 1)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of COPY vs pipeline (default 3)")
+    parser.add_argument("--latency", type=int, default=50, metavar="N",
+                        help="small files dropped one at a time for drop-to-committed latency (default 50, 0: off)")
     parser.add_argument("--memory-mb", type=int, default=0,
                         help="also load a CSV of this many MB and report the daemon's peak RSS")
     args = parser.parse_args()
@@ -204,6 +233,8 @@ def main() -> int:
             csv_path.unlink()
         print(f"ratio ingestd / COPY, median of {len(ratios)}: {statistics.median(ratios):.2f}  (target >= 0.8)")
         print(f"daemon peak RSS so far: {peak_rss_mb(daemon.proc.pid):.0f} MB")
+        if args.latency:
+            latency(daemon, conn, args.latency)
         if args.memory_mb:
             big = workdir / "big.csv"
             big_rows = generate_csv(big, target_bytes=args.memory_mb * 1_000_000)
