@@ -13,7 +13,7 @@ import hashlib
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 import psycopg2

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -27,26 +27,16 @@ from ingestd.daemon.config import Config
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import FileEvent, parse_event
 from ingestd.daemon.landing import (
-    NO_SOURCE, SOURCE_NAME, archive_path, move_file, quarantine_path, resolve_in_landing, source_of,
+    Location, archive_path, locate, move_file, resolve_in_landing,
 )
 
 from . import bronze, runs
 from .checksum import sha256_file
+from .dead_letter import Outcome, dead_letter_bad_event, dead_letter_event
 from .readers import read_records
 from .validation import RecordValidator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """How an event ended: ``success``, ``skipped`` or ``failure`` (dead-lettered)."""
-
-    status: str
-    run_id: uuid.UUID | None
-    rows: int = 0
-    reason: str | None = None
-    message: str = ""
 
 
 @dataclass
@@ -96,7 +86,7 @@ def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -
     try:
         event = parse_event(body)
     except PermanentError as exc:
-        return _dead_letter_bad_event(ctx, body, exc)
+        return dead_letter_bad_event(ctx, body, exc)
     try:
         return ingest_event(ctx, event)
     except psycopg2.Error as exc:
@@ -117,7 +107,7 @@ def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
         outcome = _load_file_event(ctx, conn, event, run_id)
     except PermanentError as exc:
         conn.rollback()
-        outcome = _dead_letter(ctx, conn, event, run_id, exc)
+        outcome = dead_letter_event(ctx, conn, event, run_id, exc)
     except psycopg2.Error as exc:
         if db.classify_error(exc) != "data":
             raise  # transient: retried by the worker; a bug: left for redelivery
@@ -126,7 +116,7 @@ def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
         # data's fault, so dead-letter it rather than loop.
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000],
                                  pgcode=exc.pgcode)
-        outcome = _dead_letter(ctx, conn, event, run_id, failure)
+        outcome = dead_letter_event(ctx, conn, event, run_id, failure)
     duration_ms = round((time.monotonic() - started) * 1000, 1)
     level = logging.WARNING if outcome.status == "failure" else logging.INFO
     log.log(level, f"run {outcome.status}", extra={
@@ -139,8 +129,9 @@ def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
 def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID) -> Outcome:
     cfg = ctx.config
     relative = PurePosixPath(event.path)
+    location = locate(relative)
     # The event's source must be the file's folder: nothing else decides where rows go.
-    if (source_of(relative) or NO_SOURCE) != event.source:
+    if location.source != event.source:
         raise PermanentError("bad_event", f"event source {event.source!r} does not match the path's folder",
                              path=event.path)
     with conn.cursor() as cur:
@@ -197,7 +188,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             conn.rollback()
             note = (f"same bytes already loaded from {earlier['source_filename']!r} by run {earlier['run_id']}")
             outcome = _skip(conn, run_id, note, checksum)
-            _dispose(ctx, conn, run_id, path, relative, source.name)
+            _dispose(ctx, conn, run_id, path, location)
             return outcome
         if source.name not in ctx._tables:
             # Cached only after the commit below: a rolled-back transaction
@@ -233,7 +224,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             ctx.before_commit()
     conn.commit()
     ctx._tables.add(source.name)
-    _dispose(ctx, conn, run_id, path, relative, source.name)
+    _dispose(ctx, conn, run_id, path, location)
     return Outcome("success", run_id, rows=stats.rows_total)
 
 
@@ -245,7 +236,7 @@ def _skip(conn, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Out
     return Outcome("skipped", run_id, message=why)
 
 
-def _dispose(ctx: IngestContext, conn, run_id: uuid.UUID, path: Path, relative: PurePosixPath, source: str) -> None:
+def _dispose(ctx: IngestContext, conn, run_id: uuid.UUID, path: Path, location: Location) -> None:
     """Archive, delete or keep a handled file. A failure here is reported on
     the run and in the log; the load stands and is never repeated."""
     mode = ctx.config.after_load
@@ -260,113 +251,11 @@ def _dispose(ctx: IngestContext, conn, run_id: uuid.UUID, path: Path, relative: 
         except OSError as exc:
             problem = f"could not delete the file: {exc.strerror}"
     else:
-        moved = move_file(ctx.config.landing_dir, path, archive_path(ctx.config.landing_dir, source, relative),
+        moved = move_file(ctx.config.landing_dir, path, archive_path(ctx.config.landing_dir, location),
                           str(run_id)[:8])
         if moved.error:
             problem = f"could not archive the file: {moved.error}"
     if problem:
-        log.error(problem, extra={"run_id": str(run_id), "source": source, "step": "dispose", "status": "error"})
+        log.error(problem, extra={"run_id": str(run_id), "source": location.source, "step": "dispose",
+                                  "status": "error"})
         runs.append_run_error(conn, run_id, problem)
-
-
-def _dead_letter(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID, exc: PermanentError) -> Outcome:
-    """Dead-letter an event whose data is at fault.
-
-    Order matters for crash safety: publish to the dead exchange (confirmed),
-    then commit the dead-letter row with the run's failure, then move the
-    file. A crash in between at worst duplicates the dead message; a
-    redelivery finds the committed row and only finishes the move.
-    """
-    failure = exc.failure
-    cfg = ctx.config
-    relative = PurePosixPath(event.path)
-    path = None
-    if failure.reason != "path_rejected":
-        try:
-            path = resolve_in_landing(cfg.landing_dir, event.path)
-        except PermanentError:
-            path = None
-    with conn.cursor() as cur:
-        existing = runs.open_dead_letter(cur, event.event_id)
-    target = quarantine_path(cfg.landing_dir, relative)
-    if existing is None:
-        headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000],
-                   "x-ingestd-run-id": str(run_id), "x-ingestd-source": event.source}
-        ctx.publisher.publish(ctx.topology.dead_exchange, event.routing_key, event.to_json(), event.event_id,
-                              headers)
-        with conn.cursor() as cur:
-            runs.insert_dead_letter(cur, event_id=event.event_id, source=event.source, reason=failure.reason,
-                                    error=failure.message, detail=failure.detail, event=_event_doc(event),
-                                    run_id=run_id, file_path=event.path)
-            runs.finish_run(cur, run_id, "failure", error=failure.message, reason=failure.reason,
-                            rows_total=failure.detail.get("rows_total"),
-                            rows_invalid=failure.detail.get("rows_invalid"))
-        conn.commit()
-    else:
-        with conn.cursor() as cur:
-            runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{existing['id']}: "
-                            f"{failure.message}", reason=failure.reason)
-        conn.commit()
-    if path is not None and (path.exists() or path.is_symlink()):
-        moved = move_file(cfg.landing_dir, path, target, str(run_id)[:8])
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path),"
-                " detail = detail || %s::jsonb WHERE event_id = %s AND replayed_at IS NULL",
-                (moved.relative, _json({"quarantine_error": moved.error} if moved.error else {}), event.event_id),
-            )
-        conn.commit()
-    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
-
-
-def _event_doc(event: FileEvent) -> dict[str, Any]:
-    import json
-    return json.loads(event.to_json())
-
-
-def _json(doc: Any) -> str:
-    import json
-    return json.dumps(doc)
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) -> Outcome:
-    """A message that is not an event: recorded and parked, nothing to move."""
-    import json
-    try:
-        doc = json.loads(body, parse_constant=_refuse_constant)
-        if "\\u0000" in json.dumps(doc):
-            raise ValueError("contains U+0000")
-    except ValueError:
-        # Kept as text for the operator; U+0000 (which jsonb refuses) shown as U+FFFD.
-        doc = {"raw": body[:4096].decode("utf-8", errors="replace").replace("\x00", "\ufffd")}
-    event_id = doc.get("event_id") if isinstance(doc, dict) and isinstance(doc.get("event_id"), str) else None
-    if event_id is not None:
-        try:
-            uuid.UUID(event_id)
-        except ValueError:
-            event_id = None
-    message_id = event_id or str(uuid.uuid4())
-    failure = exc.failure
-    ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, message_id,
-                          {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000]})
-    conn = ctx.conn()
-    run_id = uuid.uuid4()
-    source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
-            " reason, worker) VALUES (%s, %s, %s, 'file', 'failure', now(), %s, %s, %s)",
-            (run_id, event_id, (source or "(unknown)")[:255], failure.message, failure.reason, ctx.worker),
-        )
-        runs.insert_dead_letter(cur, event_id=event_id, source=source if source and SOURCE_NAME.match(source)
-                                else None, reason=failure.reason, error=failure.message, detail=failure.detail,
-                                event=doc, run_id=run_id, file_path=None)
-    conn.commit()
-    log.warning("bad event dead-lettered", extra={"run_id": str(run_id), "event_id": event_id, "step": "parse_event",
-                                                  "status": "failure", "reason": failure.reason,
-                                                  "detail": failure.message})
-    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)

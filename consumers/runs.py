@@ -108,21 +108,22 @@ def insert_manifest(cur: psycopg2.extensions.cursor, entry: ManifestEntry) -> No
 
 def insert_dead_letter(cur: psycopg2.extensions.cursor, *, event_id: str | None, source: str | None, reason: str,
                        error: str, detail: dict[str, Any], event: Any, run_id: uuid.UUID | None,
-                       file_path: str | None) -> int:
+                       file_path: str | None, replay_count: int = 0) -> int:
     cur.execute(
-        "INSERT INTO ops.dead_letters (event_id, source, reason, error, detail, event, run_id, file_path)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (event_id, source, reason, error, Json(detail), Json(event), run_id, file_path),
+        "INSERT INTO ops.dead_letters (event_id, source, reason, error, detail, event, run_id, file_path,"
+        " replay_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (event_id, source, reason, error, Json(detail), Json(event), run_id, file_path, replay_count),
     )
     return cur.fetchone()[0]
 
 
-def open_dead_letter(cur: psycopg2.extensions.cursor, event_id: str) -> dict[str, Any] | None:
-    """The waiting dead letter of an event, if a previous delivery recorded one."""
+def open_dead_letter(cur: psycopg2.extensions.cursor, event_id: str, replay_count: int) -> dict[str, Any] | None:
+    """The waiting dead letter of this delivery of an event (same replay), if
+    an earlier delivery of the same message already recorded one."""
     cur.execute(
-        "SELECT id, file_path FROM ops.dead_letters WHERE event_id = %s AND replayed_at IS NULL"
-        " AND discarded_at IS NULL ORDER BY id DESC LIMIT 1",
-        (event_id,),
+        "SELECT id, file_path FROM ops.dead_letters WHERE event_id = %s AND replay_count = %s"
+        " AND replayed_at IS NULL AND discarded_at IS NULL ORDER BY id DESC LIMIT 1",
+        (event_id, replay_count),
     )
     row = cur.fetchone()
     return None if row is None else {"id": row[0], "file_path": row[1]}

@@ -172,7 +172,7 @@ class ConsumerWorker:
                     "retry_in_s": round(delay, 2)})
                 if self.stop.wait(delay):
                     raise Shutdown() from None
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
+            except Exception:  # noqa: BLE001 - a bug must not kill the worker
                 # Not the data's fault and not a known transient error: leave the
                 # message unacked for redelivery; the delivery limit dead-letters
                 # it if it keeps failing.

@@ -37,6 +37,25 @@ def source_of(relative: PurePosixPath) -> str | None:
     return relative.parts[0] if len(relative.parts) > 1 else None
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where an event's file sits: its source folder, the sub-folders below
+    it, and whether it is in quarantine (a replay loads it from there)."""
+
+    source: str
+    inner: tuple[str, ...]
+    quarantined: bool
+
+
+def locate(relative: PurePosixPath) -> Location:
+    parts = relative.parts
+    if parts[0] == QUARANTINE_DIR and len(parts) >= 3:
+        return Location(parts[1], parts[2:-1], True)
+    if len(parts) > 1:
+        return Location(parts[0], parts[1:-1], False)
+    return Location(NO_SOURCE, (), False)
+
+
 def resolve_in_landing(landing_dir: Path, relative: str) -> Path:
     """The absolute path of ``relative``, refusing anything that leaves the zone.
 
@@ -68,18 +87,16 @@ def _unique_target(folder: Path, name: str, tag: str) -> Path:
     raise OSError(f"no free name for {name} in {folder}")
 
 
-def archive_path(landing_dir: Path, source: str, relative: PurePosixPath, when: float | None = None) -> Path:
+def archive_path(landing_dir: Path, location: Location, when: float | None = None) -> Path:
     """Folder ``_archive/<source>/YYYY/MM/DD/<sub-folders>`` for a loaded file."""
     day = datetime.fromtimestamp(when or time.time(), tz=timezone.utc)
-    inner = relative.parts[1:-1]
-    return landing_dir.joinpath(ARCHIVE_DIR, source, f"{day:%Y}", f"{day:%m}", f"{day:%d}", *inner)
+    return landing_dir.joinpath(ARCHIVE_DIR, location.source, f"{day:%Y}", f"{day:%m}", f"{day:%d}",
+                                *location.inner)
 
 
-def quarantine_path(landing_dir: Path, relative: PurePosixPath) -> Path:
+def quarantine_path(landing_dir: Path, location: Location) -> Path:
     """Folder ``_quarantine/<source>/<sub-folders>`` for a dead-lettered file."""
-    if len(relative.parts) > 1:
-        return landing_dir.joinpath(QUARANTINE_DIR, *relative.parts[:-1])
-    return landing_dir / QUARANTINE_DIR / NO_SOURCE
+    return landing_dir.joinpath(QUARANTINE_DIR, location.source, *location.inner)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Pure steps: config checking, landing-zone rules, validation, events, backoff."""
 import json
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 

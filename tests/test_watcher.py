@@ -1,6 +1,5 @@
 """The watcher against the real broker: what gets published, and when."""
 import json
-import os
 import threading
 import time
 

@@ -1,0 +1,154 @@
+"""Dead-lettering: park an event that cannot be loaded, with its reason.
+
+Three ways into ``ingest.dead``, one record each in ``ops.dead_letters``:
+the consumer's own (the data is at fault), a message that is not an event,
+and the broker's (delivery limit), which the dead-letter recorder notices.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from ingestd.daemon.errors import PermanentError
+from ingestd.daemon.events import FileEvent
+from ingestd.daemon.landing import SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing
+
+from . import runs
+
+if TYPE_CHECKING:
+    from .ingest import IngestContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """How an event ended: ``success``, ``skipped`` or ``failure`` (dead-lettered)."""
+
+    status: str
+    run_id: uuid.UUID | None
+    rows: int = 0
+    reason: str | None = None
+    message: str = ""
+
+
+def quarantine(landing_dir: Path, event_path: str, tag: str) -> Moved | None:
+    """Move an event's file to ``_quarantine/<source>/...``; None when there is
+    nothing to move (gone, outside the zone, or already in quarantine)."""
+    try:
+        path = resolve_in_landing(landing_dir, event_path)
+    except PermanentError:
+        return None  # never touch what lies outside the zone
+    location = locate(PurePosixPath(event_path))
+    if location.quarantined or not (path.exists() or path.is_symlink()):
+        return None
+    return move_file(landing_dir, path, quarantine_path(landing_dir, location), tag)
+
+
+def _note_move(conn, dead_letter_id: int, moved: Moved | None) -> None:
+    if moved is None:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path), detail = detail || %s::jsonb"
+            " WHERE id = %s",
+            (moved.relative, json.dumps({"quarantine_error": moved.error} if moved.error else {}), dead_letter_id),
+        )
+    conn.commit()
+
+
+def dead_letter_event(ctx: "IngestContext", conn, event: FileEvent, run_id: uuid.UUID,
+                      exc: PermanentError) -> Outcome:
+    """Dead-letter an event whose data is at fault.
+
+    Order matters for crash safety: publish to the dead exchange (confirmed),
+    then commit the dead-letter row with the run's failure, then move the
+    file. A crash in between at worst duplicates the dead message; a
+    redelivery finds the committed row and only finishes the move.
+    """
+    failure = exc.failure
+    with conn.cursor() as cur:
+        existing = runs.open_dead_letter(cur, event.event_id, event.replay_count)
+    if existing is None:
+        headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000],
+                   "x-ingestd-run-id": str(run_id), "x-ingestd-source": event.source}
+        ctx.publisher.publish(ctx.topology.dead_exchange, event.routing_key, event.to_json(), event.event_id,
+                              headers)
+        with conn.cursor() as cur:
+            dead_letter_id = runs.insert_dead_letter(
+                cur, event_id=event.event_id, source=event.source, reason=failure.reason, error=failure.message,
+                detail=failure.detail, event=json.loads(event.to_json()), run_id=run_id, file_path=event.path,
+                replay_count=event.replay_count)
+            runs.finish_run(cur, run_id, "failure", error=failure.message, reason=failure.reason,
+                            rows_total=failure.detail.get("rows_total"),
+                            rows_invalid=failure.detail.get("rows_invalid"))
+        conn.commit()
+    else:
+        dead_letter_id = existing["id"]
+        with conn.cursor() as cur:
+            runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: "
+                            f"{failure.message}", reason=failure.reason)
+        conn.commit()
+    if failure.reason != "path_rejected":
+        _note_move(conn, dead_letter_id, quarantine(ctx.config.landing_dir, event.path, str(run_id)[:8]))
+    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def storable_json(body: bytes) -> Any:
+    """The message body as JSON PostgreSQL can store, or its text in ``{"raw": ...}``."""
+    try:
+        doc = json.loads(body, parse_constant=_refuse_constant)
+        if "\\u0000" in json.dumps(doc):
+            raise ValueError("contains U+0000")
+        return doc
+    except ValueError:
+        # Kept as text for the operator; U+0000 (which jsonb refuses) shown as U+FFFD.
+        return {"raw": body[:4096].decode("utf-8", errors="replace").replace("\x00", "\ufffd")}
+
+
+def _event_id_of(doc: Any) -> str | None:
+    value = doc.get("event_id") if isinstance(doc, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def dead_letter_bad_event(ctx: "IngestContext", body: bytes, exc: PermanentError) -> Outcome:
+    """A message that is not an event: recorded and parked, nothing to move.
+
+    The row's ``event_id`` is the message id it is parked under (the body's
+    own event id when it has a valid one), so the queue message can be found.
+    """
+    doc = storable_json(body)
+    event_id = _event_id_of(doc) or str(uuid.uuid4())
+    failure = exc.failure
+    ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, event_id,
+                          {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000]})
+    conn = ctx.conn()
+    run_id = uuid.uuid4()
+    source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
+            " reason, worker) VALUES (%s, %s, %s, 'file', 'failure', now(), %s, %s, %s)",
+            (run_id, event_id, (source or "(unknown)")[:255], failure.message, failure.reason, ctx.worker),
+        )
+        runs.insert_dead_letter(cur, event_id=event_id, source=source if source and SOURCE_NAME.match(source)
+                                else None, reason=failure.reason, error=failure.message, detail=failure.detail,
+                                event=doc, run_id=run_id, file_path=None)
+    conn.commit()
+    log.warning("bad event dead-lettered", extra={"run_id": str(run_id), "event_id": event_id, "step": "parse_event",
+                                                  "status": "failure", "reason": failure.reason,
+                                                  "detail": failure.message})
+    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
