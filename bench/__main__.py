@@ -128,8 +128,9 @@ class Daemon:
         import pika
         conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         ch = conn.channel()
-        for name in ("ingest.events", "ingest.dead"):
+        for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
             ch.queue_delete(self.prefix + name)
+        for name in ("ingest.events", "ingest.dead"):
             ch.exchange_delete(self.prefix + name)
         conn.close()
 

@@ -152,3 +152,73 @@ def dead_letter_bad_event(ctx: "IngestContext", body: bytes, exc: PermanentError
                                                   "status": "failure", "reason": failure.reason,
                                                   "detail": failure.message})
     return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
+
+
+def x_death_summary(headers: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The ``x-death`` header in plain JSON: newest first, with counts."""
+    summary = []
+    for death in (headers or {}).get("x-death") or []:
+        if isinstance(death, dict):
+            summary.append({k: (v.decode() if isinstance(v, bytes) else v if isinstance(v, (int, str)) else str(v))
+                            for k, v in death.items() if k in ("reason", "queue", "count", "exchange", "time")})
+    return summary
+
+
+def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, headers: dict[str, Any] | None,
+                              body: bytes, worker: str) -> int | None:
+    """Record a message that reached ``ingest.dead`` without the consumer
+    dead-lettering it (the broker's delivery limit, a rejection).
+
+    Returns the new ``ops.dead_letters`` id; None for messages the consumer
+    dead-lettered itself (they carry ``x-ingestd-reason``) or already recorded.
+    The file, if any, is quarantined like any dead-lettered file.
+    """
+    if headers and "x-ingestd-reason" in headers:
+        return None
+    doc = storable_json(body)
+    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4()))
+    replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
+    replay_count = replay_count if isinstance(replay_count, int) else 0
+    deaths = x_death_summary(headers)
+    broker_reason = deaths[0].get("reason", "unknown") if deaths else "unknown"
+    count = deaths[0].get("count") if deaths else None
+    source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
+    source = source if source and SOURCE_NAME.match(source) else None
+    path = doc.get("path") if isinstance(doc, dict) and isinstance(doc.get("path"), str) else None
+    message = (f"the broker dead-lettered the message ({broker_reason}"
+               + (f", after {count} deliveries" if count else "") + "): a consumer kept failing on it")
+    with conn.cursor() as cur:
+        if runs.open_dead_letter(cur, event_id, replay_count) is not None:
+            conn.rollback()
+            return None
+        run_id = uuid.uuid4()
+        cur.execute(
+            "UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(),"
+            " error_summary = 'interrupted: the worker stopped before finishing'"
+            " WHERE event_id = %s AND status = 'running'", (event_id,))
+        trigger = doc.get("trigger") if isinstance(doc, dict) else None
+        cur.execute(
+            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
+            " reason, worker, file_path) VALUES (%s, %s, %s, %s, 'failure', now(), %s, 'delivery_limit', %s, %s)",
+            (run_id, event_id, source or "(unknown)",
+             trigger if trigger in ("file", "api", "replay", "manual") else "file", message, worker, path),
+        )
+        dead_letter_id = runs.insert_dead_letter(
+            cur, event_id=event_id, source=source, reason="delivery_limit", error=message,
+            detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
+            replay_count=replay_count)
+    conn.commit()
+    if path is not None:
+        _note_move(conn, dead_letter_id, quarantine(landing_dir, path, str(run_id)[:8]))
+    log.warning("broker dead-lettered a message; recorded", extra={
+        "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",
+        "status": "failure", "reason": "delivery_limit", "detail": message})
+    return dead_letter_id
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+        return True
+    except ValueError:
+        return False

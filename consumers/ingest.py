@@ -23,7 +23,7 @@ import psycopg2.extensions
 
 from ingestd.daemon import db
 from ingestd.daemon.broker import Publisher, Topology
-from ingestd.daemon.config import Config
+from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import FileEvent, parse_event
 from ingestd.daemon.landing import (
@@ -43,14 +43,19 @@ log = logging.getLogger(__name__)
 class IngestContext:
     """What a worker needs to handle events; one per worker thread."""
 
-    config: Config
+    settings: Config | LiveConfig
     publisher: Publisher
     worker: str
-    validators: dict[str, RecordValidator] = field(default_factory=dict)
+    _validators: dict[str, tuple[SourceConfig, RecordValidator]] = field(default_factory=dict)
     _conn: psycopg2.extensions.connection | None = None
     _tables: set[str] = field(default_factory=set)
     # Seam for fault tests: called between COPY and COMMIT.
     before_commit: Callable[[], None] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration now (a live one follows edits of the file)."""
+        return self.settings.get() if isinstance(self.settings, LiveConfig) else self.settings
 
     @property
     def topology(self) -> Topology:
@@ -70,11 +75,12 @@ class IngestContext:
             except psycopg2.Error:
                 pass
 
-    def validator(self, source: str) -> RecordValidator:
-        if source not in self.validators:
-            cfg = self.config.sources[source]
-            self.validators[source] = RecordValidator(cfg.schema, source)
-        return self.validators[source]
+    def validator(self, source: SourceConfig) -> RecordValidator:
+        cached = self._validators.get(source.name)
+        if cached is None or cached[0] is not source:  # new, or the config was reloaded
+            cached = (source, RecordValidator(source.schema, source.name))
+            self._validators[source.name] = cached
+        return cached[1]
 
     def close(self) -> None:
         self.drop_connection()
@@ -200,7 +206,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": event.path,
             "file_hash": checksum, "file_size": st.st_size,
         }
-        stream = bronze.CopyStream(records, ctx.validator(source.name), source.name, lineage, stats)
+        stream = bronze.CopyStream(records, ctx.validator(source), source.name, lineage, stats)
         bronze.copy_records(cur, source.name, stream)
         if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
             raise PermanentError(

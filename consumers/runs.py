@@ -48,7 +48,8 @@ def finish_run(cur: psycopg2.extensions.cursor, run_id: uuid.UUID, status: str, 
                reason: str | None = None, checksum: str | None = None) -> None:
     """Set a run's final status (inside the caller's transaction)."""
     cur.execute(
-        "UPDATE ops.pipeline_runs SET status = %s, finished_at = now(), rows_total = %s, rows_valid = %s,"
+        # clock_timestamp(): now() would be the start of the load's transaction.
+        "UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s, rows_valid = %s,"
         " rows_invalid = %s, error_summary = %s, reason = %s, checksum = COALESCE(%s, checksum)"
         " WHERE run_id = %s",
         (status, rows_total, rows_valid, rows_invalid, error, reason, checksum, run_id),

@@ -19,7 +19,7 @@ import pika
 
 from ingestd.daemon.backoff import compute_backoff
 from ingestd.daemon.broker import CONNECTION_ERRORS, Publisher, Topology, TopologyMismatch, open_connection
-from ingestd.daemon.config import Config
+from ingestd.daemon.config import Config, LiveConfig
 from ingestd.daemon.errors import Shutdown, TransientError
 
 from .ingest import IngestContext, ingest_message
@@ -39,8 +39,10 @@ class ConsumerWorker:
     """One consumer: a connection thread and a work thread."""
 
     def __init__(self, config: Config, name: str, stop: threading.Event,
-                 context_factory: Callable[[], IngestContext] | None = None) -> None:
+                 context_factory: Callable[[], IngestContext] | None = None,
+                 live: LiveConfig | None = None) -> None:
         self.config = config
+        self.live = live
         self.name = name
         self.stop = stop
         self.topology = Topology(config.prefix, config.delivery_limit)
@@ -56,7 +58,7 @@ class ConsumerWorker:
     def _default_context(self) -> IngestContext:
         publisher = Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds,
                               f"{self.name}-dead-letters")
-        return IngestContext(self.config, publisher, self.name)
+        return IngestContext(self.live or self.config, publisher, self.name)
 
     # -- connection thread ------------------------------------------------
     def run(self) -> None:

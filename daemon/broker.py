@@ -54,6 +54,14 @@ class Topology:
     def dead_queue(self) -> str:
         return f"{self.prefix}ingest.dead"
 
+    @property
+    def dead_audit_queue(self) -> str:
+        """A copy of every dead message, consumed by the dead-letter recorder so
+        that messages the broker dead-letters itself (delivery limit) are
+        recorded in ops.dead_letters while ``ingest.dead`` keeps them for
+        replay."""
+        return f"{self.prefix}ingest.dead.audit"
+
     def connection_name(self, role: str) -> str:
         """Name shown by the broker (management UI, rabbitmqctl) for a connection."""
         return f"ingestd-{self.prefix}{role}"
@@ -76,6 +84,7 @@ class Topology:
         channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
         try:
             channel.queue_declare(self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+            channel.queue_declare(self.dead_audit_queue, durable=True, arguments={"x-queue-type": "quorum"})
             channel.queue_declare(self.events_queue, durable=True, arguments=self.events_queue_arguments())
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == 406:
@@ -87,6 +96,7 @@ class Topology:
             raise
         channel.queue_bind(self.events_queue, self.events_exchange, routing_key="#")
         channel.queue_bind(self.dead_queue, self.dead_exchange, routing_key="")
+        channel.queue_bind(self.dead_audit_queue, self.dead_exchange, routing_key="")
 
 
 class TopologyMismatch(Exception):

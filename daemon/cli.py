@@ -48,7 +48,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("check", help="check config, database, broker and landing folder",
                    description="Check the configuration and connectivity; say what is wrong and how to fix it.")
+    _add_operator_commands(sub)
     return parser
+
+
+def _add_operator_commands(sub) -> None:
+    from .operate import add_selector_arguments
+
+    dlq = sub.add_parser("dlq", help="inspect, replay and discard dead letters",
+                         description="Dead letters: what failed, why, and what to do about it.")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    p = dsub.add_parser("list", help="dead letters, newest last",
+                        description="List dead letters from ops.dead_letters (waiting ones unless told), and "
+                                    "how many messages the dead-letter queue holds.")
+    add_selector_arguments(p, with_all=False)
+    p.add_argument("--include-replayed", action="store_true", help="also those already replayed")
+    p.add_argument("--include-discarded", action="store_true", help="also those discarded")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p = dsub.add_parser("show", help="one dead letter, whole",
+                        description="The whole envelope: reason, message, detail, event, file, run, replays.")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p = dsub.add_parser("replay", help="publish dead-lettered events again, after a fix",
+                        description="Re-publish the selected waiting dead letters (trigger 'replay'), take their "
+                                    "messages off the dead-letter queue, and wait for the consumers' verdict. "
+                                    "Files are loaded from quarantine. Something already loaded meanwhile is "
+                                    "recorded as skipped. Exit 1 if anything was refused or failed again.")
+    add_selector_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    p.add_argument("--wait", type=float, default=60, metavar="SECONDS",
+                   help="how long to wait for the outcome (default 60; 0: do not wait)")
+    p.add_argument("--json", action="store_true", help="JSON summary for scripts")
+    p = dsub.add_parser("discard", help="give up on dead letters, keeping the record",
+                        description="Mark the selected waiting dead letters discarded (with a note), take their "
+                                    "messages off the dead-letter queue; quarantined files are kept unless "
+                                    "--delete-file.")
+    add_selector_arguments(p)
+    p.add_argument("--note", help="why (kept in ops.dead_letters.note)")
+    p.add_argument("--delete-file", action="store_true", help="delete the quarantined file too")
+    p.add_argument("--dry-run", action="store_true", help="list what would be discarded")
+    p.add_argument("--json", action="store_true", help="JSON summary for scripts")
+
+    p = sub.add_parser("runs", help="run history", description="Recent runs, newest first.")
+    p.add_argument("--status", choices=["running", "success", "failure", "skipped"])
+    p.add_argument("--source")
+    p.add_argument("--since", metavar="WHEN", help="started at or after (2h, 7d, 2026-11-23T08:00)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p = sub.add_parser("status", help="queues, sources, dead letters, health at a glance",
+                       description="One screen to read first. Exit 1 when something needs attention (database "
+                                   "or broker unreachable, dead letters waiting), for monitoring checks.")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingestd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(args.log_level or config.log_level)
+    long_running = args.command in ("run", "watch", "consume")
+    # Roles log JSON lines on stdout; one-shot commands keep stdout for their
+    # output and log only warnings, to stderr.
+    setup_logging(args.log_level or (config.log_level if long_running else "WARNING"),
+                  None if long_running else sys.stderr)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume,
-               "publish": cmd_publish, "check": cmd_check}[args.command]
+    from . import operate
+    handlers = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume,
+                "publish": cmd_publish, "check": cmd_check, "runs": operate.cmd_runs, "status": operate.cmd_status}
+    if args.command == "dlq":
+        handler = {"list": operate.cmd_dlq_list, "show": operate.cmd_dlq_show, "replay": operate.cmd_dlq_replay,
+                   "discard": operate.cmd_dlq_discard}[args.dlq_command]
+    else:
+        handler = handlers[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:
@@ -126,9 +187,15 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
             Watcher(config, publisher, supervisor.stop).run()
         supervisor.start("watcher", watch_role)
     if consumers:
+        from ingestd.consumers.recorder import DeadLetterRecorder
         from ingestd.consumers.worker import ConsumerWorker
+
+        from .config import LiveConfig
+        live = LiveConfig(config)
+        supervisor.start("recorder", DeadLetterRecorder(config, supervisor.stop).run)
         for n in range(1, consumers + 1):
-            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", supervisor.stop)
+            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", supervisor.stop,
+                                    live=live)
             supervisor.start(f"consumer-{n}", worker.run)
     return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
 

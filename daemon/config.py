@@ -60,6 +60,7 @@ class Config:
     workers: int = 1
     stop_timeout_seconds: float = 60.0
     log_level: str = "INFO"
+    replay_limit: int = 5
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceConfig | None:
@@ -147,6 +148,7 @@ def build_config(
     broker = sections.get("broker", {})
     consumer = sections.get("consumer", {})
     log = sections.get("log", {})
+    dlq = sections.get("dlq", {})
 
     landing_dir = Path(landing.get("dir", "data_lake"))
     if not landing_dir.is_absolute():
@@ -175,6 +177,7 @@ def build_config(
         workers=int(consumer.get("workers", defaults.workers)),
         stop_timeout_seconds=float(consumer.get("stop_timeout_seconds", defaults.stop_timeout_seconds)),
         log_level=str(log.get("level", defaults.log_level)).upper(),
+        replay_limit=int(dlq.get("replay_limit", defaults.replay_limit)),
         sources=sources,
     )
 
@@ -207,3 +210,70 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
         delimiter=raw.get("delimiter", ","),
         schema=schema_doc,
     )
+
+
+# Settings a running daemon picks up when the config file changes; the rest
+# (connections, landing folder, worker count) need a restart.
+HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "replay_limit", "settle_seconds")
+
+
+class LiveConfig:
+    """The configuration of a running daemon, re-read when its file changes.
+
+    Adding or fixing a source (the usual step before ``ingestd dlq replay``)
+    then works without a restart. A file that no longer loads is reported
+    and the last good configuration stays in force.
+    """
+
+    def __init__(self, config: Config, check_every: float = 1.0, environ: Mapping[str, str] | None = None) -> None:
+        import threading
+        import time
+
+        self._config = config
+        self._check_every = check_every
+        self._environ = environ
+        self._clock = time.monotonic
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+        self._mtime = self._stat()
+
+    def _stat(self) -> int | None:
+        try:
+            return self._config.path.stat().st_mtime_ns if self._config.path else None
+        except OSError:
+            return None
+
+    def get(self) -> Config:
+        if self._config.path is None or self._clock() < self._next_check:
+            return self._config
+        with self._lock:
+            self._next_check = self._clock() + self._check_every
+            mtime = self._stat()
+            if mtime is None or mtime == self._mtime:
+                return self._config
+            self._mtime = mtime
+            self._reload()
+        return self._config
+
+    def _reload(self) -> None:
+        import dataclasses
+        import logging
+
+        log = logging.getLogger(__name__)
+        try:
+            fresh = load_config(self._config.path, self._environ)
+        except ConfigError as exc:
+            log.error("config file changed but does not load; keeping the previous configuration",
+                      extra={"step": "config", "status": "invalid", "error": str(exc)})
+            return
+        updates = {name: getattr(fresh, name) for name in HOT_FIELDS}
+        candidate = dataclasses.replace(fresh, **{f.name: getattr(self._config, f.name)
+                                                  for f in dataclasses.fields(Config) if f.name not in HOT_FIELDS})
+        ignored = sorted(f.name for f in dataclasses.fields(Config)
+                         if f.name not in HOT_FIELDS and getattr(fresh, f.name) != getattr(self._config, f.name))
+        self._config = dataclasses.replace(candidate, **updates)
+        log.info("configuration reloaded", extra={"step": "config", "status": "reloaded",
+                                                  "sources": sorted(self._config.sources)})
+        if ignored:
+            log.warning("config changes that need a restart were not applied",
+                        extra={"step": "config", "status": "restart_needed", "settings": ignored})

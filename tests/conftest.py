@@ -125,8 +125,9 @@ def prefix(amqp_url):
     yield value
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     ch = conn.channel()
-    for name in ("ingest.events", "ingest.dead"):
+    for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
         ch.queue_delete(value + name)
+    for name in ("ingest.events", "ingest.dead"):
         ch.exchange_delete(value + name)
     conn.close()
 

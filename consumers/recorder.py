@@ -1,0 +1,86 @@
+"""The dead-letter recorder: keeps ``ops.dead_letters`` in step with ``ingest.dead``.
+
+It consumes ``ingest.dead.audit`` (a copy of every dead message) and records
+the ones the broker dead-lettered itself, so that ``ingestd dlq list`` shows
+every message the dead-letter queue holds. It runs beside the consumers.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg2
+
+from ingestd.daemon import db
+from ingestd.daemon.backoff import compute_backoff
+from ingestd.daemon.broker import CONNECTION_ERRORS, Topology, open_connection
+from ingestd.daemon.config import Config
+from ingestd.daemon.errors import TransientError
+
+from .dead_letter import record_broker_dead_letter
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterRecorder:
+    def __init__(self, config: Config, stop: threading.Event, name: str = "recorder") -> None:
+        self.config = config
+        self.stop = stop
+        self.name = name
+        self.topology = Topology(config.prefix, config.delivery_limit)
+        self._conn = None
+
+    def _db(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.config.database_url, self.config.connect_timeout_seconds,
+                                    f"ingestd-{self.name}")
+        return self._conn
+
+    def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self._consume()
+                attempt = 0
+            except (TransientError, psycopg2.Error, *CONNECTION_ERRORS) as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                delay = compute_backoff(attempt, cap=30)
+                attempt += 1
+                log.warning("dead-letter recorder interrupted; retrying", extra={
+                    "step": "record_dead_letter", "status": "retry", "error": str(exc) or type(exc).__name__,
+                    "retry_in_s": round(delay, 2)})
+                self.stop.wait(delay)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _consume(self) -> None:
+        connection = open_connection(self.config.amqp_url, self.config.heartbeat_seconds,
+                                     self.topology.connection_name(self.name))
+        try:
+            channel = connection.channel()
+            self.topology.declare(channel)
+            channel.basic_qos(prefetch_count=10)
+            for method, properties, body in channel.consume(self.topology.dead_audit_queue, inactivity_timeout=0.5):
+                if self.stop.is_set():
+                    break
+                if method is None:
+                    continue
+                try:
+                    record_broker_dead_letter(self._db(), self.config.landing_dir, properties.message_id,
+                                              properties.headers, body, self.name)
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    raise  # database gone: reconnect, the message comes back
+                except Exception:  # noqa: BLE001 - one odd message must not stop the recorder
+                    # The message stays in ingest.dead; `ingestd dlq list` warns
+                    # that the table and the queue disagree.
+                    log.exception("could not record a dead message", extra={
+                        "step": "record_dead_letter", "status": "error", "event_id": properties.message_id})
+                    if self._conn is not None:
+                        self._conn.rollback()
+                channel.basic_ack(method.delivery_tag)
+            channel.cancel()
+        finally:
+            if connection.is_open:
+                connection.close()
