@@ -221,11 +221,12 @@ class LiveConfig:
     """The configuration of a running daemon, re-read when its file changes.
 
     Adding or fixing a source (the usual step before ``ingestd dlq replay``)
-    then works without a restart. A file that no longer loads is reported
+    then works without a restart: the file's mtime is checked before each
+    event (one stat), so the next event after a save sees the change. A file that no longer loads is reported
     and the last good configuration stays in force.
     """
 
-    def __init__(self, config: Config, check_every: float = 1.0, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Config, check_every: float = 0.0, environ: Mapping[str, str] | None = None) -> None:
         import threading
         import time
 

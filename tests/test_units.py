@@ -134,3 +134,21 @@ def test_flat_fast_path_agrees_with_jsonschema_on_real_and_broken_rows():
               dict(records[5], Calories=True), [1, 2]]
     for record in records + broken + records[:50]:  # the repeat is answered from the cache
         assert (validator.errors(record) is None) == reference.is_valid(record), record
+
+
+def test_live_config_applies_source_edits_and_keeps_the_rest(tmp_path):
+    import time as _time
+
+    from ingestd.daemon.config import LiveConfig
+    path = tmp_path / "ingestd.toml"
+    path.write_text('[broker]\nurl = "amqp://a"\n[[sources]]\nname = "one"\nformat = "csv"\n')
+    live = LiveConfig(load_config(path, environ={}), environ={})
+    assert set(live.get().sources) == {"one"}
+    _time.sleep(0.01)
+    path.write_text('[broker]\nurl = "amqp://b"\n[[sources]]\nname = "one"\nformat = "csv"\n'
+                    '[[sources]]\nname = "two"\nformat = "jsonl"\n')
+    assert set(live.get().sources) == {"one", "two"}
+    assert live.get().amqp_url == "amqp://a"  # connections change only with a restart
+    _time.sleep(0.01)
+    path.write_text('[[sources]]\nname = "Broken!"\n')
+    assert set(live.get().sources) == {"one", "two"}  # a bad edit keeps the last good config
