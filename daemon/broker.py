@@ -77,13 +77,22 @@ class Topology:
             "x-overflow": "reject-publish",
         }
 
+    @staticmethod
+    def dead_queue_arguments() -> dict[str, Any]:
+        # `ingestd dlq replay/discard` read the dead queue without acks and hand
+        # messages back, which counts as a failed delivery; RabbitMQ 4 drops a
+        # message past its default limit of 20 (and on 3.10, -1 drops at once).
+        # An explicit, unreachable limit keeps dead messages until an operator
+        # settles them.
+        return {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000}
+
     def declare(self, channel) -> None:
         """Declare everything, idempotently. Differing arguments on an existing
         queue raise ``TopologyMismatch`` with what to do."""
         channel.exchange_declare(self.events_exchange, exchange_type="topic", durable=True)
         channel.exchange_declare(self.dead_exchange, exchange_type="fanout", durable=True)
         try:
-            channel.queue_declare(self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+            channel.queue_declare(self.dead_queue, durable=True, arguments=self.dead_queue_arguments())
             channel.queue_declare(self.dead_audit_queue, durable=True, arguments={"x-queue-type": "quorum"})
             channel.queue_declare(self.events_queue, durable=True, arguments=self.events_queue_arguments())
         except pika.exceptions.ChannelClosedByBroker as exc:

@@ -74,11 +74,15 @@ def poison(config, relative):
     topology.declare(ch)
     ch.basic_publish(topology.events_exchange, f"file.{relative.split('/')[0]}", body,
                      pika.BasicProperties(message_id=json.loads(body)["event_id"], delivery_mode=2))
-    for _ in range(config.delivery_limit + 5):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
         method, _, _ = ch.basic_get(topology.events_queue)
-        if method is None:
+        if method is not None:
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        elif ch.queue_declare(topology.events_queue, passive=True).method.message_count == 0:
             break
-        ch.basic_nack(method.delivery_tag, requeue=True)
+        else:
+            time.sleep(0.05)
     depth = ch.queue_declare(topology.events_queue, passive=True).method.message_count
     conn.close()
     return depth
