@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import FileEvent
-from ingestd.daemon.landing import SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing
+from ingestd.daemon.landing import (
+    PAYLOADS_DIR, SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing,
+)
 
 from . import runs
 
@@ -36,16 +38,18 @@ class Outcome:
     message: str = ""
 
 
-def quarantine(landing_dir: Path, event_path: str, tag: str) -> Moved | None:
+def quarantine(landing_dir: Path, event_path: str | None, tag: str) -> Moved | None:
     """Move an event's file to ``_quarantine/<source>/...``; None when there is
-    nothing to move (gone, outside the zone, or already in quarantine)."""
+    nothing to move (no file, gone, outside the zone, already in quarantine)."""
+    if not event_path:
+        return None
     try:
         path = resolve_in_landing(landing_dir, event_path)
     except PermanentError:
         return None  # never touch what lies outside the zone
     location = locate(PurePosixPath(event_path))
-    if location.quarantined or not (path.exists() or path.is_symlink()):
-        return None
+    if location.quarantined or location.source == PAYLOADS_DIR or not (path.exists() or path.is_symlink()):
+        return None  # stored API payloads stay where their event finds them
     return move_file(landing_dir, path, quarantine_path(landing_dir, location), tag)
 
 

@@ -8,6 +8,7 @@ raises ``TransientError`` when it must be retried later.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -25,7 +26,7 @@ from ingestd.daemon import db
 from ingestd.daemon.broker import Publisher, Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.errors import PermanentError, TransientError
-from ingestd.daemon.events import FileEvent, parse_event
+from ingestd.daemon.events import Event, FileEvent, PayloadEvent, parse_event
 from ingestd.daemon.landing import (
     Location, archive_path, locate, move_file, resolve_in_landing,
 )
@@ -33,7 +34,7 @@ from ingestd.daemon.landing import (
 from . import bronze, runs
 from .checksum import sha256_file
 from .dead_letter import Outcome, dead_letter_bad_event, dead_letter_event
-from .readers import read_records
+from .readers import read_json, read_records
 from .validation import RecordValidator
 
 log = logging.getLogger(__name__)
@@ -102,15 +103,21 @@ def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -
         raise
 
 
-def ingest_event(ctx: IngestContext, event: FileEvent) -> Outcome:
+def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
     started = time.monotonic()
     conn = ctx.conn()
     run_id = uuid.uuid4()
-    runs.start_run(conn, run_id, event.event_id, event.source, event.trigger, ctx.worker, event.path, event.size)
+    is_file = isinstance(event, FileEvent)
+    shown_path = event.path if is_file else (event.body_path or event.endpoint)
+    size = event.size if is_file else event.body_size
+    runs.start_run(conn, run_id, event.event_id, event.source, event.trigger, ctx.worker, shown_path, size)
     extra = {"run_id": str(run_id), "event_id": event.event_id, "source": event.source}
-    log.info("run started", extra={**extra, "step": "start", "status": "running", "path": event.path})
+    log.info("run started", extra={**extra, "step": "start", "status": "running", "path": shown_path})
     try:
-        outcome = _load_file_event(ctx, conn, event, run_id)
+        if is_file:
+            outcome = _load_file_event(ctx, conn, event, run_id)
+        else:
+            outcome = _load_payload_event(ctx, conn, event, run_id)
     except PermanentError as exc:
         conn.rollback()
         outcome = dead_letter_event(ctx, conn, event, run_id, exc)
@@ -150,6 +157,9 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     if source is None:
         raise PermanentError("unknown_source", f"folder {event.source!r} is not a configured source",
                              path=event.path)
+    if source.kind != "file":
+        raise PermanentError("unknown_source", f"{event.source!r} is an API source; it takes no files",
+                             path=event.path)
     try:
         # Identity as the watcher saw it (lstat: a symlink's own size and
         # mtime), then the content's own stat (the link resolved in the zone).
@@ -182,6 +192,72 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         raise PermanentError("unreadable_file", f"cannot read the file: {exc.strerror or exc}",
                              path=event.path) from None
 
+    lineage = {
+        "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
+        "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": event.path,
+        "file_hash": checksum, "file_size": st.st_size,
+    }
+
+    def still_same() -> bool:
+        after = os.stat(path)
+        return after.st_size == st.st_size and after.st_mtime_ns == st.st_mtime_ns
+
+    return _load_records(
+        ctx, conn, run_id, event, source, checksum, st.st_size, event.path,
+        lambda: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter),
+        lineage, still_same, lambda: _dispose(ctx, conn, run_id, path, location))
+
+
+def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: uuid.UUID) -> Outcome:
+    """An API response: the body inline or under _payloads/, records at the
+    source's records_path, each with the poller's context (FRED's series id)."""
+    cfg = ctx.config
+    source = cfg.source(event.source)
+    if source is None or source.kind != "api":
+        raise PermanentError("unknown_source", f"{event.source!r} is not a configured API source")
+    with conn.cursor() as cur:
+        done = runs.manifest_by_event(cur, event.event_id)
+    conn.rollback()
+    if done is not None:
+        return _skip(conn, run_id, f"event already loaded by run {done['run_id']}")
+    path = None
+    if event.body is not None:
+        body = event.body.encode("utf-8")
+    else:
+        path = resolve_in_landing(cfg.landing_dir, event.body_path)
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            raise PermanentError("unreadable_file", f"stored payload unreadable: {exc.strerror or exc}",
+                                 path=event.body_path) from None
+    checksum = hashlib.sha256(body).hexdigest()
+    if checksum != event.body_sha256:
+        raise PermanentError("unreadable_file", "the payload's bytes do not match the checksum in its event",
+                             path=event.body_path)
+    context = dict(event.context)
+
+    def records():
+        for record in read_json(io.BufferedReader(io.BytesIO(body)), source.records_path):
+            yield {**context, **record} if context else record
+
+    lineage = {
+        "source_timestamp": datetime.fromisoformat(event.fetched_at), "pipeline_run_id": run_id,
+        "event_id": event.event_id, "file_path": event.body_path, "file_hash": checksum,
+        "file_size": len(body), "api_endpoint": event.endpoint, "api_response_code": event.status_code,
+    }
+
+    def dispose() -> None:
+        if path is not None:
+            _dispose(ctx, conn, run_id, path, Location(source.name, (), False))
+
+    return _load_records(ctx, conn, run_id, event, source, checksum, len(body),
+                         event.body_path or event.endpoint, records, lineage, lambda: True, dispose)
+
+
+def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, source: SourceConfig, checksum: str,
+                  size: int, source_filename: str, make_records, lineage: dict, still_same, dispose) -> Outcome:
+    """The load shared by files and payloads: dedup, COPY, ratio check,
+    manifest and run, one transaction; then dispose of the input."""
     stats = bronze.LoadStats()
     with conn.cursor() as cur:
         # Two workers on the same bytes: the second waits here, then finds the
@@ -194,19 +270,13 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             conn.rollback()
             note = (f"same bytes already loaded from {earlier['source_filename']!r} by run {earlier['run_id']}")
             outcome = _skip(conn, run_id, note, checksum)
-            _dispose(ctx, conn, run_id, path, location)
+            dispose()
             return outcome
         if source.name not in ctx._tables:
             # Cached only after the commit below: a rolled-back transaction
             # takes the CREATE TABLE with it.
             bronze.ensure_bronze_table(cur, source.name)
-        records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter)
-        lineage = {
-            "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
-            "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": event.path,
-            "file_hash": checksum, "file_size": st.st_size,
-        }
-        stream = bronze.CopyStream(records, ctx.validator(source), source.name, lineage, stats)
+        stream = bronze.CopyStream(make_records(), ctx.validator(source), source.name, lineage, stats)
         bronze.copy_records(cur, source.name, stream)
         if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
             raise PermanentError(
@@ -215,11 +285,10 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
                 f"(ratio {stats.rows_invalid / stats.rows_total:.3f} > max_invalid_ratio {source.max_invalid_ratio})",
                 rows_total=stats.rows_total, rows_invalid=stats.rows_invalid, examples=stats.first_errors,
             )
-        after = os.stat(path)
-        if after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns:
+        if not still_same():
             conn.rollback()
             return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")
-        runs.insert_manifest(cur, runs.ManifestEntry(source.name, event.path, checksum, st.st_size,
+        runs.insert_manifest(cur, runs.ManifestEntry(source.name, source_filename, checksum, size,
                                                      stats.rows_total, run_id, event.event_id))
         error = None
         if stats.rows_invalid:
@@ -230,7 +299,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
             ctx.before_commit()
     conn.commit()
     ctx._tables.add(source.name)
-    _dispose(ctx, conn, run_id, path, location)
+    dispose()
     return Outcome("success", run_id, rows=stats.rows_total)
 
 

@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("consume", help="consumer workers only",
                        description="Consume events and load them into bronze tables. Applies migrations first.")
     p.add_argument("--workers", type=int, metavar="N", help="consumer workers (default: [consumer] workers)")
+    p = sub.add_parser("poll", help="the API poller role",
+                       description="Poll the API sources (kind = \"api\") at their intervals and publish each "
+                                   "answer as a payload event. With --once, poll now and exit: 0 when every "
+                                   "poll succeeded, 1 otherwise (for cron and for testing).")
+    p.add_argument("--once", action="store_true", help="poll now, once, and exit")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="only these API sources (with --once)")
     p = sub.add_parser("publish", help="enqueue existing files by hand (backfill)",
                        description="Publish an event for each file (folders are walked) inside the landing "
                                    "zone, with trigger 'manual'. Files already loaded are recorded as skipped.")
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingestd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    long_running = args.command in ("run", "watch", "consume")
+    long_running = args.command in ("run", "watch", "consume") or (args.command == "poll" and not args.once)
     # Roles log JSON lines on stdout; one-shot commands keep stdout for their
     # output and log only warnings, to stderr.
     setup_logging(args.log_level or (config.log_level if long_running else "WARNING"),
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     from . import operate
-    handlers = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume,
+    handlers = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume, "poll": cmd_poll,
                 "publish": cmd_publish, "check": cmd_check, "runs": operate.cmd_runs, "status": operate.cmd_status}
     if args.command == "dlq":
         handler = {"list": operate.cmd_dlq_list, "show": operate.cmd_dlq_show, "replay": operate.cmd_dlq_replay,
@@ -159,7 +165,7 @@ def _prepare_landing(config) -> None:
         (config.landing_dir / name).mkdir(exist_ok=True)
 
 
-def _run_roles(config, watch: bool, consumers: int) -> int:
+def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
     from .broker import Publisher, Topology
     from .errors import Shutdown
     from .runner import Supervisor
@@ -175,12 +181,21 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
         "database": redact_url(config.database_url), "broker": redact_url(config.amqp_url),
         "prefix": config.prefix})
     try:
-        if consumers:
+        if consumers or poll:
             _migrate_with_retry(config, supervisor.stop)
         _prepare_landing(config)
     except Shutdown:
         return EXIT_OK
     topology = Topology(config.prefix, config.delivery_limit)
+    from .config import LiveConfig
+    live = LiveConfig(config)
+    if poll:
+        from .poller import Poller
+
+        def poll_role() -> None:
+            Poller(live, Publisher(config.amqp_url, topology, config.heartbeat_seconds, "poller"),
+                   supervisor.stop).run()
+        supervisor.start("poller", poll_role)
     if watch:
         def watch_role() -> None:
             publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "watcher")
@@ -190,8 +205,6 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
         from ingestd.consumers.recorder import DeadLetterRecorder
         from ingestd.consumers.worker import ConsumerWorker
 
-        from .config import LiveConfig
-        live = LiveConfig(config)
         supervisor.start("recorder", DeadLetterRecorder(config, supervisor.stop).run)
         for n in range(1, consumers + 1):
             worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", supervisor.stop,
@@ -201,7 +214,49 @@ def _run_roles(config, watch: bool, consumers: int) -> int:
 
 
 def cmd_run(config, args) -> int:
-    return _run_roles(config, watch=True, consumers=args.workers or config.workers)
+    return _run_roles(config, watch=True, consumers=args.workers or config.workers, poll=bool(config.api_sources))
+
+
+def cmd_poll(config, args) -> int:
+    if not config.api_sources:
+        print("ingestd poll: no API sources (kind = \"api\") in the config", file=sys.stderr)
+        return EXIT_USAGE
+    unknown = sorted(set(args.sources) - {s.name for s in config.api_sources})
+    if unknown:
+        print(f"ingestd poll: not API sources of this config: {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.once:
+        if args.sources:
+            print("ingestd poll: naming sources needs --once", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_roles(config, watch=False, consumers=0, poll=True)
+    import threading
+
+    from .broker import Publisher, Topology
+    from .db import migrate
+    from .poller import Poller
+    migrate(config.database_url, config.connect_timeout_seconds)
+    poller = Poller(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit),
+                                      config.heartbeat_seconds, "poller"), threading.Event())
+    try:
+        ok = poller.poll_once(args.sources or None)
+    finally:
+        poller.close()
+    for source in [s for s in config.api_sources if not args.sources or s.name in args.sources]:
+        print(f"{source.name}: {_last_status(config, source.name)}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _last_status(config, source: str) -> str:
+    from .db import connect
+    conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-poll")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT last_status, next_poll_at FROM ops.poll_state WHERE source = %s", (source,))
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return "never polled" if row is None else f"{row[0]} (next poll {row[1]:%Y-%m-%d %H:%M:%S %Z})"
 
 
 def cmd_watch(config, args) -> int:

@@ -31,13 +31,40 @@ ENV_OVERRIDES = {
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
-    format: str
+    format: str = "json"
     schema_path: Path | None = None
     max_invalid_ratio: float = 0.1
     records_path: str | None = None
     delimiter: str = ","
     # The JSON Schema document itself, read once at start.
     schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    kind: str = "file"
+    # API sources (kind = "api"); see daemon/providers.py.
+    provider: str | None = None
+    series: tuple[str, ...] = ()
+    group: str | None = None
+    api_key_env: str | None = None
+    base_url: str | None = None
+    url: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    headers_env: tuple[tuple[str, str], ...] = ()
+    interval_seconds: float = 3600.0
+    lookback_days: int = 0
+    start_date: str | None = None
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    max_retry_seconds: float = 120.0
+    retry_base_seconds: float = 1.0
+    inline_payload_bytes: int = 256 * 1024
+    # Seconds between two requests to the same provider (FRED allows 120 a minute).
+    min_request_interval: tuple[tuple[str, float], ...] = (("fred", 0.5), ("valet", 0.2), ("http_json", 0.0))
+
+    def interval_for(self, provider: str) -> float:
+        return dict(self.min_request_interval).get(provider, 0.0)
 
 
 @dataclass(frozen=True)
@@ -61,10 +88,15 @@ class Config:
     stop_timeout_seconds: float = 60.0
     log_level: str = "INFO"
     replay_limit: int = 5
+    poller: PollerConfig = field(default_factory=PollerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceConfig | None:
         return self.sources.get(name)
+
+    @property
+    def api_sources(self) -> list[SourceConfig]:
+        return [s for s in self.sources.values() if s.kind == "api"]
 
 
 def _config_schema() -> dict[str, Any]:
@@ -88,8 +120,9 @@ def describe_config_error(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         keys = ", ".join(repr(k) for k in extra)
         return f"{where}: unknown key {keys}" if where != "(top level)" else f"unknown key {keys}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
+    if error.validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
+        keys = ", ".join(repr(k) for k in error.validator_value["required"])
+        return f"{where}: key {keys} is not allowed here (it belongs to file sources)"
     return f"{where}: {error.message}"
 
 
@@ -149,6 +182,7 @@ def build_config(
     consumer = sections.get("consumer", {})
     log = sections.get("log", {})
     dlq = sections.get("dlq", {})
+    poller = sections.get("poller", {})
 
     landing_dir = Path(landing.get("dir", "data_lake"))
     if not landing_dir.is_absolute():
@@ -178,8 +212,34 @@ def build_config(
         stop_timeout_seconds=float(consumer.get("stop_timeout_seconds", defaults.stop_timeout_seconds)),
         log_level=str(log.get("level", defaults.log_level)).upper(),
         replay_limit=int(dlq.get("replay_limit", defaults.replay_limit)),
+        poller=_build_poller(poller),
         sources=sources,
     )
+
+
+def _build_poller(raw: Mapping[str, Any]) -> PollerConfig:
+    base = PollerConfig()
+    intervals = dict(base.min_request_interval) | {k: float(v) for k, v in raw.get("min_request_interval", {}).items()}
+    return PollerConfig(
+        timeout_seconds=float(raw.get("timeout_seconds", base.timeout_seconds)),
+        max_attempts=int(raw.get("max_attempts", base.max_attempts)),
+        max_retry_seconds=float(raw.get("max_retry_seconds", base.max_retry_seconds)),
+        retry_base_seconds=float(raw.get("retry_base_seconds", base.retry_base_seconds)),
+        inline_payload_bytes=int(raw.get("inline_payload_bytes", base.inline_payload_bytes)),
+        min_request_interval=tuple(sorted(intervals.items())),
+    )
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or ``90s``, ``15m``, ``1h``, ``1d``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(value[:-1]) * units[value[-1]]
+
+
+# Where each provider keeps its records, unless the source says otherwise.
+DEFAULT_RECORDS_PATH = {"fred": "observations", "valet": "observations"}
 
 
 def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
@@ -201,20 +261,34 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
             validator_cls.check_schema(schema_doc)
         except jsonschema.SchemaError as exc:
             raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: {exc.message}") from None
+    kind = raw.get("kind", "file")
+    provider = raw.get("provider")
     return SourceConfig(
         name=name,
-        format=raw["format"],
+        format=raw.get("format", "json"),
         schema_path=schema_path,
         max_invalid_ratio=float(raw.get("max_invalid_ratio", 0.1)),
-        records_path=raw.get("records_path"),
+        records_path=raw.get("records_path", DEFAULT_RECORDS_PATH.get(provider or "")),
         delimiter=raw.get("delimiter", ","),
         schema=schema_doc,
+        kind=kind,
+        provider=provider,
+        series=tuple(raw.get("series", ())),
+        group=raw.get("group"),
+        api_key_env=raw.get("api_key_env"),
+        base_url=raw.get("base_url"),
+        url=raw.get("url"),
+        params=tuple(sorted((k, str(v)) for k, v in raw.get("params", {}).items())),
+        headers_env=tuple(sorted(raw.get("headers_env", {}).items())),
+        interval_seconds=parse_duration(raw.get("interval", 3600)),
+        lookback_days=int(raw.get("lookback_days", 0)),
+        start_date=raw.get("start_date"),
     )
 
 
 # Settings a running daemon picks up when the config file changes; the rest
 # (connections, landing folder, worker count) need a restart.
-HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "replay_limit", "settle_seconds")
+HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "replay_limit", "settle_seconds", "poller")
 
 
 class LiveConfig:

@@ -153,6 +153,19 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
     doc = dead.event
     if not isinstance(doc, dict) or set(doc) == {"raw"}:
         raise NotReplayable("the message was not a JSON event; nothing to replay (discard it)")
+    if doc.get("kind") == "payload" and dead.reason != "bad_event":
+        # The stored answer is sent again: no new call to the API.
+        if doc.get("body") is None:
+            stored = doc.get("body_path")
+            try:
+                present = bool(stored) and resolve_in_landing(landing_dir, stored).exists()
+            except Exception:  # noqa: BLE001
+                present = False
+            if not present:
+                raise NotReplayable(f"the stored payload is no longer at {stored}")
+        replayed = dict(doc, trigger="replay", replay_count=dead.replay_count + 1,
+                        created_at=datetime.now(timezone.utc).isoformat())
+        return routing_key("payload", str(doc.get("source"))), json.dumps(replayed).encode(), str(dead.event_id)
     if dead.reason == "bad_event" or doc.get("kind") != "file":
         # Not a valid event when it failed: sent again as it was, for a
         # consumer that understands it now.

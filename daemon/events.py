@@ -20,8 +20,9 @@ from .errors import PermanentError
 from .landing import SOURCE_NAME
 
 EVENT_VERSION = 1
-# Bodies are small for file events; this bounds what a consumer will parse.
-MAX_EVENT_BYTES = 1 << 20
+# Bounds what a consumer will parse; payload bodies above the poller's inline
+# limit (at most 8 MiB) travel as a file under _payloads/ instead.
+MAX_EVENT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,43 @@ class FileEvent:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class PayloadEvent:
+    """An API response body, inline or stored under ``_payloads/``."""
+
+    source: str
+    endpoint: str  # the request URL with secrets removed
+    status_code: int
+    fetched_at: str
+    body_sha256: str
+    body_size: int
+    body: str | None = None  # the response text, when small enough
+    body_path: str | None = None  # else relative to the landing zone
+    # Fields the poller adds to every record (FRED's series id, which its
+    # observation objects do not carry).
+    context: dict[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    trigger: str = "api"
+    replay_count: int = 0
+    kind: str = "payload"
+    version: int = EVENT_VERSION
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key(self.kind, self.source)
+
+    @property
+    def path(self) -> str | None:
+        return self.body_path
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+Event = FileEvent | PayloadEvent
+
+
 def routing_key(kind: str, source: str) -> str:
     # A folder name that is not a valid source name still needs a routable key;
     # the consumer will dead-letter it as unknown_source.
@@ -59,7 +97,7 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def parse_event(body: bytes) -> FileEvent:
+def parse_event(body: bytes) -> Event:
     """Decode and check a message body; ``bad_event`` when it is not an event."""
     if len(body) > MAX_EVENT_BYTES:
         raise PermanentError("bad_event", f"message body of {len(body)} bytes exceeds {MAX_EVENT_BYTES}")
@@ -74,7 +112,6 @@ def parse_event(body: bytes) -> FileEvent:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
         raise PermanentError("bad_event", f"event is invalid at {pointer}: {error.message}", pointer=pointer,
                              keyword=error.validator)
-    if doc["kind"] != "file":
-        raise PermanentError("bad_event", f"events of kind {doc['kind']!r} are not handled by this version")
-    known = {f for f in FileEvent.__dataclass_fields__}
-    return FileEvent(**{k: v for k, v in doc.items() if k in known})
+    cls = FileEvent if doc["kind"] == "file" else PayloadEvent
+    known = set(cls.__dataclass_fields__)
+    return cls(**{k: v for k, v in doc.items() if k in known})

@@ -17,6 +17,7 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ARCHIVE_DIR = "_archive"
 QUARANTINE_DIR = "_quarantine"
+PAYLOADS_DIR = "_payloads"  # API bodies too large to travel in their event
 # Quarantine folder for files that sit directly in the landing root (no source
 # folder); "_" keeps it out of the source-name space.
 NO_SOURCE = "_no_source"

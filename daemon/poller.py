@@ -1,0 +1,234 @@
+"""The poller role: API responses become payload events, on a schedule.
+
+Each API source is polled every ``interval``; its cursor (the last
+observation date seen, per FRED series) lives in ``ops.poll_state``. A poll
+that fails after its retries is recorded as a ``failure`` run with reason
+``api_error``; the other sources go on, and the failed one is tried again at
+its next interval.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Mapping
+
+from psycopg2.extras import Json
+
+from . import db
+from .broker import Publisher
+from .config import Config, LiveConfig, SourceConfig
+from .errors import PermanentError, Shutdown, TransientError
+from .events import PayloadEvent
+from .landing import PAYLOADS_DIR
+from .http import RetryPolicy, get_with_retries
+from .providers import ApiRequest, advance_cursor, build_requests, check_answer, scrub, secrets_of
+
+log = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    """At least ``interval`` seconds between two requests to one provider."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._last: dict[str, float] = {}
+        self._clock = clock
+
+    def wait(self, provider: str, interval: float, stop: Callable[[], bool]) -> None:
+        due = self._last.get(provider, float("-inf")) + interval
+        while (now := self._clock()) < due:
+            if stop():
+                raise Shutdown()
+            time.sleep(min(0.1, due - now))
+        self._last[provider] = self._clock()
+
+
+def store_payload(landing_dir: Path, source: str, body: bytes, digest: str, when: datetime) -> str:
+    """Write a large body under ``_payloads/<source>/YYYY/MM/DD/`` (atomically);
+    returns its landing-relative path."""
+    folder = landing_dir / PAYLOADS_DIR / source / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.json"
+    if not target.exists():
+        staging = folder / f".{digest}.{os.getpid()}.tmp"
+        staging.write_bytes(body)
+        os.replace(staging, target)
+    return target.relative_to(landing_dir).as_posix()
+
+
+class Poller:
+    def __init__(self, settings: Config | LiveConfig, publisher: Publisher, stop: threading.Event,
+                 environ: Mapping[str, str] | None = None, worker: str = "poller") -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.stop = stop
+        self.environ = os.environ if environ is None else environ
+        self.worker = worker
+        self.rate = RateLimiter()
+        self._conn = None
+        self.heartbeat: Callable[[], None] = lambda: None
+
+    @property
+    def config(self) -> Config:
+        return self.settings.get() if isinstance(self.settings, LiveConfig) else self.settings
+
+    def _db(self):
+        config = self.config
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(config.database_url, config.connect_timeout_seconds, f"ingestd-{self.worker}")
+            self._conn.autocommit = True
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.publisher.close()
+
+    # -- state ---------------------------------------------------------------
+    def _state(self, source: str) -> tuple[dict, datetime | None]:
+        with self._db().cursor() as cur:
+            cur.execute("SELECT cursor, next_poll_at FROM ops.poll_state WHERE source = %s", (source,))
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else ({}, None)
+
+    def _save_state(self, source: SourceConfig, cursor: dict, status: str) -> None:
+        next_poll = datetime.now(timezone.utc) + timedelta(seconds=source.interval_seconds)
+        with self._db().cursor() as cur:
+            cur.execute(
+                "INSERT INTO ops.poll_state (source, cursor, last_polled_at, last_status, next_poll_at, updated_at)"
+                " VALUES (%s, %s, now(), %s, %s, now()) ON CONFLICT (source) DO UPDATE SET cursor = EXCLUDED.cursor,"
+                " last_polled_at = now(), last_status = EXCLUDED.last_status,"
+                " next_poll_at = EXCLUDED.next_poll_at, updated_at = now()",
+                (source.name, Json(cursor), status[:500], next_poll))
+
+    def _record_failure(self, source: SourceConfig, request: ApiRequest | None, exc: PermanentError) -> None:
+        detail = exc.failure.detail
+        summary = exc.failure.message
+        if detail.get("status") and f"HTTP {detail['status']}" not in summary:
+            summary = f"HTTP {detail['status']}: {summary}"
+        with self._db().cursor() as cur:
+            cur.execute(
+                "INSERT INTO ops.pipeline_runs (run_id, source, trigger, status, finished_at, error_summary, reason,"
+                " worker, file_path) VALUES (%s, %s, 'api', 'failure', now(), %s, %s, %s, %s)",
+                (uuid.uuid4(), source.name, summary[:2000], exc.reason, self.worker,
+                 request.endpoint if request else None))
+        log.warning("poll failed", extra={"source": source.name, "step": "poll", "status": "failure",
+                                          "reason": exc.reason, "detail": summary,
+                                          "endpoint": request.endpoint if request else None})
+
+    # -- one poll ------------------------------------------------------------
+    def poll_source(self, source: SourceConfig) -> bool:
+        """Poll ``source`` now; True when every request succeeded."""
+        config = self.config
+        secrets = secrets_of(source, self.environ)
+        cursor, _ = self._state(source.name)
+        policy = RetryPolicy(max_attempts=config.poller.max_attempts,
+                             max_total_seconds=config.poller.max_retry_seconds,
+                             base_seconds=config.poller.retry_base_seconds,
+                             timeout_seconds=config.poller.timeout_seconds)
+        try:
+            requests = build_requests(source, cursor, self.environ)
+        except PermanentError as exc:
+            self._record_failure(source, None, exc)
+            self._save_state(source, cursor, f"failure: {exc.failure.message}")
+            return False
+        ok = True
+        for request in requests:
+            started = time.monotonic()
+            try:
+                self.rate.wait(source.provider or "", config.poller.interval_for(source.provider or ""),
+                               self.stop.is_set)
+                answer = get_with_retries(
+                    request.url, request.headers, policy, secrets, stop=self.stop.is_set,
+                    on_retry=lambda n, what, delay: log.warning("API call failed; retrying", extra={
+                        "source": source.name, "step": "poll", "status": "retry", "attempt": n,
+                        "error": scrub(what, secrets), "retry_in_s": round(delay, 2), "endpoint": request.endpoint}))
+                records = check_answer(answer.body, source)
+                event = self._payload_event(source, request, answer.status, answer.body)
+                self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key, event.to_json(),
+                                       event.event_id)
+            except PermanentError as exc:
+                ok = False
+                self._record_failure(source, request, exc)
+                continue
+            except TransientError as exc:
+                ok = False
+                self._record_failure(source, request, PermanentError(
+                    "api_error", f"fetched, but could not publish the payload: {exc}"))
+                continue
+            cursor = advance_cursor(source, request, records, cursor)
+            log.info("payload published", extra={
+                "source": source.name, "event_id": event.event_id, "step": "poll", "status": "published",
+                "endpoint": request.endpoint, "records": len(records), "bytes": len(answer.body),
+                "attempts": answer.attempts, "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        self._save_state(source, cursor, "success" if ok else "failure: api_error (see ingestd runs)")
+        return ok
+
+    def _payload_event(self, source: SourceConfig, request: ApiRequest, status: int, body: bytes) -> PayloadEvent:
+        now = datetime.now(timezone.utc)
+        digest = hashlib.sha256(body).hexdigest()
+        inline = len(body) <= self.config.poller.inline_payload_bytes
+        text = None
+        if inline:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                inline = False
+        return PayloadEvent(
+            source=source.name, endpoint=request.endpoint, status_code=status, fetched_at=now.isoformat(),
+            body_sha256=digest, body_size=len(body), body=text,
+            body_path=None if inline else store_payload(self.config.landing_dir, source.name, body, digest, now),
+            context=dict(request.context))
+
+    # -- the role ------------------------------------------------------------
+    def poll_once(self, names: list[str] | None = None) -> bool:
+        sources = [s for s in self.config.api_sources if not names or s.name in names]
+        results = [self.poll_source(s) for s in sources]
+        return all(results)
+
+    def run(self) -> None:
+        """Poll every API source at its interval until ``stop``."""
+        due: dict[str, float] = {}
+        while not self.stop.is_set():
+            self.heartbeat()
+            try:
+                sources = {s.name: s for s in self.config.api_sources}
+                now_wall = datetime.now(timezone.utc)
+                for name in sources:
+                    if name not in due:
+                        _, next_poll = self._state(name)
+                        wait = (next_poll - now_wall).total_seconds() if next_poll else 0.0
+                        due[name] = time.monotonic() + max(0.0, wait)
+                for name in [n for n in due if n not in sources]:
+                    del due[name]
+                for name, when in sorted(due.items(), key=lambda kv: kv[1]):
+                    if self.stop.is_set() or time.monotonic() < when:
+                        continue
+                    self.poll_source(sources[name])
+                    due[name] = time.monotonic() + sources[name].interval_seconds
+            except (TransientError, OSError) as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                log.warning("poller cannot reach the database; retrying", extra={
+                    "step": "poll", "status": "retry", "error": str(exc)})
+                self.stop.wait(5)
+                continue
+            except Shutdown:
+                break
+            except Exception as exc:  # noqa: BLE001 - database errors and the like must not end polling
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                log.error("poller error; retrying", extra={"step": "poll", "status": "error",
+                                                           "error": f"{type(exc).__name__}: {exc}"})
+                self.stop.wait(5)
+                continue
+            next_due = min(due.values(), default=time.monotonic() + 5)
+            self.stop.wait(max(0.05, min(5.0, next_due - time.monotonic())))
+        self.close()
