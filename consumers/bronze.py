@@ -114,9 +114,12 @@ class CopyStream:
     values; they are encoded once.
     """
 
-    def __init__(self, records: Iterable[dict[str, Any]], validator: RecordValidator, source: str,
-                 lineage: dict[str, Any], stats: LoadStats) -> None:
-        self._rows = self._encode(records, validator, source, lineage, stats)
+    def __init__(self, records: Iterable[Any], validator: RecordValidator, source: str,
+                 lineage: dict[str, Any], stats: LoadStats, numbered: bool = False) -> None:
+        # ``numbered``: records come as (position, record) pairs, for inputs
+        # where some records are left out but positions must stay true.
+        pairs = records if numbered else enumerate(records, 1)
+        self._rows = self._encode(pairs, validator, source, lineage, stats)
         self._buffer = bytearray(COPY_SIGNATURE)
         self._done = False
         # psycopg2 turns an exception raised by read() into a generic COPY
@@ -133,8 +136,9 @@ class CopyStream:
         dumps = orjson.dumps
         options = orjson.OPT_NON_STR_KEYS
         errors_of = validator.errors
-        number = 0
-        for number, record in enumerate(records, 1):
+        number = count = 0
+        for number, record in records:
+            count += 1
             try:
                 raw = dumps(record, default=_json_default, option=options)
             except (TypeError, orjson.JSONEncodeError) as exc:
@@ -158,7 +162,7 @@ class CopyStream:
                     stats.first_errors.append({"record": number, "errors": errors[:3]})
                 err = dumps(errors)
                 yield row + invalid_status + jsonb_length(len(err) + 1, 1) + err + tail
-        stats.rows_total = number
+        stats.rows_total = count
         yield COPY_TRAILER
 
     def read(self, size: int = -1) -> bytes:

@@ -21,11 +21,13 @@ from typing import Callable
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 
 from ingestd.daemon import db
 from ingestd.daemon.broker import Publisher, Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.errors import PermanentError, TransientError
+from ingestd.daemon.providers import record_identity
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent, parse_event
 from ingestd.daemon.landing import (
     Location, archive_path, locate, move_file, resolve_in_landing,
@@ -204,7 +206,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
 
     return _load_records(
         ctx, conn, run_id, event, source, checksum, st.st_size, event.path,
-        lambda: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter),
+        lambda cur: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter),
         lineage, still_same, lambda: _dispose(ctx, conn, run_id, path, location))
 
 
@@ -235,10 +237,43 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
         raise PermanentError("unreadable_file", "the payload's bytes do not match the checksum in its event",
                              path=event.body_path)
     context = dict(event.context)
+    identity = record_identity(source)
+    notes: list[str] = []
+    fresh_observations: list[tuple[str, str]] = []
 
-    def records():
-        for record in read_json(io.BufferedReader(io.BytesIO(body)), source.records_path):
-            yield {**context, **record} if context else record
+    def numbered_records(cur):
+        """(position in the payload, record), less the observations bronze
+        already holds with the same values (look-back windows repeat them)."""
+        stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path)
+        records = [(n, {**context, **r} if context else r) for n, r in enumerate(stream, 1)]
+        if identity is None:
+            return records
+        keyed = [(n, r, identity(r)) for n, r in records]
+        key_list = sorted({k[0] for _, _, k in keyed if k is not None})
+        lock = int.from_bytes(hashlib.sha256(f"observations:{source.name}".encode()).digest()[:8], "big",
+                              signed=True)
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+        cur.execute("SELECT record_key, fingerprint FROM ops.api_observations WHERE source = %s"
+                    " AND record_key = ANY(%s)", (source.name, key_list))
+        seen = set(cur.fetchall())
+        fresh = []
+        for n, r, k in keyed:
+            if k is not None and k in seen:
+                continue
+            if k is not None:
+                seen.add(k)
+                fresh_observations.append(k)
+            fresh.append((n, r))
+        if len(fresh) < len(records):
+            notes.append(f"{len(records) - len(fresh)} of {len(records)} observations unchanged since an earlier "
+                         "poll, not loaded again")
+        return fresh
+
+    def record_observations(cur) -> None:
+        if fresh_observations:
+            psycopg2.extras.execute_values(
+                cur, "INSERT INTO ops.api_observations (source, record_key, fingerprint, run_id) VALUES %s"
+                " ON CONFLICT DO NOTHING", [(source.name, k, f, run_id) for k, f in fresh_observations])
 
     lineage = {
         "source_timestamp": datetime.fromisoformat(event.fetched_at), "pipeline_run_id": run_id,
@@ -251,13 +286,19 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
             _dispose(ctx, conn, run_id, path, Location(source.name, (), False))
 
     return _load_records(ctx, conn, run_id, event, source, checksum, len(body),
-                         event.body_path or event.endpoint, records, lineage, lambda: True, dispose)
+                         event.body_path or event.endpoint, numbered_records, lineage, lambda: True, dispose,
+                         numbered=True, after_copy=record_observations, notes=notes)
 
 
 def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, source: SourceConfig, checksum: str,
-                  size: int, source_filename: str, make_records, lineage: dict, still_same, dispose) -> Outcome:
+                  size: int, source_filename: str, make_records, lineage: dict, still_same, dispose,
+                  numbered: bool = False, after_copy=None, notes: list[str] | None = None) -> Outcome:
     """The load shared by files and payloads: dedup, COPY, ratio check,
-    manifest and run, one transaction; then dispose of the input."""
+    manifest and run, one transaction; then dispose of the input.
+
+    ``make_records(cursor)`` gives the records (as ``(position, record)``
+    pairs when ``numbered``); ``after_copy(cursor)`` runs in the same
+    transaction."""
     stats = bronze.LoadStats()
     with conn.cursor() as cur:
         # Two workers on the same bytes: the second waits here, then finds the
@@ -276,8 +317,11 @@ def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, sou
             # Cached only after the commit below: a rolled-back transaction
             # takes the CREATE TABLE with it.
             bronze.ensure_bronze_table(cur, source.name)
-        stream = bronze.CopyStream(make_records(), ctx.validator(source), source.name, lineage, stats)
+        stream = bronze.CopyStream(make_records(cur), ctx.validator(source), source.name, lineage, stats,
+                                   numbered=numbered)
         bronze.copy_records(cur, source.name, stream)
+        if after_copy is not None:
+            after_copy(cur)
         if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
             raise PermanentError(
                 "schema_rejected",
@@ -290,9 +334,10 @@ def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, sou
             return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")
         runs.insert_manifest(cur, runs.ManifestEntry(source.name, source_filename, checksum, size,
                                                      stats.rows_total, run_id, event.event_id))
-        error = None
+        remarks = list(notes or [])
         if stats.rows_invalid:
-            error = f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'"
+            remarks.append(f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'")
+        error = "; ".join(remarks) or None
         runs.finish_run(cur, run_id, "success", rows_total=stats.rows_total, rows_valid=stats.rows_valid,
                         rows_invalid=stats.rows_invalid, error=error, checksum=checksum)
         if ctx.before_commit is not None:

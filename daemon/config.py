@@ -51,6 +51,7 @@ class SourceConfig:
     interval_seconds: float = 3600.0
     lookback_days: int = 0
     start_date: str | None = None
+    record_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
         interval_seconds=parse_duration(raw.get("interval", 3600)),
         lookback_days=int(raw.get("lookback_days", 0)),
         start_date=raw.get("start_date"),
+        record_key=tuple(raw.get("record_key", ())),
     )
 
 

@@ -7,10 +7,11 @@ wrong). The HTTP calls live in ``daemon/http.py``, the schedule in
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit, parse_qsl
 
 from .config import SourceConfig
@@ -150,6 +151,39 @@ def check_answer(body: bytes, source: SourceConfig) -> list[dict[str, Any]]:
     if bad is not None:
         raise PermanentError("api_error", f"record {bad + 1} of the response is not an object", excerpt=excerpt)
     return records
+
+
+def _canonical(record: Mapping[str, Any], leave_out: tuple[str, ...]) -> str:
+    body = {k: v for k, v in record.items() if k not in leave_out}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_identity(source: SourceConfig) -> Callable[[Mapping[str, Any]], tuple[str, str] | None] | None:
+    """(record key, fingerprint of its values) for sources whose records have
+    an identity, None otherwise. A record without its key fields gets None
+    (it is always loaded)."""
+    if source.provider == "fred":
+        def fred(record):
+            if not isinstance(record.get("date"), str):
+                return None
+            # realtime_start/end change with every call: only the value counts.
+            return f"{record.get('series_id', '')}|{record['date']}", str(record.get("value"))
+        return fred
+    if source.provider == "valet":
+        def valet(record):
+            if not isinstance(record.get("d"), str):
+                return None
+            return record["d"], _canonical(record, ("d",))
+        return valet
+    if source.record_key:
+        fields = source.record_key
+
+        def generic(record):
+            if any(f not in record for f in fields):
+                return None
+            return "|".join(json.dumps(record[f], sort_keys=True) for f in fields), _canonical(record, ())
+        return generic
+    return None
 
 
 def advance_cursor(source: SourceConfig, request: ApiRequest, records: list[dict[str, Any]],

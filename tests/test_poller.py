@@ -268,3 +268,26 @@ def test_dead_lettered_payload_is_replayed_without_calling_the_api(poller_config
     assert json.loads(replay.stdout)["loaded"] == 1, replay.stderr
     assert len(api.hits(FRED_PATH)) == calls
     assert query(db, "SELECT count(*) FROM bronze.fred_gdp") == [(315,)]
+
+
+def test_next_day_poll_loads_only_the_revised_observation(poller_config, env, consumer, db, api, tmp_path):
+    config_path = poller_config()
+    consumer(config_path)
+    assert poll_once(config_path, env, tmp_path, "fred_gdp").returncode == 0
+    wait_for(lambda: finished(db, "fred_gdp") == 1)
+    # The next day FRED answers with new realtime dates on every observation,
+    # and one recent value revised.
+    doc = json.loads(GDP.read_bytes())
+    for observation in doc["observations"]:
+        observation["realtime_start"] = observation["realtime_end"] = "2024-10-31"
+    doc["observations"][-1]["value"] = "29400.123"
+    revised_date = doc["observations"][-1]["date"]
+    api.routes[FRED_PATH] = json.dumps(doc).encode()
+    assert poll_once(config_path, env, tmp_path, "fred_gdp").returncode == 0
+    wait_for(lambda: finished(db, "fred_gdp") == 2)
+    assert query(db, "SELECT count(*) FROM bronze.fred_gdp") == [(316,)]
+    history = query(db, "SELECT raw_data->>'value', record_number FROM bronze.fred_gdp"
+                        " WHERE raw_data->>'date' = %s ORDER BY id", (revised_date,))
+    assert len(history) == 2 and history[1] == ("29400.123", 315) and history[0][0] != "29400.123"
+    second_run = query(db, "SELECT status, rows_total, error_summary FROM ops.pipeline_runs ORDER BY started_at")[1]
+    assert second_run[:2] == ("success", 1) and "314 of 315 observations unchanged" in second_run[2]
