@@ -291,3 +291,51 @@ def test_next_day_poll_loads_only_the_revised_observation(poller_config, env, co
     assert len(history) == 2 and history[1] == ("29400.123", 315) and history[0][0] != "29400.123"
     second_run = query(db, "SELECT status, rows_total, error_summary FROM ops.pipeline_runs ORDER BY started_at")[1]
     assert second_run[:2] == ("success", 1) and "314 of 315 observations unchanged" in second_run[2]
+
+
+def test_requests_to_one_provider_keep_their_minimum_interval(poller_config, env, db, api, tmp_path):
+    config_path = poller_config(poller_extra="min_request_interval = {fred = 0.4}")
+    config_path.write_text(config_path.read_text().replace('series = ["GDP"]', 'series = ["GDP", "GNPCA", "PAYEMS"]'))
+    assert poll_once(config_path, env, tmp_path, "fred_gdp").returncode == 0
+    times = [hit[3] for hit in api.hits(FRED_PATH)]
+    assert [hit[1]["series_id"] for hit in api.hits(FRED_PATH)] == [["GDP"], ["GNPCA"], ["PAYEMS"]]
+    assert all(later - earlier >= 0.39 for earlier, later in zip(times, times[1:]))
+    cursor = query(db, "SELECT cursor FROM ops.poll_state")[0][0]
+    assert set(cursor) == {"GDP", "GNPCA", "PAYEMS"}
+
+
+def test_generic_json_api_with_header_auth(write_config, db, api, tmp_path):
+    token = "Bearer tok-9f8e7d6c5b4a39281706"
+    api.routes["/v2/items"] = json.dumps({"data": {"items": [{"id": 1, "x": "a"}, {"id": 2, "x": "b"}]}}).encode()
+    config_path = write_config(extra="[poller]\nretry_base_seconds = 0.05\n", sources=f"""
+[[sources]]
+name = "items_api"
+kind = "api"
+provider = "http_json"
+url = "{api.url}/v2/items"
+params = {{page_size = 100}}
+records_path = "data.items"
+headers_env = {{Authorization = "ITEMS_TOKEN"}}
+record_key = ["id"]
+""")
+    env = {**os.environ, "ITEMS_TOKEN": token}
+    daemon = subprocess.Popen(ingestd_cmd("--config", str(config_path), "run"), stdout=open(tmp_path / "run.log", "wb"),
+                              stderr=subprocess.STDOUT, env=env)
+    try:
+        # `ingestd run` includes the poller when API sources are configured.
+        wait_for(lambda: query(db, "SELECT to_regclass('bronze.items_api')")[0][0] is not None
+                 and query(db, "SELECT count(*) FROM bronze.items_api")[0][0] == 2, timeout=60)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    hit = api.hits("/v2/items")[0]
+    assert hit[2]["Authorization"] == token and hit[1]["page_size"] == ["100"]
+    assert query(db, "SELECT raw_data FROM bronze.items_api ORDER BY record_number") == [
+        ({"id": 1, "x": "a"},), ({"id": 2, "x": "b"},)]
+    status = json.loads(subprocess.run(ingestd_cmd("--config", str(config_path), "status", "--json"),
+                                       capture_output=True, text=True, env=env, timeout=60).stdout)
+    poller = status["pollers"][0]
+    assert poller["source"] == "items_api" and poller["last_status"] == "success" and poller["next_poll_at"]
+    assert token not in (tmp_path / "run.log").read_text()
+    dump = query(db, "SELECT string_agg(t::text, ' ') FROM ops.pipeline_runs t")[0][0]
+    assert "tok-9f8e" not in dump
