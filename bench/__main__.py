@@ -101,7 +101,7 @@ class Daemon:
         self.config.write_text(
             f'[landing]\ndir = "{workdir / "data_lake"}"\n'
             f'[database]\nurl = "{db_url}"\n[broker]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\n'
-            f'[consumer]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n'
+            f'[consumer]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n[health]\nport = 0\n'
             f'[[sources]]\nname = "daily_activity"\nformat = "csv"\n'
             f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
         )

@@ -19,6 +19,8 @@ from ingestd.daemon.landing import (
     PAYLOADS_DIR, SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing,
 )
 
+from ingestd.daemon.metrics import DEAD_LETTERS, RUNS
+
 from . import runs
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ class Outcome:
     rows: int = 0
     reason: str | None = None
     message: str = ""
+    rows_valid: int = 0
+    rows_invalid: int = 0
+    bytes_read: int = 0
 
 
 def quarantine(landing_dir: Path, event_path: str | None, tag: str) -> Moved | None:
@@ -152,6 +157,8 @@ def dead_letter_bad_event(ctx: "IngestContext", body: bytes, exc: PermanentError
                                 else None, reason=failure.reason, error=failure.message, detail=failure.detail,
                                 event=doc, run_id=run_id, file_path=None)
     conn.commit()
+    DEAD_LETTERS.labels("_unknown", failure.reason).inc()
+    RUNS.labels("_unknown", "failure").inc()
     log.warning("bad event dead-lettered", extra={"run_id": str(run_id), "event_id": event_id, "step": "parse_event",
                                                   "status": "failure", "reason": failure.reason,
                                                   "detail": failure.message})
@@ -214,6 +221,7 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     conn.commit()
     if path is not None:
         _note_move(conn, dead_letter_id, quarantine(landing_dir, path, str(run_id)[:8]))
+    DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
         "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",
         "status": "failure", "reason": "delivery_limit", "detail": message})

@@ -27,6 +27,7 @@ from ingestd.daemon import db
 from ingestd.daemon.broker import Publisher, Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.errors import PermanentError, TransientError
+from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
 from ingestd.daemon.providers import record_identity
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent, parse_event
 from ingestd.daemon.landing import (
@@ -132,13 +133,28 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000],
                                  pgcode=exc.pgcode)
         outcome = dead_letter_event(ctx, conn, event, run_id, failure)
-    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    elapsed = time.monotonic() - started
+    _count(ctx, event.source, outcome, elapsed)
+    duration_ms = round(elapsed * 1000, 1)
     level = logging.WARNING if outcome.status == "failure" else logging.INFO
     log.log(level, f"run {outcome.status}", extra={
         **extra, "step": "finish", "status": outcome.status, "duration_ms": duration_ms,
         "rows": outcome.rows, "reason": outcome.reason, "detail": outcome.message or None,
     })
     return outcome
+
+
+def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float) -> None:
+    label = source_label(source, ctx.config.sources)
+    RUNS.labels(label, outcome.status).inc()
+    RUN_SECONDS.labels(label).observe(seconds)
+    if outcome.status == "success":
+        ROWS.labels(label, "valid").inc(outcome.rows_valid)
+        ROWS.labels(label, "invalid").inc(outcome.rows_invalid)
+        BYTES_READ.labels(label).inc(outcome.bytes_read)
+        LAST_SUCCESS.labels(label).set_to_current_time()
+    elif outcome.status == "failure" and outcome.reason:
+        DEAD_LETTERS.labels(label, outcome.reason).inc()
 
 
 def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID) -> Outcome:
@@ -345,7 +361,8 @@ def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, sou
     conn.commit()
     ctx._tables.add(source.name)
     dispose()
-    return Outcome("success", run_id, rows=stats.rows_total)
+    return Outcome("success", run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
+                   rows_invalid=stats.rows_invalid, bytes_read=size)
 
 
 def _skip(conn, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

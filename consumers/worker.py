@@ -52,6 +52,7 @@ class ConsumerWorker:
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
         self.heartbeat: Callable[[], None] = lambda: None
+        self.report: Callable[[str | None], None] = lambda problem: None
         self._worker_thread: threading.Thread | None = None
         self.fatal: BaseException | None = None
 
@@ -76,6 +77,7 @@ class ConsumerWorker:
                     self.fatal = exc
                     raise
                 except (TransientError, *CONNECTION_ERRORS) as exc:
+                    self.report(str(exc) or type(exc).__name__)
                     delay = compute_backoff(attempt, cap=30)
                     attempt += 1
                     log.warning("broker connection lost; reconnecting",
@@ -96,6 +98,7 @@ class ConsumerWorker:
             channel.basic_qos(prefetch_count=self.config.prefetch)
             channel.basic_consume(self.topology.events_queue, self._on_message)
             self._channel = channel
+            self.report(None)
             log.info("consuming", extra={"step": "consume", "status": "started", "worker": self.name,
                                          "queue": self.topology.events_queue})
             while not self.stop.is_set():

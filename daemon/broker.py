@@ -161,6 +161,18 @@ class Publisher:
         self._channel = channel
         return channel
 
+    @property
+    def connected(self) -> bool:
+        return self._channel is not None and self._channel.is_open and self._connection.is_open
+
+    def connect(self) -> str | None:
+        """Open the connection now; None when connected, else why not."""
+        try:
+            self._ensure()
+            return None
+        except TransientError as exc:
+            return str(exc)
+
     def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
                 headers: dict[str, Any] | None = None) -> None:
         channel = self._ensure()

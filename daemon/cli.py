@@ -167,50 +167,85 @@ def _prepare_landing(config) -> None:
 
 def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
     from .broker import Publisher, Topology
+    from .config import LiveConfig
     from .errors import Shutdown
+    from .health import Health, HealthServer, database_checker
+    from .logs import redact_url
     from .runner import Supervisor
     from .watcher import Watcher
 
-    from .logs import redact_url
-
-    supervisor = Supervisor()
+    needs_database = bool(consumers or poll)
+    health = Health(database_check=database_checker(config.database_url) if needs_database else None)
+    server = None
+    if config.health_port:
+        try:
+            server = HealthServer(health, config.health_host, config.health_port)
+        except OSError as exc:
+            print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
+                  f"{exc.strerror}; set [health] port (or INGESTD_HEALTH_PORT; 0 turns it off)", file=sys.stderr)
+            return EXIT_USAGE
+    supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
     log.info("ingestd starting", extra={
         "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
-        "config": str(config.path), "landing_dir": str(config.landing_dir), "sources": sorted(config.sources),
-        "database": redact_url(config.database_url), "broker": redact_url(config.amqp_url),
-        "prefix": config.prefix})
+        "poller": poll, "config": str(config.path), "landing_dir": str(config.landing_dir),
+        "sources": sorted(config.sources), "database": redact_url(config.database_url),
+        "broker": redact_url(config.amqp_url), "prefix": config.prefix,
+        "health": f"{config.health_host}:{config.health_port}" if server else "off"})
+    if server is not None:
+        server.start()
     try:
-        if consumers or poll:
+        if needs_database:
             _migrate_with_retry(config, supervisor.stop)
         _prepare_landing(config)
     except Shutdown:
         return EXIT_OK
     topology = Topology(config.prefix, config.delivery_limit)
-    from .config import LiveConfig
     live = LiveConfig(config)
+
+    def reporter(component: str):
+        health.set_ready(component, "connecting")
+        return lambda problem: health.set_ready(component, problem)
+
     if poll:
         from .poller import Poller
+        poll_report = reporter("broker (poller)")
 
         def poll_role() -> None:
-            Poller(live, Publisher(config.amqp_url, topology, config.heartbeat_seconds, "poller"),
-                   supervisor.stop).run()
+            poller = Poller(live, Publisher(config.amqp_url, topology, config.heartbeat_seconds, "poller"),
+                            supervisor.stop)
+            poller.heartbeat = lambda: health.beat("poller")
+            poller.report = poll_report
+            poller.run()
         supervisor.start("poller", poll_role)
     if watch:
+        watch_report = reporter("broker (watcher)")
+
         def watch_role() -> None:
             publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "watcher")
-            Watcher(config, publisher, supervisor.stop).run()
+            watcher = Watcher(config, publisher, supervisor.stop)
+            watcher.heartbeat = lambda: health.beat("watcher")
+            watcher.report = watch_report
+            watcher.run()
         supervisor.start("watcher", watch_role)
     if consumers:
         from ingestd.consumers.recorder import DeadLetterRecorder
         from ingestd.consumers.worker import ConsumerWorker
 
+        from .health import sample_queues
         supervisor.start("recorder", DeadLetterRecorder(config, supervisor.stop).run)
+        supervisor.start("queue-sampler", lambda: sample_queues(config, supervisor.stop))
         for n in range(1, consumers + 1):
-            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", supervisor.stop,
-                                    live=live)
+            name = f"{os.uname().nodename}-{os.getpid()}-c{n}"
+            worker = ConsumerWorker(config, name, supervisor.stop, live=live)
+            worker.heartbeat = (lambda role: lambda: health.beat(role))(f"consumer-{n}")
+            worker.report = reporter(f"broker (consumer-{n})")
             supervisor.start(f"consumer-{n}", worker.run)
-    return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+    try:
+        return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def cmd_run(config, args) -> int:

@@ -22,6 +22,7 @@ from .errors import ConfigError
 DEFAULT_CONFIG_PATH = "ingestd.toml"
 ENV_CONFIG = "INGESTD_CONFIG"
 ENV_OVERRIDES = {
+    "INGESTD_HEALTH_PORT": ("health", "port"),
     "INGESTD_DATABASE_URL": ("database", "url"),
     "INGESTD_AMQP_URL": ("broker", "url"),
     "INGESTD_LANDING_DIR": ("landing", "dir"),
@@ -89,6 +90,8 @@ class Config:
     stop_timeout_seconds: float = 60.0
     log_level: str = "INFO"
     replay_limit: int = 5
+    health_host: str = "127.0.0.1"
+    health_port: int = 9464  # 0: no health and metrics server
     poller: PollerConfig = field(default_factory=PollerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
@@ -184,6 +187,7 @@ def build_config(
     log = sections.get("log", {})
     dlq = sections.get("dlq", {})
     poller = sections.get("poller", {})
+    health = sections.get("health", {})
 
     landing_dir = Path(landing.get("dir", "data_lake"))
     if not landing_dir.is_absolute():
@@ -214,6 +218,8 @@ def build_config(
         log_level=str(log.get("level", defaults.log_level)).upper(),
         replay_limit=int(dlq.get("replay_limit", defaults.replay_limit)),
         poller=_build_poller(poller),
+        health_host=str(health.get("host", defaults.health_host)),
+        health_port=int(health.get("port", defaults.health_port)),
         sources=sources,
     )
 

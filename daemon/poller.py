@@ -26,6 +26,7 @@ from .config import Config, LiveConfig, SourceConfig
 from .errors import PermanentError, Shutdown, TransientError
 from .events import PayloadEvent
 from .landing import PAYLOADS_DIR
+from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES
 from .http import RetryPolicy, get_with_retries
 from .providers import ApiRequest, advance_cursor, build_requests, check_answer, scrub, secrets_of
 
@@ -72,6 +73,7 @@ class Poller:
         self.rate = RateLimiter()
         self._conn = None
         self.heartbeat: Callable[[], None] = lambda: None
+        self.report: Callable[[str | None], None] = lambda problem: None
 
     @property
     def config(self) -> Config:
@@ -107,6 +109,7 @@ class Poller:
                 (source.name, Json(cursor), status[:500], next_poll))
 
     def _record_failure(self, source: SourceConfig, request: ApiRequest | None, exc: PermanentError) -> None:
+        POLL_FAILURES.labels(source.name).inc()
         detail = exc.failure.detail
         summary = exc.failure.message
         if detail.get("status") and f"HTTP {detail['status']}" not in summary:
@@ -120,6 +123,11 @@ class Poller:
         log.warning("poll failed", extra={"source": source.name, "step": "poll", "status": "failure",
                                           "reason": exc.reason, "detail": summary,
                                           "endpoint": request.endpoint if request else None})
+
+    def _still_beating(self) -> bool:
+        """Stop check for retry waits; the waits count as work in progress."""
+        self.heartbeat()
+        return self.stop.is_set()
 
     # -- one poll ------------------------------------------------------------
     def poll_source(self, source: SourceConfig) -> bool:
@@ -144,7 +152,7 @@ class Poller:
                 self.rate.wait(source.provider or "", config.poller.interval_for(source.provider or ""),
                                self.stop.is_set)
                 answer = get_with_retries(
-                    request.url, request.headers, policy, secrets, stop=self.stop.is_set,
+                    request.url, request.headers, policy, secrets, stop=self._still_beating,
                     on_retry=lambda n, what, delay: log.warning("API call failed; retrying", extra={
                         "source": source.name, "step": "poll", "status": "retry", "attempt": n,
                         "error": scrub(what, secrets), "retry_in_s": round(delay, 2), "endpoint": request.endpoint}))
@@ -154,6 +162,7 @@ class Poller:
                                        event.event_id)
             except PermanentError as exc:
                 ok = False
+                POLL_ATTEMPTS.labels(source.name).inc(exc.failure.detail.get("attempts", 1))
                 self._record_failure(source, request, exc)
                 continue
             except TransientError as exc:
@@ -161,6 +170,9 @@ class Poller:
                 self._record_failure(source, request, PermanentError(
                     "api_error", f"fetched, but could not publish the payload: {exc}"))
                 continue
+            POLL_ATTEMPTS.labels(source.name).inc(answer.attempts)
+            EVENTS_PUBLISHED.labels(source.name, "payload").inc()
+            self.report(None)
             cursor = advance_cursor(source, request, records, cursor)
             log.info("payload published", extra={
                 "source": source.name, "event_id": event.event_id, "step": "poll", "status": "published",
@@ -196,6 +208,8 @@ class Poller:
         due: dict[str, float] = {}
         while not self.stop.is_set():
             self.heartbeat()
+            if not self.publisher.connected:
+                self.report(self.publisher.connect())
             try:
                 sources = {s.name: s for s in self.config.api_sources}
                 now_wall = datetime.now(timezone.utc)

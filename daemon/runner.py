@@ -14,12 +14,16 @@ import threading
 import time
 from typing import Callable
 
+from .health import Health
+from .systemd import notify, watchdog_interval
+
 log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, health: Health | None = None) -> None:
         self.stop = threading.Event()
+        self.health = health or Health()
         self._threads: list[tuple[str, threading.Thread]] = []
         self._signals = 0
 
@@ -48,8 +52,15 @@ class Supervisor:
         self._threads.append((name, thread))
 
     def wait(self, join_timeout: float) -> int:
-        """Block until stop is requested or a role dies; returns the exit status."""
+        """Block until stop is requested or a role dies; returns the exit status.
+
+        Meanwhile tells systemd READY=1 once every role is connected, and
+        WATCHDOG=1 at half its interval while every role's loop is beating.
+        """
         status = 0
+        ready_sent = False
+        ping_every = watchdog_interval()
+        next_ping = 0.0
         while not self.stop.is_set():
             for name, thread in self._threads:
                 if not thread.is_alive():
@@ -58,7 +69,15 @@ class Supervisor:
                     status = 1
                     self.stop.set()
                     break
+            if not ready_sent and self.health.ready()[0]:
+                notify("READY=1\nSTATUS=connected; working")
+                ready_sent = True
+                log.info("ready", extra={"step": "start", "status": "ready"})
+            if ping_every and time.monotonic() >= next_ping and self.health.alive()[0]:
+                notify("WATCHDOG=1")
+                next_ping = time.monotonic() + ping_every
             self.stop.wait(0.5)
+        notify("STOPPING=1\nSTATUS=stopping: finishing work in hand")
         deadline = time.monotonic() + join_timeout
         for name, thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))

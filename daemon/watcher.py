@@ -25,11 +25,13 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from .backoff import compute_backoff
 from .broker import Publisher
 from .config import Config
 from .errors import TransientError
 from .events import FileEvent
 from .landing import NO_SOURCE, is_ignored, is_ignored_name, source_of
+from .metrics import EVENTS_PUBLISHED, source_label
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class Watcher:
         self._next_publish_try = 0.0
         self._publish_failures = 0
         self.heartbeat: Callable[[], None] = lambda: None
+        # Told None when the broker connection is up, else the problem.
+        self.report: Callable[[str | None], None] = lambda problem: None
+        self._next_connect_try = 0.0
 
     def relative(self, path: str | Path) -> PurePosixPath | None:
         try:
@@ -216,7 +221,7 @@ class Watcher:
                 self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key,
                                        event.to_json(), event.event_id)
             except TransientError as exc:
-                from .backoff import compute_backoff
+                self.report(str(exc))
                 delay = compute_backoff(self._publish_failures, cap=30)
                 self._publish_failures += 1
                 self._next_publish_try = self.clock() + delay
@@ -225,13 +230,26 @@ class Watcher:
                                    "pending": len(self.pending), "retry_in_s": round(delay, 2)})
                 return sent
             self._publish_failures = 0
+            self.report(None)
             self.published[key] = (entry.size, entry.mtime_ns)
+            EVENTS_PUBLISHED.labels(source_label(event.source, self.config.sources), "file").inc()
             del self.pending[key]
             sent += 1
             log.info("file published", extra={"event_id": event.event_id, "source": event.source,
                                                "step": "publish", "status": "published", "path": key,
                                                "size": entry.size})
         return sent
+
+    def keep_connected(self) -> None:
+        """Connect (again) while idle, so that readiness and a broker outage
+        show before the next file needs publishing."""
+        if self.publisher.connected or self.clock() < max(self._next_connect_try, self._next_publish_try):
+            return
+        problem = self.publisher.connect()
+        self.report(problem)
+        if problem:
+            self._next_connect_try = self.clock() + compute_backoff(self._publish_failures, cap=30)
+            self._publish_failures += 1
 
     def forget_missing(self) -> None:
         """Drop published entries whose file is gone (loaded and archived)."""
@@ -282,6 +300,7 @@ class Watcher:
                     self.stop_observer()
                     self.start_observer()
                     self.scan()
+                self.keep_connected()
                 self.publish_ready()
                 self.publisher.process_events()
         finally:

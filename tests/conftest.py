@@ -192,7 +192,7 @@ format = "parquet"
 def write_config(tmp_path, database_url, amqp_url, prefix):
     """Write an ingestd.toml for this test; returns its path."""
 
-    def write(extra: str = "", landing_extra: str = "", sources: str | None = None) -> Path:
+    def write(extra: str = "", landing_extra: str = "", sources: str | None = None, health_port: int = 0) -> Path:
         path = tmp_path / "ingestd.toml"
         body = textwrap.dedent(f"""
             [landing]
@@ -208,6 +208,8 @@ def write_config(tmp_path, database_url, amqp_url, prefix):
             delivery_limit = 5
             [consumer]
             stop_timeout_seconds = 20
+            [health]
+            port = {health_port}
             {extra}
         """) + (sources if sources is not None else SOURCES_TOML.format(schemas=REPO / "schemas"))
         path.write_text(body)
