@@ -253,9 +253,14 @@ def cmd_run(config, args) -> int:
 
 
 def cmd_poll(config, args) -> int:
-    if not config.api_sources:
+    if not config.api_sources and args.once:
         print("ingestd poll: no API sources (kind = \"api\") in the config", file=sys.stderr)
         return EXIT_USAGE
+    if not config.api_sources:
+        # As a service the poller idles until API sources appear in the
+        # (re-read) config, rather than failing and being restarted in a loop.
+        log.warning("no API sources configured yet; the poller waits for the config to gain some",
+                    extra={"step": "poll", "status": "idle"})
     unknown = sorted(set(args.sources) - {s.name for s in config.api_sources})
     if unknown:
         print(f"ingestd poll: not API sources of this config: {', '.join(unknown)}", file=sys.stderr)
