@@ -23,6 +23,7 @@ DEFAULT_CONFIG_PATH = "ingestd.toml"
 ENV_CONFIG = "INGESTD_CONFIG"
 ENV_OVERRIDES = {
     "INGESTD_HEALTH_PORT": ("health", "port"),
+    "INGESTD_HEALTH_HOST": ("health", "host"),
     "INGESTD_DATABASE_URL": ("database", "url"),
     "INGESTD_AMQP_URL": ("broker", "url"),
     "INGESTD_LANDING_DIR": ("landing", "dir"),

