@@ -144,6 +144,18 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
     return outcome
 
 
+def gzip_declared_size(path: Path) -> int | None:
+    """The uncompressed size a gzip file declares in its trailer (modulo 4 GiB)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
 def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float) -> None:
     label = source_label(source, ctx.config.sources)
     RUNS.labels(label, outcome.status).inc()
@@ -204,6 +216,13 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     if cfg.max_file_bytes is not None and st.st_size > cfg.max_file_bytes:
         raise PermanentError("too_large", f"file of {st.st_size} bytes exceeds landing.max_file_bytes "
                              f"({cfg.max_file_bytes})", size=st.st_size, limit=cfg.max_file_bytes)
+    if cfg.max_file_bytes is not None and event.path.endswith(".gz"):
+        declared = gzip_declared_size(path)
+        if declared is not None and declared > cfg.max_file_bytes:
+            # The gzip trailer's own size: refused without expanding anything. (It
+            # can lie; the streaming limit of the reader still holds then.)
+            raise PermanentError("too_large", f"gzip content of {declared} bytes exceeds landing.max_file_bytes "
+                                 f"({cfg.max_file_bytes})", size=declared, limit=cfg.max_file_bytes)
     try:
         checksum, _ = sha256_file(path)
     except OSError as exc:
@@ -222,7 +241,8 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
 
     return _load_records(
         ctx, conn, run_id, event, source, checksum, st.st_size, event.path,
-        lambda cur: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter),
+        lambda cur: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
+                             source.skip_lines),
         lineage, still_same, lambda: _dispose(ctx, conn, run_id, path, location))
 
 

@@ -24,9 +24,11 @@ from ingestd.daemon.errors import PermanentError
 
 Record = dict[str, Any]
 
-# CSV fields can legitimately be large (free text); the stdlib default of
-# 128 KiB refuses many real exports. 64 MiB still bounds memory per row.
-csv.field_size_limit(64 * 1024 * 1024)
+# One record (a CSV field, a JSON Lines line) may be large, but not without
+# bound: past this it is refused as too_large before it is held in memory.
+# The stdlib's CSV default of 128 KiB refuses many real exports.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+csv.field_size_limit(MAX_RECORD_BYTES)
 PARQUET_BATCH_ROWS = 8192
 TEXT_CHUNK = 1 << 20
 
@@ -70,17 +72,26 @@ def _gzip_guard(exc: Exception) -> PermanentError:
     return PermanentError("parse_error", f"corrupt gzip stream: {exc}")
 
 
-def read_csv(stream: IO[bytes], delimiter: str = ",") -> Iterator[Record]:
-    """CSV with a header row; UTF-8 with or without BOM; any line ending.
+def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> Iterator[Record]:
+    """CSV with a header row; UTF-8 with or without BOM (or UTF-16 with its
+    BOM, as spreadsheet programs write "Unicode text"); any line ending.
 
-    Values stay strings (bronze keeps the text as written). Ragged rows,
-    duplicate or empty header names, NUL bytes and broken quoting are
-    ``parse_error``; bytes that are not UTF-8 are ``encoding_error``.
+    Values stay strings (bronze keeps the text as written). ``skip_lines``
+    lines before the header are ignored (preambles such as Valet's TERMS and
+    SERIES sections). Ragged rows, duplicate or empty header names and broken
+    quoting are ``parse_error``; bytes that are not UTF-8 are ``encoding_error``.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
+    try:
+        head = stream.peek(4)[:4]  # type: ignore[attr-defined]
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _gzip_guard(exc) from None
+    encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
     reader = csv.reader(text, delimiter=delimiter, strict=True)
     try:
         try:
+            for _ in range(skip_lines):
+                text.readline()
             header = next(reader)
         except StopIteration:
             return
@@ -90,19 +101,27 @@ def read_csv(stream: IO[bytes], delimiter: str = ",") -> Iterator[Record]:
             if len(row) != width:
                 if not row:
                     continue  # a blank line carries no record
+                line = reader.line_num + skip_lines
+                hint = " (a preamble before the header? see skip_lines)" if not skip_lines and line < 50 else ""
                 raise PermanentError(
-                    "parse_error",
-                    f"line {reader.line_num}: {len(row)} fields where the header has {width}",
-                    line=reader.line_num,
-                )
+                    "parse_error", f"line {line}: {len(row)} fields where the header has {width}{hint}", line=line)
             yield dict(zip(header, row))
     except csv.Error as exc:
-        raise PermanentError("parse_error", f"line {reader.line_num}: {exc}", line=reader.line_num) from None
+        if "field larger than field limit" in str(exc):
+            raise PermanentError("too_large", f"line {reader.line_num + skip_lines}: a field exceeds "
+                                 f"{MAX_RECORD_BYTES} bytes", limit=MAX_RECORD_BYTES) from None
+        line = reader.line_num + skip_lines
+        raise PermanentError("parse_error", f"line {line}: {exc}", line=line) from None
     except UnicodeDecodeError as exc:
+        # The text layer decodes a chunk ahead of the CSV reader: the lines the
+        # reader took, plus the line breaks before the bad byte in the chunk.
+        newline = "\n".encode(encoding.removesuffix("-sig")) if encoding == "utf-16" else b"\n"
+        line = reader.line_num + skip_lines + bytes(exc.object[: exc.start]).count(newline) + 1
         raise PermanentError(
             "encoding_error",
-            f"near line {reader.line_num + 1}: not valid UTF-8 ({exc.reason}, byte 0x{exc.object[exc.start]:02x})",
-            line=reader.line_num + 1,
+            f"near line {line}: not valid {encoding.removesuffix('-sig').upper()} "
+            f"({exc.reason}, byte 0x{exc.object[exc.start]:02x})",
+            line=line,
         ) from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _gzip_guard(exc) from None
@@ -119,11 +138,19 @@ def _check_header(header: list[str]) -> None:
         seen.add(name)
 
 
-def read_jsonl(stream: IO[bytes]) -> Iterator[Record]:
-    """JSON Lines: one object per line; blank lines are skipped."""
+def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+    while line := stream.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise PermanentError("too_large", f"a line exceeds {limit} bytes", limit=limit)
+        yield line
+
+
+def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record]:
+    """JSON Lines: one object per line; blank lines are skipped; a line longer
+    than ``max_record_bytes`` is ``too_large``, refused before it is held."""
     line_no = 0
     try:
-        for line_no, line in enumerate(stream, 1):
+        for line_no, line in enumerate(_lines(stream, max_record_bytes), 1):
             if not line.strip():
                 continue
             try:
@@ -240,14 +267,14 @@ def read_parquet(path) -> Iterator[Record]:
 
 
 def read_records(path, fmt: str, limit: int | None, records_path: str | None = None,
-                 delimiter: str = ",") -> Iterator[Record]:
+                 delimiter: str = ",", skip_lines: int = 0) -> Iterator[Record]:
     """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz`` suffix)."""
     if fmt == "parquet":
         yield from read_parquet(path)
         return
     with open_content(path, limit) as stream:
         if fmt == "csv":
-            yield from read_csv(stream, delimiter)
+            yield from read_csv(stream, delimiter, skip_lines)
         elif fmt == "jsonl":
             yield from read_jsonl(stream)
         elif fmt == "json":

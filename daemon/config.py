@@ -38,6 +38,7 @@ class SourceConfig:
     max_invalid_ratio: float = 0.1
     records_path: str | None = None
     delimiter: str = ","
+    skip_lines: int = 0
     # The JSON Schema document itself, read once at start.
     schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     kind: str = "file"
@@ -278,6 +279,7 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
         max_invalid_ratio=float(raw.get("max_invalid_ratio", 0.1)),
         records_path=raw.get("records_path", DEFAULT_RECORDS_PATH.get(provider or "")),
         delimiter=raw.get("delimiter", ","),
+        skip_lines=int(raw.get("skip_lines", 0)),
         schema=schema_doc,
         kind=kind,
         provider=provider,

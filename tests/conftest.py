@@ -229,7 +229,7 @@ def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
     """Drop a file the recommended way: write a temporary name, rename into place."""
     target = landing / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp"
+    tmp = target.parent / f".drop-{uuid.uuid4().hex[:8]}.tmp"  # short: the name itself may be 255 bytes
     tmp.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
     os.replace(tmp, target)
     return target
