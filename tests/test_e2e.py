@@ -1,7 +1,6 @@
 """End to end: `ingestd run` / `ingestd consume` as subprocesses, real files dropped."""
 import hashlib
 import os
-import random
 import signal
 import subprocess
 import time
@@ -103,36 +102,6 @@ def big_csv(path, rows):
             fh.write(body[i % len(body)] + b"\r\n")
 
 
-def test_consumer_killed_mid_file_loads_it_exactly_once(start, db, tmp_path, write_config):
-    rows = 200_000
-    landing = tmp_path / "data_lake"
-    config_path = write_config()
-    (landing / "daily_activity").mkdir(parents=True)
-    tmp = landing / "daily_activity" / ".big.tmp"
-    big_csv(tmp, rows)
-    os.replace(tmp, landing / "daily_activity" / "big.csv")
-    watcher = start("watch", config_path=config_path)
-    rng = random.Random(7)
-    for _ in range(3):
-        consumer = start("consume", config_path=config_path)
-        wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
-                 timeout=60, interval=0.05)
-        time.sleep(rng.uniform(0.05, 0.8))
-        consumer.send_signal(signal.SIGKILL)
-        consumer.wait()
-        if query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0]:
-            break  # the load finished before the kill landed
-    start("consume", config_path=config_path)
-    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 1,
-             timeout=180)
-    assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [(rows, rows)]
-    assert query(db, "SELECT count(*) FROM ops.raw_ingest_manifest") == [(1,)]
-    interrupted = query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE error_summary LIKE 'interrupted%%'")
-    assert interrupted[0][0] >= 1
-    watcher.send_signal(signal.SIGTERM)
-    assert watcher.wait(timeout=30) == 0
-
-
 def close_broker_connections(prefix: str) -> int:
     """Force-close this test's connections at the broker (what a broker restart does to them)."""
     listing = subprocess.run(["rabbitmqctl", "list_connections", "pid", "client_properties", "-q",
@@ -211,42 +180,6 @@ def test_check_reports_what_is_wrong(tmp_path, write_config):
     assert failed.returncode == 1
     assert "FAIL broker" in failed.stdout and "fix: start RabbitMQ" in failed.stdout
     assert "guest:guest" not in failed.stdout
-
-
-def test_database_cut_off_mid_load_is_retried_not_dead_lettered(start, db, tmp_path, write_config, database_url):
-    import psycopg2
-
-    from .proxy import CuttableProxy
-    dsn = psycopg2.extensions.parse_dsn(database_url)
-    proxy = CuttableProxy(dsn.get("host", "127.0.0.1"), int(dsn.get("port", 5432)))
-    proxied = psycopg2.extensions.make_dsn(**dict(dsn, host="127.0.0.1", port=str(proxy.port)))
-    config_path = write_config()
-    config_path.write_text(config_path.read_text().replace(f'url = "{database_url}"', f'url = "{proxied}"'))
-    landing = tmp_path / "data_lake"
-    (landing / "daily_activity").mkdir(parents=True)
-    tmp = landing / "daily_activity" / ".big.tmp"
-    big_csv(tmp, 150_000)
-    try:
-        start("run", config_path=config_path)
-        wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
-        os.replace(tmp, landing / "daily_activity" / "big.csv")
-        wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
-                 interval=0.05)
-        proxy.cut()
-        time.sleep(4)
-        proxy.restore()
-        wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 1,
-                 timeout=120)
-    finally:
-        proxy.close()
-    assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [
-        (150_000, 150_000)]
-    assert query(db, "SELECT count(*) FROM ops.dead_letters") == [(0,)]
-    # The cut attempt is closed as interrupted when the same event is retried.
-    runs = query(db, "SELECT status, coalesce(error_summary, '') LIKE 'interrupted%%' FROM ops.pipeline_runs"
-                     " ORDER BY started_at")
-    assert runs[-1] == ("success", False) and ("failure", True) in runs
-    assert (tmp_path / "run-0.log").read_text().count('"status": "retry"') >= 1
 
 
 def test_sigterm_mid_load_finishes_the_file_then_exits_0(start, db, tmp_path, write_config):
