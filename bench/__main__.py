@@ -110,6 +110,7 @@ class Daemon:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.db_url = db_url
         self.amqp_url = amqp_url
+        self.workers = workers
 
     def wait_ready(self, conn) -> None:
         deadline = time.monotonic() + 60
@@ -181,6 +182,34 @@ def latency(daemon: Daemon, conn, count: int) -> None:
           f"p50 {pick(0.50):.3f} s, p95 {pick(0.95):.3f} s, p99 {pick(0.99):.3f} s, max {seconds[-1]:.3f} s")
 
 
+def burst(daemon: Daemon, conn, count: int) -> None:
+    """Drop ``count`` small files at once; time until every one is committed."""
+    landing = daemon.workdir / "data_lake" / "daily_activity"
+    header, *body = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:3]
+    staging = daemon.workdir / "staging"
+    staging.mkdir(exist_ok=True)
+    for n in range(count):
+        (staging / f"burst-{n}.csv").write_bytes(header + b"\r\n" + b"%d,%s" % (3 * 10**9 + n, body[0].split(b",", 1)[1]))
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ops.raw_ingest_manifest")
+        before = cur.fetchone()[0]
+    started = time.perf_counter()
+    for n in range(count):
+        os.replace(staging / f"burst-{n}.csv", landing / f"burst-{n}.csv")
+    dropped = time.perf_counter() - started
+    while True:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ops.raw_ingest_manifest")
+            done = cur.fetchone()[0] - before
+        if done >= count:
+            break
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    print(f"burst: {count:,} small files renamed into place in {dropped:.2f} s; all committed after "
+          f"{elapsed:.1f} s: {count / elapsed:,.0f} files/s with {daemon.workers} worker(s) "
+          f"(target >= 100 with 2); daemon peak RSS {peak_rss_mb(daemon.proc.pid):.0f} MB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,6 +218,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of COPY vs pipeline (default 3)")
     parser.add_argument("--latency", type=int, default=50, metavar="N",
                         help="small files dropped one at a time for drop-to-committed latency (default 50, 0: off)")
+    parser.add_argument("--burst", type=int, default=1000, metavar="N",
+                        help="small files dropped at once, time to all committed (default 1000, 0: off)")
     parser.add_argument("--memory-mb", type=int, default=0,
                         help="also load a CSV of this many MB and report the daemon's peak RSS")
     args = parser.parse_args()
@@ -236,6 +267,8 @@ def main() -> int:
         print(f"daemon peak RSS so far: {peak_rss_mb(daemon.proc.pid):.0f} MB")
         if args.latency:
             latency(daemon, conn, args.latency)
+        if args.burst:
+            burst(daemon, conn, args.burst)
         if args.memory_mb:
             big = workdir / "big.csv"
             big_rows = generate_csv(big, target_bytes=args.memory_mb * 1_000_000)
