@@ -1,8 +1,10 @@
-"""Throughput and memory of the file pipeline, against PostgreSQL's own COPY.
+"""Benchmarks of the running pipeline: throughput against PostgreSQL's own
+COPY (CSV, JSON Lines, Parquet; 1 and 2 consumers), latency of small files,
+a burst of small files, and memory on large files.
 
-    python -m bench                       # 200,000 rows, a few tens of seconds
-    python -m bench --rows 1000000        # the issue's size
-    python -m bench --memory-mb 1024      # also: peak RSS loading a 1 GB CSV
+    python -m bench            # everything at a small size: a few minutes
+    python -m bench --full     # 1,000,000 rows x 3 rounds, 200 latency files,
+                               # 10,000 burst files, 1 GB CSV and JSON Lines
 
 Prints figures and ratios; asserts nothing. Needs PostgreSQL and RabbitMQ
 (INGESTD_TEST_DATABASE_URL / INGESTD_TEST_AMQP_URL or the local ports).
@@ -27,6 +29,9 @@ import psycopg2
 from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parent.parent
+# One bronze source per format, all with the Fitbit daily-activity schema.
+SOURCES = {"daily_activity": "csv", "daily_jsonl": "jsonl", "daily_parquet": "parquet"}
+SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 FITBIT = Path(os.environ.get("INGESTD_SHARED_DATA", REPO.parent / "shared" / "data")) / "fitbit"
 
 
@@ -59,6 +64,33 @@ def csv_to_jsonl(src: Path, dst: Path) -> None:
     with open(src, newline="", encoding="utf-8") as fh, open(dst, "w", encoding="utf-8") as out:
         for record in csv.DictReader(fh):
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def convert(csv_path: Path, fmt: str, target: Path) -> None:
+    """The same records in another format (values stay text, as in the CSV)."""
+    if fmt == "csv":
+        shutil.copyfile(csv_path, target)
+    elif fmt == "jsonl":
+        csv_to_jsonl(csv_path, target)
+    else:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+        names = (FITBIT / "dailyActivity_merged.csv").read_text().split("\n")[0].strip().split(",")
+        table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(
+            column_types={n: "string" for n in names}))
+        pq.write_table(table, target)
+
+
+def split_csv(csv_path: Path, parts: int, folder: Path) -> list[Path]:
+    lines = csv_path.read_bytes().split(b"\r\n")
+    header, body = lines[0], [line for line in lines[1:] if line]
+    size = -(-len(body) // parts)
+    out = []
+    for i in range(parts):
+        part = folder / f"{csv_path.stem}-part{i}.csv"
+        part.write_bytes(header + b"\r\n" + b"\r\n".join(body[i * size:(i + 1) * size]) + b"\r\n")
+        out.append(part)
+    return out
 
 
 def raw_copy_rate(db_url: str, jsonl: Path, rows: int) -> float:
@@ -102,8 +134,9 @@ class Daemon:
             f'[landing]\ndir = "{workdir / "data_lake"}"\n'
             f'[database]\nurl = "{db_url}"\n[broker]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\n'
             f'[consumer]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n[health]\nport = 0\n'
-            f'[[sources]]\nname = "daily_activity"\nformat = "csv"\n'
-            f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
+            + "".join(f'[[sources]]\nname = "{name}"\nformat = "{fmt}"\n'
+                      f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
+                      for name, fmt in SOURCES.items())
         )
         self.log = open(workdir / "daemon.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "ingestd.daemon", "--config", str(self.config), "run"],
@@ -136,26 +169,33 @@ class Daemon:
         conn.close()
 
 
-def drop_and_wait(daemon: Daemon, conn, csv_path: Path, name: str) -> float:
-    landing = daemon.workdir / "data_lake" / "daily_activity"
+def drop_and_wait(daemon: Daemon, conn, files: list[Path], source: str = "daily_activity") -> float:
+    """Rename ``files`` into the source's folder at once; seconds until all are committed."""
+    landing = daemon.workdir / "data_lake" / source
     landing.mkdir(parents=True, exist_ok=True)
-    staged = landing / f".{name}.tmp"
-    shutil.copyfile(csv_path, staged)
+    staged = []
+    for path in files:
+        tmp = landing / f".{path.name}.tmp"
+        shutil.copyfile(path, tmp)
+        staged.append(tmp)
     started = time.perf_counter()
-    os.replace(staged, landing / name)
+    for tmp in staged:
+        os.replace(tmp, landing / tmp.name[1:-4])
+    names = [f"{source}/{tmp.name[1:-4]}" for tmp in staged]
     while True:
         with conn.cursor() as cur:
-            cur.execute("SELECT status, error_summary FROM ops.pipeline_runs WHERE file_path = %s"
-                        " AND status <> 'running'", (f"daily_activity/{name}",))
-            row = cur.fetchone()
-        if row:
-            if row[0] != "success":
-                raise RuntimeError(f"load ended {row}")
+            cur.execute("SELECT status, error_summary FROM ops.pipeline_runs WHERE file_path = ANY(%s)"
+                        " AND status <> 'running'", (names,))
+            rows = cur.fetchall()
+        failed = [r for r in rows if r[0] != "success"]
+        if failed:
+            raise RuntimeError(f"load ended {failed[0]}")
+        if len(rows) == len(names):
             return time.perf_counter() - started
         time.sleep(0.05)
 
 
-def latency(daemon: Daemon, conn, count: int) -> None:
+def latency(daemon: Daemon, conn, count: int) -> tuple[float, float, float]:
     """Drop small files one at a time (rename into place); drop-to-committed per file."""
     landing = daemon.workdir / "data_lake" / "daily_activity"
     header, *body = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:6]
@@ -178,11 +218,13 @@ def latency(daemon: Daemon, conn, count: int) -> None:
             time.sleep(0.005)
     seconds.sort()
     pick = lambda q: seconds[min(len(seconds) - 1, int(q * len(seconds)))]  # noqa: E731
-    print(f"latency, {count} small files dropped one at a time (rename into place): "
-          f"p50 {pick(0.50):.3f} s, p95 {pick(0.95):.3f} s, p99 {pick(0.99):.3f} s, max {seconds[-1]:.3f} s")
+    print(f"  latency, {count} small files dropped one at a time (rename into place): "
+          f"p50 {pick(0.50):.3f} s, p95 {pick(0.95):.3f} s, p99 {pick(0.99):.3f} s, max {seconds[-1]:.3f} s",
+          flush=True)
+    return pick(0.50), pick(0.95), pick(0.99)
 
 
-def burst(daemon: Daemon, conn, count: int) -> None:
+def burst(daemon: Daemon, conn, count: int) -> tuple[float, float, float]:
     """Drop ``count`` small files at once; time until every one is committed."""
     landing = daemon.workdir / "data_lake" / "daily_activity"
     header, *body = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:3]
@@ -205,85 +247,129 @@ def burst(daemon: Daemon, conn, count: int) -> None:
             break
         time.sleep(0.1)
     elapsed = time.perf_counter() - started
-    print(f"burst: {count:,} small files renamed into place in {dropped:.2f} s; all committed after "
-          f"{elapsed:.1f} s: {count / elapsed:,.0f} files/s with {daemon.workers} worker(s) "
-          f"(target >= 100 with 2); daemon peak RSS {peak_rss_mb(daemon.proc.pid):.0f} MB")
+    rss = peak_rss_mb(daemon.proc.pid)
+    print(f"  burst: {count:,} small files renamed into place in {dropped:.2f} s; all committed after "
+          f"{elapsed:.1f} s: {count / elapsed:,.0f} files/s with {daemon.workers} worker(s); "
+          f"daemon peak RSS {rss:.0f} MB", flush=True)
+    return count / elapsed, elapsed, rss
+
+
+def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows: int, rounds: int,
+               results: list) -> None:
+    """Rounds of PostgreSQL's COPY against the pipeline on the same records;
+    with N workers the rows are split into N files dropped at once."""
+    ratios, rates = [], []
+    for round_no in range(1, rounds + 1):
+        csv_path = workdir / f"{fmt}-{daemon.workers}-{round_no}.csv"
+        generate_csv(csv_path, rows=rows, first_id=10**9 + (round_no * 7 + daemon.workers * 31 + len(fmt) * 101) * 10**6)
+        jsonl = workdir / "raw.jsonl"
+        csv_to_jsonl(csv_path, jsonl)
+        raw = raw_copy_rate(db_url, jsonl, rows)
+        parts = split_csv(csv_path, daemon.workers, workdir) if daemon.workers > 1 else [csv_path]
+        files = []
+        for part in parts:
+            target = part.with_suffix(SUFFIX[fmt]) if fmt != "csv" else part
+            if fmt != "csv":
+                convert(part, fmt, target)
+            files.append(target)
+        source = next(name for name, f in SOURCES.items() if f == fmt)
+        elapsed = drop_and_wait(daemon, conn, files, source)
+        ratios.append(rows / elapsed / raw)
+        rates.append(rows / elapsed)
+        print(f"  {fmt:7} {daemon.workers} worker(s) round {round_no}: COPY {raw:,.0f} rows/s, ingestd "
+              f"{rows / elapsed:,.0f} rows/s, ratio {rows / elapsed / raw:.2f}", flush=True)
+        for path in {csv_path, *parts, *files}:
+            path.unlink(missing_ok=True)
+    results.append((f"throughput {fmt}, {daemon.workers} worker(s)", f"{statistics.median(rates):,.0f} rows/s",
+                    f"ratio {statistics.median(ratios):.2f} (median of {rounds})"))
+
+
+def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -> None:
+    for fmt in ("csv", "jsonl"):
+        big = workdir / f"big{SUFFIX[fmt]}"
+        csv_path = workdir / "big-source.csv"
+        generate_csv(csv_path, target_bytes=megabytes * 1_000_000 if fmt == "csv" else megabytes * 600_000,
+                     first_id=5 * 10**9 + len(fmt) * 10**8)
+        convert(csv_path, fmt, big)
+        csv_path.unlink()
+        source = next(name for name, f in SOURCES.items() if f == fmt)
+        elapsed = drop_and_wait(daemon, conn, [big], source)
+        size = big.stat().st_size / 1e6
+        big.unlink()
+        rss = peak_rss_mb(daemon.proc.pid)
+        print(f"  memory: {size:,.0f} MB {fmt} in {elapsed:.1f} s; daemon peak RSS {rss:.0f} MB", flush=True)
+        results.append((f"memory, {size:,.0f} MB {fmt}", f"peak RSS {rss:.0f} MB", f"{elapsed:.0f} s (target < 200 MB)"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=200_000, help="rows of the throughput CSV (default 200000)")
-    parser.add_argument("--workers", type=int, default=1, help="consumer workers (default 1)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of COPY vs pipeline (default 3)")
-    parser.add_argument("--latency", type=int, default=50, metavar="N",
-                        help="small files dropped one at a time for drop-to-committed latency (default 50, 0: off)")
-    parser.add_argument("--burst", type=int, default=1000, metavar="N",
-                        help="small files dropped at once, time to all committed (default 1000, 0: off)")
-    parser.add_argument("--memory-mb", type=int, default=0,
-                        help="also load a CSV of this many MB and report the daemon's peak RSS")
+    parser.add_argument("--full", action="store_true", help="the reference sizes (about 20 minutes here)")
+    parser.add_argument("--rows", type=int, help="rows per throughput round (default 100,000; full 1,000,000)")
+    parser.add_argument("--repeat", type=int, help="throughput rounds (default 1; full 3)")
+    parser.add_argument("--formats", default="csv,jsonl,parquet", help="throughput formats (default all)")
+    parser.add_argument("--workers", default="1,2", help="consumer counts to measure (default 1,2)")
+    parser.add_argument("--latency", type=int, metavar="N", help="small files dropped one at a time (default 50; full 200)")
+    parser.add_argument("--burst", type=int, metavar="N", help="small files dropped at once (default 1000; full 10000)")
+    parser.add_argument("--memory-mb", type=int, help="size of the large CSV / JSON Lines files (default 0: off; full 1024)")
     args = parser.parse_args()
+    full = args.full
+    rows = args.rows or (1_000_000 if full else 100_000)
+    rounds = args.repeat or (3 if full else 1)
+    latency_files = args.latency if args.latency is not None else (200 if full else 50)
+    burst_files = args.burst if args.burst is not None else (10_000 if full else 1000)
+    memory_mb = args.memory_mb if args.memory_mb is not None else (1024 if full else 0)
+    formats = [f for f in args.formats.split(",") if f]
+    worker_counts = [int(w) for w in args.workers.split(",") if w]
 
     server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
-    db_url = with_db(server, dbname)
-    admin = psycopg2.connect(with_db(server, "postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.platform()}")
-    workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
-    daemon = None
-    try:
-        from ingestd.daemon.db import migrate
-        migrate(db_url)
-        daemon = Daemon(workdir, db_url, amqp_url, args.workers)
-        conn = psycopg2.connect(db_url)
-        conn.autocommit = True
-        daemon.wait_ready(conn)
-        # The machine's speed drifts (other tenants, page cache): each round
-        # times PostgreSQL's COPY and the pipeline back to back, on the same
-        # records, and the ratio is the median of the rounds' ratios.
-        ratios = []
-        for round_no in range(1, args.repeat + 1):
-            csv_path = workdir / f"daily-{round_no}.csv"
-            rows = generate_csv(csv_path, rows=args.rows, first_id=round_no * 10**9)
-            jsonl = workdir / "daily.jsonl"
-            csv_to_jsonl(csv_path, jsonl)
-            if round_no == 1:
-                print(f"input: {rows:,} rows, {csv_path.stat().st_size / 1e6:.1f} MB CSV, "
-                      f"{args.repeat} rounds")
-            raw = raw_copy_rate(db_url, jsonl, rows)
-            elapsed = drop_and_wait(daemon, conn, csv_path, f"throughput-{round_no}.csv")
-            rate = rows / elapsed
-            ratios.append(rate / raw)
-            print(f"round {round_no}: PostgreSQL COPY (JSON lines into a jsonb table) {raw:,.0f} rows/s; "
-                  f"ingestd drop-to-committed ({args.workers} worker(s), validation on) {elapsed:.2f} s, "
-                  f"{rate:,.0f} rows/s; ratio {rate / raw:.2f}")
-            csv_path.unlink()
-        print(f"ratio ingestd / COPY, median of {len(ratios)}: {statistics.median(ratios):.2f}  (target >= 0.8)")
-        print(f"daemon peak RSS so far: {peak_rss_mb(daemon.proc.pid):.0f} MB")
-        if args.latency:
-            latency(daemon, conn, args.latency)
-        if args.burst:
-            burst(daemon, conn, args.burst)
-        if args.memory_mb:
-            big = workdir / "big.csv"
-            big_rows = generate_csv(big, target_bytes=args.memory_mb * 1_000_000)
-            elapsed = drop_and_wait(daemon, conn, big, "memory.csv")
-            print(f"memory: {big.stat().st_size / 1e6:,.0f} MB CSV, {big_rows:,} rows in {elapsed:.1f} s "
-                  f"({big_rows / elapsed:,.0f} rows/s); daemon peak RSS {peak_rss_mb(daemon.proc.pid):.0f} MB "
-                  f"(target < 200 MB)")
-        conn.close()
-    finally:
-        if daemon is not None:
-            daemon.stop()
+          f"{platform.platform()}", flush=True)
+    results: list[tuple[str, str, str]] = []
+    for workers in worker_counts:
+        dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
+        db_url = with_db(server, dbname)
+        admin = psycopg2.connect(with_db(server, "postgres"))
+        admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        admin.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
+        daemon = None
+        try:
+            from ingestd.daemon.db import migrate
+            migrate(db_url)
+            daemon = Daemon(workdir, db_url, amqp_url, workers)
+            conn = psycopg2.connect(db_url)
+            conn.autocommit = True
+            daemon.wait_ready(conn)
+            print(f"ingestd run with {workers} consumer worker(s):", flush=True)
+            for fmt in formats:
+                throughput(daemon, conn, db_url, workdir, fmt, rows, rounds, results)
+            if workers == worker_counts[0] and latency_files:
+                seconds = latency(daemon, conn, latency_files)
+                results.append((f"latency, {latency_files} small files one at a time",
+                                f"p50 {seconds[0]:.3f} s, p95 {seconds[1]:.3f} s, p99 {seconds[2]:.3f} s",
+                                "target p50 <= 0.2 s, p99 <= 1.0 s"))
+            if workers == max(worker_counts) and burst_files:
+                rate, elapsed, rss = burst(daemon, conn, burst_files)
+                results.append((f"burst, {burst_files:,} small files at once, {workers} worker(s)",
+                                 f"{rate:,.0f} files/s ({elapsed:.1f} s)", f"peak RSS {rss:.0f} MB (target >= 100 files/s)"))
+            if workers == worker_counts[0] and memory_mb:
+                memory(daemon, conn, workdir, memory_mb, results)
+            conn.close()
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            admin.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nsummary ({rows:,} rows per throughput round; COPY = PostgreSQL's COPY of the same records as "
+          "JSON lines into a jsonb table; ingestd = drop-to-committed through `ingestd run`, validation on)")
+    width = max(len(r[0]) for r in results)
+    for name, figure, note in results:
+        print(f"  {name:<{width}}  {figure:<34}  {note}")
     return 0
 
 
