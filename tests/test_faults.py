@@ -224,3 +224,17 @@ def test_unwritable_archive_keeps_the_load_reports_it_and_never_reloads(procs, d
     wait_for(lambda: count(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'running'") == 2)
     assert sorted(query(db, "SELECT status FROM ops.pipeline_runs")) == [("skipped",), ("success",)]
     assert count(db, "SELECT count(*) FROM bronze.heart_rate") == 49
+
+
+def test_ten_thousand_files_in_one_folder(procs, db, tmp_path, write_config):
+    config_path = write_config()
+    landing = tmp_path / "data_lake"
+    small_files(landing, "events_jsonl", 10_000, "many")  # already there: found by the start scan
+    procs(config_path, "run", "--workers", "2")
+    wait_for(lambda: count(db, "SELECT to_regclass('ops.raw_ingest_manifest') IS NOT NULL"), timeout=60)
+    wait_for(lambda: count(db, "SELECT count(*) FROM ops.raw_ingest_manifest") == 10_000, timeout=600,
+             interval=1.0)
+    assert query(db, "SELECT count(*), count(DISTINCT raw_data->>'n') FROM bronze.events_jsonl") == [
+        (10_000, 10_000)]
+    assert count(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'success'") == 0
+    assert not list((landing / "events_jsonl").glob("*.jsonl"))
