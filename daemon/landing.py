@@ -75,15 +75,26 @@ def resolve_in_landing(landing_dir: Path, relative: str) -> Path:
     return candidate
 
 
+MAX_NAME_BYTES = 255
+
+
+def _fit(stem: str, rest: str) -> str:
+    """``stem + rest``, the stem shortened so that the name fits the file system."""
+    while len((stem + rest).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES and stem:
+        stem = stem[:-1]
+    return stem + rest
+
+
 def _unique_target(folder: Path, name: str, tag: str) -> Path:
+    """``name`` in ``folder``, or ``<stem>.<tag>[-n].<ext>`` if it is taken."""
     target = folder / name
     if not target.exists() and not target.is_symlink():
         return target
     stem, dot, ext = name.partition(".")
     for n in range(1000):
         suffix = f"{tag}" if n == 0 else f"{tag}-{n}"
-        candidate = folder / f"{stem}.{suffix}{dot}{ext}" if dot else folder / f"{name}.{suffix}"
-        if not candidate.exists():
+        candidate = folder / (_fit(stem, f".{suffix}{dot}{ext}") if dot else _fit(name, f".{suffix}"))
+        if not candidate.exists() and not candidate.is_symlink():
             return candidate
     raise OSError(f"no free name for {name} in {folder}")
 

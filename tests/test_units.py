@@ -152,3 +152,19 @@ def test_live_config_applies_source_edits_and_keeps_the_rest(tmp_path):
     _time.sleep(0.01)
     path.write_text('[[sources]]\nname = "Broken!"\n')
     assert set(live.get().sources) == {"one", "two"}  # a bad edit keeps the last good config
+
+
+def test_archive_names_never_overwrite_and_stay_within_255_bytes(tmp_path):
+    from ingestd.daemon.landing import move_file
+    landing = tmp_path / "lz"
+    name = ("ü" * 125) + "x.csv"
+    folder = landing / "_archive"
+    for n in range(3):
+        src = landing / "src" / name
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(f"copy {n}")
+        moved = move_file(landing, src, folder, "abcd1234")
+        assert moved.error is None, moved.error
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 3 and all(len(n.encode()) <= 255 for n in names)
+    assert sorted(p.read_text() for p in folder.iterdir()) == ["copy 0", "copy 1", "copy 2"]
