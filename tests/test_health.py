@@ -76,6 +76,9 @@ def test_metrics_health_and_systemd_notifications_of_a_running_daemon(write_conf
         drop_file(tmp_path / "data_lake", "daily_activity/daily.csv", FITBIT / "dailyActivity_merged.csv")
         drop_file(tmp_path / "data_lake", "mystery/x.csv", b"a\n1\n")
         wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'running'")[0][0] == 2)
+        # A run's metrics are counted just after its commit: give them that moment.
+        wait_for(lambda: metric(get(port, "/metrics")[1], "ingestd_dead_letters_total", source="_unknown",
+                                reason="unknown_source") == 1, timeout=10)
         status, text = get(port, "/metrics")
         assert status == 200
         assert metric(text, "ingestd_rows_loaded_total", source="daily_activity", validation_status="valid") == 940
