@@ -225,6 +225,30 @@ def config(write_config):
     return load_config(write_config())
 
 
+@pytest.fixture
+def procs(tmp_path):
+    """Start ``ingestd <args>`` subprocesses (logs in tmp_path); stopped with
+    SIGTERM (then SIGKILL) after the test."""
+    import signal
+    started = []
+
+    def start(config_path, *args, env=None):
+        log = open(tmp_path / f"{args[0]}-{len(started)}.log", "wb")
+        proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), *args), stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
     """Drop a file the recommended way: write a temporary name, rename into place."""
     target = landing / relative

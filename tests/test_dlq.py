@@ -45,19 +45,8 @@ def setup(write_config):
 
 
 @pytest.fixture
-def consumer():
-    procs = []
-
-    def start(config_path):
-        proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), "consume"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+def consumer(procs):
+    return lambda config_path: procs(config_path, "consume")
 
 
 def dead_letter_file(ctx, config, relative, data):

@@ -22,35 +22,13 @@ def wait_for(predicate, timeout=60.0, interval=0.2):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-@pytest.fixture
-def start(write_config, tmp_path):
-    procs = []
-
-    def start_(command="run", *extra, config_path=None):
-        path = config_path or write_config()
-        log = open(tmp_path / f"{command}-{len(procs)}.log", "wb")
-        proc = subprocess.Popen(ingestd_cmd("--config", str(path), command, *extra), stdout=log,
-                                stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
-
-    yield start_
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def finished_runs(db):
     return query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'running'")[0][0]
 
 
-def test_dropped_fitbit_files_load_once_each(start, db, tmp_path):
+def test_dropped_fitbit_files_load_once_each(procs, db, tmp_path, write_config):
     landing = tmp_path / "data_lake"
-    proc = start("run", "--workers", "2")
+    proc = procs(write_config(), "run", "--workers", "2")
     # A file already there at start is found by the initial scan.
     drop_file(landing, "heart_rate/heartrate.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
     wait_for(lambda: finished_runs(db) >= 1)
@@ -80,9 +58,9 @@ def test_dropped_fitbit_files_load_once_each(start, db, tmp_path):
     assert proc.wait(timeout=30) == 0
 
 
-def test_unconfigured_folder_is_quarantined_and_daemon_stays_up(start, db, tmp_path):
+def test_unconfigured_folder_is_quarantined_and_daemon_stays_up(procs, db, tmp_path, write_config):
     landing = tmp_path / "data_lake"
-    proc = start("run")
+    proc = procs(write_config(), "run")
     drop_file(landing, "mystery/file.csv", b"a,b\n1,2\n")
     drop_file(landing, "daily_activity/broken.csv", b'Id,ActivityDate\n1,"unterminated\n')
     wait_for(lambda: finished_runs(db) >= 2)
@@ -116,13 +94,13 @@ def close_broker_connections(prefix: str) -> int:
     return closed
 
 
-def test_broker_connections_cut_during_a_load_and_between_files(start, db, tmp_path, prefix, write_config):
+def test_broker_connections_cut_during_a_load_and_between_files(procs, db, tmp_path, prefix, write_config):
     landing = tmp_path / "data_lake"
     config_path = write_config()
     (landing / "daily_activity").mkdir(parents=True)
     tmp = landing / "daily_activity" / ".big.tmp"
     big_csv(tmp, 150_000)
-    proc = start("run", config_path=config_path)
+    proc = procs(config_path, "run")
     wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
     time.sleep(1.0)
     os.replace(tmp, landing / "daily_activity" / "big.csv")
@@ -182,40 +160,37 @@ def test_check_reports_what_is_wrong(tmp_path, write_config):
     assert "guest:guest" not in failed.stdout
 
 
-def test_sigterm_mid_load_finishes_the_file_then_exits_0(start, db, tmp_path, write_config):
+def start_big_load(procs, db, tmp_path, config_path, rows):
+    """``ingestd run`` with a file of ``rows`` rows renamed into place; returns
+    once its load is running."""
     landing = tmp_path / "data_lake"
-    config_path = write_config()
-    (landing / "daily_activity").mkdir(parents=True)
+    (landing / "daily_activity").mkdir(parents=True, exist_ok=True)
     tmp = landing / "daily_activity" / ".big.tmp"
-    big_csv(tmp, 150_000)
-    proc = start("run", config_path=config_path)
+    big_csv(tmp, rows)
+    proc = procs(config_path, "run")
     wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
     os.replace(tmp, landing / "daily_activity" / "big.csv")
     wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
              interval=0.05)
+    return proc
+
+
+def test_sigterm_mid_load_finishes_the_file_then_exits_0(procs, db, tmp_path, write_config):
+    proc = start_big_load(procs, db, tmp_path, write_config(), 150_000)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert query(db, "SELECT status, rows_total FROM ops.pipeline_runs") == [("success", 150_000)]
     assert query(db, "SELECT count(*) FROM bronze.daily_activity") == [(150_000,)]
 
 
-def test_second_signal_exits_at_once(start, db, tmp_path, write_config):
-    landing = tmp_path / "data_lake"
-    config_path = write_config()
-    (landing / "daily_activity").mkdir(parents=True)
-    tmp = landing / "daily_activity" / ".big.tmp"
-    big_csv(tmp, 400_000)
-    proc = start("run", config_path=config_path)
-    wait_for(lambda: query(db, "SELECT to_regclass('ops.pipeline_runs')")[0][0], timeout=60)
-    os.replace(tmp, landing / "daily_activity" / "big.csv")
-    wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'")[0][0] >= 1,
-             interval=0.05)
+def test_second_signal_exits_at_once(procs, db, tmp_path, write_config):
+    proc = start_big_load(procs, db, tmp_path, write_config(), 400_000)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 1
     # Nothing half-loaded: the transaction never committed, the file is still there.
     assert query(db, "SELECT count(*) FROM ops.raw_ingest_manifest") == [(0,)]
-    assert (landing / "daily_activity" / "big.csv").exists()
+    assert (tmp_path / "data_lake" / "daily_activity" / "big.csv").exists()
     # The table is created in the load's own transaction: rolled back with it.
     assert query(db, "SELECT to_regclass('bronze.daily_activity')") == [(None,)]

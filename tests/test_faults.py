@@ -4,39 +4,17 @@ rows afterwards: nothing lost, nothing twice."""
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from .conftest import FITBIT, drop_file, ingestd_cmd, query
+from .conftest import FITBIT, drop_file, query
 from .proxy import CuttableProxy
 from .test_e2e import big_csv, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs(tmp_path):
-    started = []
-
-    def start(config_path, *args, env=None):
-        log = open(tmp_path / f"{args[0]}-{len(started)}.log", "wb")
-        proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), *args), stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def count(db, sql, params=None):

@@ -70,21 +70,8 @@ def env():
 
 
 @pytest.fixture
-def consumer(tmp_path, env):
-    procs = []
-
-    def start(config_path):
-        log = open(tmp_path / f"consume-{len(procs)}.log", "wb")
-        proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), "consume"), stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+def consumer(procs, env):
+    return lambda config_path: procs(config_path, "consume", env=env)
 
 
 def poll_once(config_path, env, tmp_path, *sources):
