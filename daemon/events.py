@@ -25,8 +25,19 @@ EVENT_VERSION = 1
 MAX_EVENT_BYTES = 16 << 20
 
 
+class _Message:
+    """What every event does: its routing key and its JSON body."""
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key(self.kind, self.source)  # type: ignore[attr-defined]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class FileEvent:
+class FileEvent(_Message):
     """A complete file in the landing zone, ready to load."""
 
     source: str
@@ -40,16 +51,9 @@ class FileEvent:
     kind: str = "file"
     version: int = EVENT_VERSION
 
-    @property
-    def routing_key(self) -> str:
-        return routing_key(self.kind, self.source)
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
 
 @dataclass(frozen=True)
-class PayloadEvent:
+class PayloadEvent(_Message):
     """An API response body, inline or stored under ``_payloads/``."""
 
     source: str
@@ -71,15 +75,8 @@ class PayloadEvent:
     version: int = EVENT_VERSION
 
     @property
-    def routing_key(self) -> str:
-        return routing_key(self.kind, self.source)
-
-    @property
     def path(self) -> str | None:
         return self.body_path
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
 Event = FileEvent | PayloadEvent

@@ -195,17 +195,27 @@ def _selected(config, args, conn) -> list[dlq.DeadLetter] | None:
     return dlq.select(conn, selector)
 
 
+def _plan(config, args, conn, action: str) -> list[dlq.DeadLetter] | int:
+    """The waiting dead letters ``action`` applies to, or the exit status when
+    there is nothing to do (bad usage, --dry-run, none selected)."""
+    rows = _selected(config, args, conn)
+    if rows is None:
+        return EXIT_USAGE
+    if args.dry_run or not rows:
+        done = {"replay": "replayed", "discard": "discarded"}[action]
+        _print_selection(rows, f"would be {done}" if args.dry_run else f"to {action}", args.json)
+        return EXIT_OK
+    return rows
+
+
 def cmd_dlq_replay(config, args) -> int:
     from tqdm import tqdm
 
     conn = _db(config)
     try:
-        rows = _selected(config, args, conn)
-        if rows is None:
-            return EXIT_USAGE
-        if args.dry_run or not rows:
-            _print_selection(rows, "would be replayed" if args.dry_run else "to replay", args.json)
-            return EXIT_OK
+        rows = _plan(config, args, conn, "replay")
+        if isinstance(rows, int):
+            return rows
         topology = Topology(config.prefix, config.delivery_limit)
         publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "dlq-replay")
         bar = tqdm(total=len(rows), unit="dead letter", desc="replaying", file=sys.stderr,
@@ -266,12 +276,9 @@ def _print_selection(rows, verb: str, as_json: bool) -> None:
 def cmd_dlq_discard(config, args) -> int:
     conn = _db(config)
     try:
-        rows = _selected(config, args, conn)
-        if rows is None:
-            return EXIT_USAGE
-        if args.dry_run or not rows:
-            _print_selection(rows, "would be discarded" if args.dry_run else "to discard", args.json)
-            return EXIT_OK
+        rows = _plan(config, args, conn, "discard")
+        if isinstance(rows, int):
+            return rows
         topology = Topology(config.prefix, config.delivery_limit)
         discarded, problems, removed = dlq.discard(conn, config.amqp_url, topology, config.landing_dir, rows,
                                                    args.note, args.delete_file)
