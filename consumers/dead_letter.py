@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.daemon.events import FileEvent
+from ingestd.daemon.events import Event, FileEvent
 from ingestd.daemon.landing import (
-    PAYLOADS_DIR, SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing,
+    SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing,
 )
 
 from ingestd.daemon.metrics import DEAD_LETTERS, RUNS
@@ -53,8 +53,8 @@ def quarantine(landing_dir: Path, event_path: str | None, tag: str) -> Moved | N
     except PermanentError:
         return None  # never touch what lies outside the zone
     location = locate(PurePosixPath(event_path))
-    if location.quarantined or location.source == PAYLOADS_DIR or not (path.exists() or path.is_symlink()):
-        return None  # stored API payloads stay where their event finds them
+    if location.quarantined or not (path.exists() or path.is_symlink()):
+        return None
     return move_file(landing_dir, path, quarantine_path(landing_dir, location), tag)
 
 
@@ -70,7 +70,7 @@ def _note_move(conn, dead_letter_id: int, moved: Moved | None) -> None:
     conn.commit()
 
 
-def dead_letter_event(ctx: "IngestContext", conn, event: FileEvent, run_id: uuid.UUID,
+def dead_letter_event(ctx: "IngestContext", conn, event: Event, run_id: uuid.UUID,
                       exc: PermanentError) -> Outcome:
     """Dead-letter an event whose data is at fault.
 
@@ -102,7 +102,8 @@ def dead_letter_event(ctx: "IngestContext", conn, event: FileEvent, run_id: uuid
             runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: "
                             f"{failure.message}", reason=failure.reason)
         conn.commit()
-    if failure.reason != "path_rejected":
+    # Only dropped files move; a stored API payload stays where its event finds it.
+    if isinstance(event, FileEvent) and failure.reason != "path_rejected":
         _note_move(conn, dead_letter_id, quarantine(ctx.config.landing_dir, event.path, str(run_id)[:8]))
     return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
 

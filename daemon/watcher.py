@@ -194,6 +194,10 @@ class Watcher:
         now, wall = self.clock(), self.wall_clock()
         settle = self.config.settle_seconds
         for key, entry in list(self.pending.items()):
+            due = (entry.complete or now - entry.stable_since >= settle
+                   or wall - entry.mtime_ns / 1e9 >= settle)
+            if not due:
+                continue  # nothing to decide before its settle time: no stat on every pass
             path = self.root / key
             try:
                 st = os.lstat(path)
