@@ -23,7 +23,11 @@ from psycopg2 import sql
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.landing import SOURCE_NAME
 
+from .jsontext import find_string, has_nul_escape
 from .validation import RecordValidator
+
+# (position in the input, value for validation, exact JSON text or None)
+NumberedRecord = tuple[int, Any, "bytes | None"]
 
 COPY_COLUMNS = (
     "source", "raw_data", "record_number", "validation_status", "validation_errors",
@@ -96,6 +100,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in JSON")
 
 
+def encode_record(record: Any, number: int) -> bytes:
+    """JSON text of a record read as values (CSV, Parquet), or the reason
+    PostgreSQL could not store it."""
+    try:
+        raw = orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise PermanentError("parse_error", f"record {number}: cannot be stored as JSON: {exc}",
+                             record=number) from None
+    if has_nul_escape(raw):
+        pointer = find_string(record, lambda s: "\x00" in s)
+        raise PermanentError("load_error", f"record {number}: the string at {pointer} holds U+0000, which "
+                             "PostgreSQL jsonb cannot store", record=number, pointer=pointer)
+    return raw
+
+
 @dataclass
 class LoadStats:
     rows_total: int = 0
@@ -114,12 +133,12 @@ class CopyStream:
     values; they are encoded once.
     """
 
-    def __init__(self, records: Iterable[Any], validator: RecordValidator, source: str,
-                 lineage: dict[str, Any], stats: LoadStats, numbered: bool = False) -> None:
-        # ``numbered``: records come as (position, record) pairs, for inputs
-        # where some records are left out but positions must stay true.
-        pairs = records if numbered else enumerate(records, 1)
-        self._rows = self._encode(pairs, validator, source, lineage, stats)
+    def __init__(self, records: Iterable[NumberedRecord], validator: RecordValidator, source: str,
+                 lineage: dict[str, Any], stats: LoadStats) -> None:
+        # ``records``: (position, value, text) triples; positions stay true
+        # where an input leaves records out. ``text`` is the record's exact
+        # JSON text, or None to encode it from the value.
+        self._rows = self._encode(records, validator, source, lineage, stats)
         self._buffer = bytearray(COPY_SIGNATURE)
         self._done = False
         # psycopg2 turns an exception raised by read() into a generic COPY
@@ -134,22 +153,12 @@ class CopyStream:
         number_field = _NUMBER_FIELD.pack
         jsonb_length = _JSONB_HEADER.pack
         dumps = orjson.dumps
-        options = orjson.OPT_NON_STR_KEYS
         errors_of = validator.errors
-        number = count = 0
-        for number, record in records:
+        count = 0
+        for number, record, raw in records:
             count += 1
-            try:
-                raw = dumps(record, default=_json_default, option=options)
-            except (TypeError, orjson.JSONEncodeError) as exc:
-                raise PermanentError("parse_error", f"record {number}: cannot be stored as JSON: {exc}",
-                                     record=number) from None
-            if b"\\u0000" in raw:
-                raise PermanentError(
-                    "load_error",
-                    f"record {number}: contains the character U+0000, which PostgreSQL jsonb cannot store",
-                    record=number,
-                )
+            if raw is None:
+                raw = encode_record(record, number)
             errors = errors_of(record)
             # field: int32 length, then jsonb version byte 1 and the JSON text
             row = head + jsonb_length(len(raw) + 1, 1) + raw + number_field(8, number)

@@ -37,6 +37,7 @@ from ingestd.daemon.landing import (
 from . import bronze, runs
 from .checksum import sha256_file
 from .dead_letter import Outcome, dead_letter_bad_event, dead_letter_event
+from .jsontext import with_context
 from .readers import read_json, read_records
 from .validation import RecordValidator
 
@@ -236,13 +237,19 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     }
 
     def still_same() -> bool:
-        after = os.stat(path)
+        try:
+            after = os.stat(path)
+        except OSError:
+            return False
         return after.st_size == st.st_size and after.st_mtime_ns == st.st_mtime_ns
 
+    def numbered_records(cur):
+        records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
+                               source.skip_lines)
+        return ((n, value, text) for n, (value, text) in enumerate(records, 1))
+
     return _load_records(
-        ctx, conn, run_id, event, source, checksum, st.st_size, event.path,
-        lambda cur: read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
-                             source.skip_lines),
+        ctx, conn, run_id, event, source, checksum, st.st_size, event.path, numbered_records,
         lineage, still_same, lambda: _dispose(ctx, conn, run_id, path, location))
 
 
@@ -281,11 +288,11 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
         """(position in the payload, record), less the observations bronze
         already holds with the same values (look-back windows repeat them)."""
         stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path)
-        records = [(n, {**context, **r} if context else r) for n, r in enumerate(stream, 1)]
+        records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1)]
         if identity is None:
             return records
-        keyed = [(n, r, identity(r)) for n, r in records]
-        key_list = sorted({k[0] for _, _, k in keyed if k is not None})
+        keyed = [(n, r, t, identity(r)) for n, r, t in records]
+        key_list = sorted({k[0] for _, _, _, k in keyed if k is not None})
         lock = int.from_bytes(hashlib.sha256(f"observations:{source.name}".encode()).digest()[:8], "big",
                               signed=True)
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
@@ -293,13 +300,13 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
                     " AND record_key = ANY(%s)", (source.name, key_list))
         seen = set(cur.fetchall())
         fresh = []
-        for n, r, k in keyed:
+        for n, r, t, k in keyed:
             if k is not None and k in seen:
                 continue
             if k is not None:
                 seen.add(k)
                 fresh_observations.append(k)
-            fresh.append((n, r))
+            fresh.append((n, r, t))
         if len(fresh) < len(records):
             notes.append(f"{len(records) - len(fresh)} of {len(records)} observations unchanged since an earlier "
                          "poll, not loaded again")
@@ -323,18 +330,19 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
 
     return _load_records(ctx, conn, run_id, event, source, checksum, len(body),
                          event.body_path or event.endpoint, numbered_records, lineage, lambda: True, dispose,
-                         numbered=True, after_copy=record_observations, notes=notes)
+                         after_copy=record_observations, notes=notes)
 
 
 def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, source: SourceConfig, checksum: str,
                   size: int, source_filename: str, make_records, lineage: dict, still_same, dispose,
-                  numbered: bool = False, after_copy=None, notes: list[str] | None = None) -> Outcome:
+                  after_copy=None, notes: list[str] | None = None) -> Outcome:
     """The load shared by files and payloads: dedup, COPY, ratio check,
     manifest and run, one transaction; then dispose of the input.
 
-    ``make_records(cursor)`` gives the records (as ``(position, record)``
-    pairs when ``numbered``); ``after_copy(cursor)`` runs in the same
-    transaction."""
+    ``make_records(cursor)`` gives the records as ``(position, value,
+    text)``; ``after_copy(cursor)`` runs in the same transaction. A reading
+    error on an input that changed meanwhile (a file cut or rewritten while
+    it loads) skips it: the newer event that follows decides."""
     stats = bronze.LoadStats()
     with conn.cursor() as cur:
         # Two workers on the same bytes: the second waits here, then finds the
@@ -353,9 +361,14 @@ def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, sou
             # Cached only after the commit below: a rolled-back transaction
             # takes the CREATE TABLE with it.
             bronze.ensure_bronze_table(cur, source.name)
-        stream = bronze.CopyStream(make_records(cur), ctx.validator(source), source.name, lineage, stats,
-                                   numbered=numbered)
-        bronze.copy_records(cur, source.name, stream)
+        stream = bronze.CopyStream(make_records(cur), ctx.validator(source), source.name, lineage, stats)
+        try:
+            bronze.copy_records(cur, source.name, stream)
+        except PermanentError:
+            if still_same():
+                raise
+            conn.rollback()
+            return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")
         if after_copy is not None:
             after_copy(cur)
         if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:

@@ -1,7 +1,9 @@
 """Format readers: bytes of a landed file in, records (dicts) out, streamed.
 
-Each reader takes a binary stream and yields ``dict`` records one at a time,
-so memory does not grow with the file. Problems of the data raise
+Each reader takes a binary stream and yields records one at a time, so
+memory does not grow with the file: ``(value, text)`` pairs, where ``text``
+is the record's exact JSON text for the JSON formats (what bronze stores)
+and None where the JSON is encoded from the values (CSV, Parquet). Problems of the data raise
 ``PermanentError`` with ``parse_error`` or ``encoding_error`` and where they
 were found (record or line number).
 """
@@ -14,15 +16,19 @@ import math
 import zlib
 from typing import IO, Any, Callable, Iterator
 
-import ijson
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingestd.daemon.errors import PermanentError
 
+from .jsontext import json_type, parse_record, read_json_records
+
 Record = dict[str, Any]
+# A record and its exact JSON text where the format has one (JSON, JSON
+# Lines); None where bronze's JSON is encoded from the values (CSV, Parquet).
+TextRecord = tuple[Record, bytes | None]
+JSON_WHITESPACE = b" \t\r\n"
 
 # One record (a CSV field, a JSON Lines line) may be large, but not without
 # bound: past this it is refused as too_large before it is held in memory.
@@ -72,7 +78,7 @@ def _gzip_guard(exc: Exception) -> PermanentError:
     return PermanentError("parse_error", f"corrupt gzip stream: {exc}")
 
 
-def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> Iterator[Record]:
+def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> Iterator[TextRecord]:
     """CSV with a header row; UTF-8 with or without BOM (or UTF-16 with its
     BOM, as spreadsheet programs write "Unicode text"); any line ending.
 
@@ -87,15 +93,18 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> It
         raise _gzip_guard(exc) from None
     encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
-    reader = csv.reader(text, delimiter=delimiter, strict=True)
+    lines = _RowLines(text, MAX_RECORD_BYTES)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         try:
             for _ in range(skip_lines):
-                text.readline()
+                next(lines, None)
+                lines.held = 0
             header = next(reader)
         except StopIteration:
-            return
-        _check_header(header)
+            raise PermanentError("parse_error", "the file has no header row (nothing but a byte order mark "
+                                 "or preamble lines)") from None
+        _check_header(header, reader.line_num + skip_lines)
         width = len(header)
         for row in reader:
             if len(row) != width:
@@ -105,7 +114,8 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> It
                 hint = " (a preamble before the header? see skip_lines)" if not skip_lines and line < 50 else ""
                 raise PermanentError(
                     "parse_error", f"line {line}: {len(row)} fields where the header has {width}{hint}", line=line)
-            yield dict(zip(header, row))
+            lines.held = 0
+            yield dict(zip(header, row)), None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
             raise PermanentError("too_large", f"line {reader.line_num + skip_lines}: a field exceeds "
@@ -127,14 +137,39 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> It
         raise _gzip_guard(exc) from None
 
 
-def _check_header(header: list[str]) -> None:
+class _RowLines:
+    """The lines of a text stream for the CSV reader, refusing (``too_large``)
+    a line, or a row of quoted lines, longer than ``limit`` characters: the
+    reader builds a row whole, so its size is bounded before it is held."""
+
+    def __init__(self, text: IO[str], limit: int) -> None:
+        self.text = text
+        self.limit = limit
+        self.held = 0  # characters of the row being read; reset after each row
+
+    def __iter__(self) -> "_RowLines":
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.held += len(line)
+        if self.held > self.limit:
+            raise PermanentError("too_large", f"a row exceeds {self.limit} bytes", limit=self.limit)
+        return line
+
+
+def _check_header(header: list[str], line: int) -> None:
+    if not header:
+        raise PermanentError("parse_error", f"line {line}: blank where the header row should be", line=line)
     if any(name.strip() == "" for name in header):
         position = next(i for i, n in enumerate(header, 1) if n.strip() == "")
-        raise PermanentError("parse_error", f"line 1: header column {position} has no name", line=1)
+        raise PermanentError("parse_error", f"line {line}: header column {position} has no name", line=line)
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise PermanentError("parse_error", f"line 1: header name {name!r} appears twice", line=1)
+            raise PermanentError("parse_error", f"line {line}: header name {name!r} appears twice", line=line)
         seen.add(name)
 
 
@@ -145,96 +180,51 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
         yield line
 
 
-def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Record]:
-    """JSON Lines: one object per line; blank lines are skipped; a line longer
-    than ``max_record_bytes`` is ``too_large``, refused before it is held."""
-    line_no = 0
+def _check_byte_order_mark(stream: IO[bytes]) -> None:
+    """Skip a UTF-8 byte order mark; refuse UTF-16 (JSON is UTF-8)."""
+    head = stream.peek(3)[:3] if hasattr(stream, "peek") else b""
+    if head == b"\xef\xbb\xbf":
+        stream.read(3)
+    elif head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise PermanentError("encoding_error", "the file is UTF-16 (it starts with a UTF-16 byte order mark); "
+                             "JSON must be UTF-8")
+
+
+def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
+    """JSON Lines: one object per line, each kept as its own text; blank
+    lines are skipped; a line longer than ``max_record_bytes`` is
+    ``too_large``, refused before it is held. A file with no record at all
+    is a ``parse_error``."""
+    found = False
     try:
+        _check_byte_order_mark(stream)
         for line_no, line in enumerate(_lines(stream, max_record_bytes), 1):
-            if not line.strip():
+            if not line.strip(JSON_WHITESPACE):
                 continue
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                if _is_utf8_problem(line):
-                    raise PermanentError("encoding_error", f"line {line_no}: not valid UTF-8", line=line_no) from None
-                raise PermanentError("parse_error", f"line {line_no}: {exc}", line=line_no) from None
-            if not isinstance(doc, dict):
-                raise PermanentError(
-                    "parse_error", f"line {line_no}: a {_json_type(doc)}, not an object", line=line_no
-                )
-            yield doc
+            where = f"line {line_no}"
+            value = parse_record(line, where)
+            if type(value) is not dict:
+                raise PermanentError("parse_error", f"{where}: {json_type(value)}, not an object", line=line_no)
+            found = True
+            yield value, line
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _gzip_guard(exc) from None
-
-
-def _is_utf8_problem(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-        return False
-    except UnicodeDecodeError:
-        return True
-
-
-def _json_type(doc: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(doc), "number")
+    if not found:
+        raise PermanentError("parse_error", "the file holds no records (only blank lines)")
 
 
 def read_json(stream: IO[bytes], records_path: str | None = None,
-              reopen: Callable[[], IO[bytes]] | None = None) -> Iterator[Record]:
+              max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
     """A JSON array of objects, or an object holding it at ``records_path``
-    (dotted, e.g. ``observations`` or ``data.items``), parsed incrementally.
-    An empty array there gives no records; a missing path is a parse error
-    (``reopen`` gives a fresh stream to tell the two apart).
-
-    NaN and Infinity are not JSON and are refused (``parse_error``).
-    """
-    prefix = f"{records_path}.item" if records_path else "item"
-    number = 0
+    (dotted, e.g. ``observations`` or ``data.items``), each record kept as
+    its own text. An empty array there gives no records; a missing path, a
+    document of only whitespace and anything after the document are parse
+    errors. NaN and Infinity are not JSON and are refused."""
     try:
-        if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
-            stream.read(3)  # a UTF-8 BOM, which the JSON parser would refuse
-        head = stream.peek(64)[:64].lstrip(b" \t\r\n")  # type: ignore[attr-defined]
-        if not head:
-            return
-        expected = b"{" if records_path else b"["
-        if head[:1] != expected:
-            what = "an object" if records_path else "an array"
-            raise PermanentError(
-                "parse_error",
-                f"the document is not {what}" + (f" (records_path = {records_path!r})" if records_path else ""),
-            )
-        found = False
-        for number, doc in enumerate(ijson.items(stream, prefix, use_float=True), 1):
-            found = True
-            if not isinstance(doc, dict):
-                raise PermanentError(
-                    "parse_error", f"record {number}: a {_json_type(doc)}, not an object", record=number
-                )
-            yield doc
-        if records_path and not found and not _holds_array(reopen, records_path):
-            raise PermanentError("parse_error", f"no array at records_path {records_path!r}")
-    except ijson.common.IncompleteJSONError as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete JSON"
-        if "invalid UTF-8" in message or "utf-8" in message.lower():
-            raise PermanentError("encoding_error", f"after record {number}: {message}", record=number) from None
-        raise PermanentError("parse_error", f"after record {number}: {message}", record=number) from None
-    except UnicodeDecodeError as exc:
-        raise PermanentError("encoding_error", f"after record {number}: not valid UTF-8 ({exc.reason})") from None
+        _check_byte_order_mark(stream)
+        yield from read_json_records(stream, records_path, max_record_bytes, TEXT_CHUNK)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _gzip_guard(exc) from None
-
-
-def _holds_array(reopen: Callable[[], IO[bytes]] | None, records_path: str) -> bool:
-    """Whether the document has an array at ``records_path`` (rarely asked:
-    only when it gave no records)."""
-    if reopen is None:
-        return False
-    with reopen() as stream:
-        if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
-            stream.read(3)
-        return any(prefix == records_path and event == "start_array"
-                   for prefix, event, _ in ijson.parse(stream))
 
 
 def _parquet_value(value: Any) -> Any:
@@ -255,19 +245,19 @@ def _stringify_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
-def read_parquet(path) -> Iterator[Record]:
+def read_parquet(path) -> Iterator[TextRecord]:
     """Parquet via pyarrow, a row group batch at a time."""
     try:
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in _stringify_temporal(batch).to_pylist():
-                yield {k: _parquet_value(v) for k, v in row.items()}
+                yield {k: _parquet_value(v) for k, v in row.items()}, None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise PermanentError("parse_error", f"not a readable Parquet file: {exc}") from None
 
 
 def read_records(path, fmt: str, limit: int | None, records_path: str | None = None,
-                 delimiter: str = ",", skip_lines: int = 0) -> Iterator[Record]:
+                 delimiter: str = ",", skip_lines: int = 0) -> Iterator[TextRecord]:
     """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz`` suffix)."""
     if fmt == "parquet":
         yield from read_parquet(path)
@@ -278,6 +268,6 @@ def read_records(path, fmt: str, limit: int | None, records_path: str | None = N
         elif fmt == "jsonl":
             yield from read_jsonl(stream)
         elif fmt == "json":
-            yield from read_json(stream, records_path, lambda: open_content(path, limit))
+            yield from read_json(stream, records_path)
         else:
             raise ValueError(f"unknown format {fmt!r}")

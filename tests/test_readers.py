@@ -16,12 +16,17 @@ def reason_of(fn):
     return info.value.reason, info.value.failure.message
 
 
+def values(records):
+    """The values of ``(value, text)`` records."""
+    return [value for value, _ in records]
+
+
 def csv_records(data: bytes):
-    return list(read_csv(io.BufferedReader(io.BytesIO(data))))
+    return values(read_csv(io.BufferedReader(io.BytesIO(data))))
 
 
 def test_fitbit_daily_activity_gives_940_records_as_text():
-    records = list(read_records(FITBIT / "dailyActivity_merged.csv", "csv", None))
+    records = values(read_records(FITBIT / "dailyActivity_merged.csv", "csv", None))
     assert len(records) == 940
     assert records[0]["Id"] == "1503960366"
     assert records[0]["VeryActiveDistance"] == "1.879999995"
@@ -42,6 +47,11 @@ def test_csv_bom_and_cr_only_line_endings():
 
 def test_csv_header_only_has_no_records():
     assert csv_records(b"a,b\r\n") == []
+
+
+@pytest.mark.parametrize("data", [b"\xef\xbb\xbf", b" ", b"\r\n"])
+def test_csv_without_a_header_is_parse_error(data):
+    assert reason_of(lambda: csv_records(data))[0] == "parse_error"
 
 
 def test_csv_ragged_row_is_parse_error_with_line():
@@ -69,13 +79,13 @@ def test_csv_nul_byte_is_refused_before_copy_as_load_error():
     from ingestd.consumers.bronze import CopyStream, LoadStats
     from ingestd.consumers.validation import RecordValidator
     records = csv_records(b"a,b\n1,\x002\n")
-    stream = CopyStream(records, RecordValidator(None), "src", {}, LoadStats())
+    stream = CopyStream([(1, records[0], None)], RecordValidator(None), "src", {}, LoadStats())
     reason, message = reason_of(stream.read)
     assert reason == "load_error" and "record 1" in message and "U+0000" in message
 
 
 def test_jsonl_records_and_errors():
-    assert list(read_jsonl(io.BytesIO(b'{"a":1}\n\n{"a":2}\n'))) == [{"a": 1}, {"a": 2}]
+    assert values(read_jsonl(io.BytesIO(b'{"a":1}\n\n{"a":2}\n'))) == [{"a": 1}, {"a": 2}]
     reason, message = reason_of(lambda: list(read_jsonl(io.BytesIO(b'{"a":1}\n[1,2]\n'))))
     assert reason == "parse_error" and "line 2" in message and "array" in message
     assert reason_of(lambda: list(read_jsonl(io.BytesIO(b'{"a": NaN}\n'))))[0] == "parse_error"
@@ -84,9 +94,9 @@ def test_jsonl_records_and_errors():
 
 def test_json_array_and_records_path():
     stream = io.BufferedReader(io.BytesIO(b'\xef\xbb\xbf[{"a": 1.5}, {"a": "x"}]'))
-    assert list(read_json(stream)) == [{"a": 1.5}, {"a": "x"}]
+    assert list(read_json(stream)) == [({"a": 1.5}, b'{"a": 1.5}'), ({"a": "x"}, b'{"a": "x"}')]
     doc = b'{"data": {"items": [{"k": 1}, {"k": 2}]}, "meta": 1}'
-    assert list(read_json(io.BufferedReader(io.BytesIO(doc)), "data.items")) == [{"k": 1}, {"k": 2}]
+    assert values(read_json(io.BufferedReader(io.BytesIO(doc)), "data.items")) == [{"k": 1}, {"k": 2}]
 
 
 @pytest.mark.parametrize("doc", [b'"just a string"', b'42', b'{"a": 1}'])
@@ -101,7 +111,7 @@ def test_json_nan_infinity_truncation_and_scalars_are_parse_errors(doc):
 
 def test_fred_observations_via_records_path():
     path = SHARED_DATA / "fred" / "pyfredapi_series_observations_GDP.json"
-    records = list(read_records(path, "json", None, "observations"))
+    records = values(read_records(path, "json", None, "observations"))
     assert len(records) == 315
     assert sum(1 for r in records if r["value"] == ".") == 4
 
@@ -116,11 +126,11 @@ def test_records_path_empty_array_is_no_records_but_missing_path_is_parse_error(
 
 
 def test_parquet_real_files_including_int96_and_nested():
-    plain = list(read_parquet(SHARED_DATA / "parquet" / "alltypes_plain.parquet"))
+    plain = values(read_parquet(SHARED_DATA / "parquet" / "alltypes_plain.parquet"))
     assert len(plain) == 8 and plain[0]["id"] == 4
-    int96 = list(read_parquet(SHARED_DATA / "parquet" / "int96_from_spark.parquet"))
+    int96 = values(read_parquet(SHARED_DATA / "parquet" / "int96_from_spark.parquet"))
     assert len(int96) == 6 and any(isinstance(r["a"], str) for r in int96)
-    nested = list(read_parquet(SHARED_DATA / "parquet" / "nulls.snappy.parquet"))
+    nested = values(read_parquet(SHARED_DATA / "parquet" / "nulls.snappy.parquet"))
     assert nested[0] == {"b_struct": {"b_c_int": None}}
 
 
@@ -133,7 +143,7 @@ def test_corrupt_parquet_is_parse_error(tmp_path):
 def test_parquet_with_malformed_dictionary_page_still_reads_whole():
     # pyarrow recovers this file of the Parquet bad-data corpus completely:
     # all 25 nations, so it loads rather than being quarantined.
-    rows = list(read_parquet(SHARED_DATA / "parquet" / "nation.dict-malformed.parquet"))
+    rows = values(read_parquet(SHARED_DATA / "parquet" / "nation.dict-malformed.parquet"))
     assert len(rows) == 25 and rows[0]["name"] == b"ALGERIA"
 
 

@@ -128,7 +128,7 @@ def test_flat_fast_path_agrees_with_jsonschema_on_real_and_broken_rows():
     validator = RecordValidator(schema)
     assert validator._flat is not None
     reference = jsonschema.Draft7Validator(schema)
-    records = list(read_records(FITBIT / "dailyActivity_merged.csv", "csv", None))
+    records = [value for value, _ in read_records(FITBIT / "dailyActivity_merged.csv", "csv", None)]
     broken = [dict(records[0], TotalSteps="12a"), {k: v for k, v in records[1].items() if k != "Id"},
               dict(records[2], extra="x"), dict(records[3], Calories=5), dict(records[4], Calories=5.0),
               dict(records[5], Calories=True), [1, 2]]

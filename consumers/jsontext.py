@@ -1,0 +1,506 @@
+"""Exact JSON text: records as written, bounded before any parser sees them.
+
+Bronze keeps each JSON record's own text: PostgreSQL's jsonb parser reads
+the bytes of the file, so numbers of any size and precision and strings
+arrive exactly as written. A Python value of the record is built as well,
+for validation only (integers exact, other numbers as doubles).
+
+Before a parser builds anything for a record, its nesting depth and size
+are checked while the bytes stream in (``MAX_DEPTH`` levels, the per-record
+byte limit), and scanning is linear in the input: a document of 100 KB of
+``[`` or a 200 MB string costs what its bytes cost, no more.
+
+What jsonb cannot store is refused with the record's number and a reason,
+never rewritten: an escaped U+0000 (``load_error``), a lone UTF-16
+surrogate escape such as ``"\\ud800"`` (``encoding_error``), a number
+beyond PostgreSQL's numeric range (``load_error``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import IO, Any, Iterator
+
+import orjson
+
+from ingestd.daemon.errors import PermanentError
+
+# Deepest nesting of arrays and objects accepted in a record (or in any value
+# of a document). Validation recurses per level; 128 leaves room for the
+# most recursive schema within Python's default recursion limit.
+MAX_DEPTH = 128
+# PostgreSQL numeric: at most 131072 digits before the decimal point and
+# 16383 after it (the display scale).
+NUMERIC_MAX_WEIGHT = 131071
+NUMERIC_MAX_SCALE = 16383
+# Python refuses to turn longer digit strings into ``int`` (quadratic time).
+INT_MAX_DIGITS = 4300
+
+Value = Any
+
+# A fast filter: orjson turns integers beyond 64 bits (19+ digits) into
+# doubles, and a scale past numeric's 16383 needs a long digit run or an
+# exponent below -9999. Text showing neither needs no second look. (One
+# byte translation and two substring searches: several times faster than
+# a regular expression for runs of digits.)
+_NUMBER_SHAPE = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in (0x45, 0x65) else 0x2D if b == 0x2D else 0x20
+                      for b in range(256))
+_LONG_DIGITS = b"0" * 19
+_LONG_NEGATIVE_EXPONENT = b"e-00000"
+
+
+def _suspect_numbers(text: bytes) -> bool:
+    shape = text.translate(_NUMBER_SHAPE)
+    return _LONG_DIGITS in shape or _LONG_NEGATIVE_EXPONENT in shape
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+# Everything up to the next bracket, strings skipped whole; possessive, so
+# matching is linear. A string cut off by the end of the buffer stops the
+# match at its opening quote.
+_SKIP = re.compile(rb'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+', re.S)
+_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+# The extent of a string (up to its closing quote) or of a bare token
+# (number or literal); the JSON parser checks the text afterwards.
+_STRING_EXTENT = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
+_BARE_EXTENT = re.compile(rb"[-+.0-9A-Za-z]++")
+_BARE_START = frozenset(b"-0123456789tfn")
+_OPENING = {ord("{"): "an object", ord("["): "an array", ord('"'): "a string", ord("t"): "a boolean",
+            ord("f"): "a boolean", ord("n"): "null"}
+
+
+def _kind_at(byte: int) -> str:
+    if byte in _OPENING:
+        return _OPENING[byte]
+    if byte == ord("-") or ord("0") <= byte <= ord("9"):
+        return "a number"
+    return "not JSON"
+
+
+def json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(type(value), "a number")
+
+
+def nesting_depth(text: bytes, limit: int = MAX_DEPTH) -> int:
+    """The deepest nesting of ``text`` (brackets inside strings ignored),
+    stopping as soon as it passes ``limit``."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return 0  # cannot be deeper than its number of brackets: nothing to scan
+    depth = deepest = pos = 0
+    end = len(text)
+    while True:
+        pos = _SKIP.match(text, pos).end()
+        if pos >= end:
+            return deepest
+        char = text[pos]
+        if char in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif char in b"]}":
+            depth -= 1
+        else:
+            return deepest  # an unterminated string: the parser will say so
+        pos += 1
+
+
+def parse_record(text: bytes, where: str, depth_checked: bool = False) -> Value:
+    """The Python value of one record's JSON text, or ``PermanentError``.
+
+    ``where`` names the record in messages ("record 3", "line 7"). The text
+    itself is what bronze stores; the value is for validation.
+    """
+    if not depth_checked and nesting_depth(text) > MAX_DEPTH:
+        raise PermanentError("parse_error", f"{where}: nested deeper than {MAX_DEPTH} levels", limit=MAX_DEPTH)
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # Valid JSON that orjson refuses (a lone surrogate, 1e400), or the
+        # precise error.
+        return _checked(_parse_exactly(text, where), text, where, exact=True)
+    return _checked(value, text, where)
+
+
+def _checked(value: Value, text: bytes, where: str, exact: bool = False) -> Value:
+    """``value`` (parsed from ``text``), made exact and checked for what
+    jsonb cannot store."""
+    # orjson gives a double for an integer past 64 bits and 0.0 for a
+    # number below the double range: such text is read again, exactly.
+    if not exact and _suspect_numbers(text) and _holds_float(value):
+        value = _parse_exactly(text, where)
+    if has_nul_escape(text):
+        pointer = find_string(value, lambda s: "\x00" in s)
+        raise PermanentError("load_error", f"{where}: the string at {pointer} holds U+0000 (\\u0000), which "
+                             "PostgreSQL jsonb cannot store", pointer=pointer)
+    return value
+
+
+def _holds_float(value: Any) -> bool:
+    if type(value) is float:
+        return True
+    if type(value) is dict:
+        return any(_holds_float(v) for v in value.values())
+    if type(value) is list:
+        return any(_holds_float(v) for v in value)
+    return False
+
+
+class _Number:
+    """A number's text, kept until its range is checked."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_exactly(text: bytes, where: str) -> Value:
+    """The slow, exact parse: every number's text checked against PostgreSQL's
+    numeric range, lone surrogates found, then numbers turned into the
+    validation view (int, or float as orjson gives)."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PermanentError("encoding_error", f"{where}: not valid UTF-8 (byte 0x{text[exc.start]:02x} at "
+                             f"offset {exc.start} of the record)", offset=exc.start) from None
+    try:
+        raw = json.loads(decoded, parse_float=_Number, parse_int=_Number, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise PermanentError("parse_error", f"{where}: {exc.msg} (line {exc.lineno}, column {exc.colno} of the "
+                             "record)") from None
+    except ValueError as exc:
+        raise PermanentError("parse_error", f"{where}: {exc}") from None
+    except RecursionError:
+        raise PermanentError("parse_error", f"{where}: nested too deeply") from None
+    return _finish(raw, where, [])
+
+
+def _finish(value: Any, where: str, path: list[str]) -> Value:
+    if isinstance(value, _Number):
+        return _number(value.text, where, path)
+    if isinstance(value, str):
+        _check_string(value, where, path)
+        return value
+    if isinstance(value, list):
+        return [_finish(v, where, path + [str(i)]) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            _check_string(key, where, path + [key])
+            out[key] = _finish(v, where, path + [key])
+        return out
+    return value
+
+
+def _pointer(path: list[str]) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _check_string(value: str, where: str, path: list[str]) -> None:
+    found = _SURROGATE.search(value)
+    if found:
+        pointer = _pointer(path).encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        raise PermanentError("encoding_error", f"{where}: the string at {pointer} holds a lone UTF-16 surrogate "
+                             f"(\\u{ord(found.group()):04x}), which is not Unicode text", pointer=pointer)
+
+
+def _number(text: str, where: str, path: list[str]) -> int | float:
+    is_int = text.lstrip("-").isdigit()
+    if is_int and len(text) <= INT_MAX_DIGITS:
+        return int(text)
+    exact = Decimal(text)
+    sign, digits, exponent = exact.as_tuple()
+    scale = max(0, -int(exponent))
+    if scale > NUMERIC_MAX_SCALE or (digits != (0,) and exact.adjusted() > NUMERIC_MAX_WEIGHT):
+        excerpt = text if len(text) <= 40 else text[:20] + "…" + text[-10:]
+        raise PermanentError("load_error", f"{where}: the number {excerpt} at {_pointer(path)} is beyond the "
+                             "range of PostgreSQL numeric (131072 digits before the point, 16383 after)",
+                             pointer=_pointer(path))
+    # The validation view: doubles like every other non-integer (bronze keeps the text).
+    return float(exact)
+
+
+def find_string(value: Any, test, path: list[str] | None = None) -> str:
+    """JSON pointer of the first string (key or value) passing ``test``."""
+    path = path or []
+    if isinstance(value, str):
+        return _pointer(path) if test(value) else ""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, v in items:
+        if isinstance(key, str) and test(key):
+            return _pointer(path + [key])
+        found = find_string(v, test, path + [str(key)])
+        if found:
+            return found
+    return ""
+
+
+def has_nul_escape(text: bytes) -> bool:
+    """True when JSON text holds an escaped U+0000 (``\\u0000`` after an even
+    run of backslashes; ``\\\\u0000`` is a backslash and the text ``u0000``)."""
+    return b"\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+class _Scanner:
+    """A window on a binary stream with an absolute position, for one document."""
+
+    def __init__(self, stream: IO[bytes], chunk: int) -> None:
+        self.stream = stream
+        self.chunk = chunk
+        self.data = b""
+        self.pos = 0
+        self.eof = False
+        self.dropped = 0  # bytes before ``data``
+        self.lines_dropped = 0
+
+    def fill(self, keep_from: int, want: int) -> bool:
+        """Read at least ``want`` more bytes, keeping ``data[keep_from:]``.
+        Positions shift by the bytes dropped; False at end of input."""
+        if self.eof:
+            return False
+        if keep_from:
+            self.lines_dropped += self.data.count(b"\n", 0, keep_from)
+            self.dropped += keep_from
+            self.data = self.data[keep_from:]
+            self.pos -= keep_from
+        got = self.stream.read(max(want, self.chunk))
+        if not got:
+            self.eof = True
+            return False
+        self.data += got
+        return True
+
+    def line(self, pos: int | None = None) -> int:
+        return self.lines_dropped + self.data.count(b"\n", 0, self.pos if pos is None else pos) + 1
+
+    def peek(self) -> int | None:
+        """The next byte after whitespace (not consumed), None at the end."""
+        while True:
+            self.pos = _WHITESPACE.match(self.data, self.pos).end()
+            if self.pos < len(self.data):
+                return self.data[self.pos]
+            if not self.fill(self.pos, self.chunk):
+                return None
+
+    def expect(self, chars: bytes, what: str) -> int:
+        char = self.peek()
+        if char is None or char not in chars:
+            found = "the end of the file" if char is None else repr(chr(char))
+            raise PermanentError("parse_error", f"line {self.line()}: expected {what}, found {found}",
+                                 line=self.line())
+        self.pos += 1
+        return char
+
+    def extent(self, where: str, limit: int) -> bytes:
+        """The text of the array or object starting at ``pos`` (bounded by
+        depth and ``limit`` bytes), consumed."""
+        start = self.pos
+        depth, pos = 0, start
+        while True:
+            pos = _SKIP.match(self.data, pos).end()
+            if pos - start > limit:
+                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                                     limit=limit)
+            if pos < len(self.data) and self.data[pos] != 0x22:  # a bracket
+                if self.data[pos] in b"[{":
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise PermanentError("parse_error", f"{where}: nested deeper than {MAX_DEPTH} levels",
+                                             limit=MAX_DEPTH, line=self.line(pos))
+                else:
+                    depth -= 1
+                    if depth == 0:
+                        self.pos = pos + 1
+                        return self.data[start:pos + 1]
+                pos += 1
+                continue
+            # The end of the window, or a string it cuts: read more. The held
+            # part doubles at least, so rescanning a long string stays linear.
+            held = len(self.data) - start
+            if held > limit:
+                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                                     limit=limit)
+            pos -= start
+            if not self.fill(start, held):
+                raise PermanentError("parse_error", f"{where}: the file ends inside it (truncated?)",
+                                     line=self.line(start))
+            start = 0
+            self.pos = 0
+
+    def scalar(self, where: str, limit: int) -> bytes:
+        """The text of the string, number or literal at ``pos``, consumed
+        (checked as JSON by the caller)."""
+        char = self.data[self.pos]
+        if char == 0x22:
+            pattern = _STRING_EXTENT
+        elif char in _BARE_START:
+            pattern = _BARE_EXTENT
+        else:
+            raise PermanentError("parse_error", f"line {self.line()}: {where} is not valid JSON", line=self.line())
+        while True:
+            found = pattern.match(self.data, self.pos)
+            # A bare token reaching the window's end may go on in the next read.
+            if found and (char == 0x22 or found.end() < len(self.data) or self.eof):
+                self.pos = found.end()
+                return found.group()
+            held = len(self.data) - self.pos
+            if held > limit:
+                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                                     limit=limit)
+            if not self.fill(self.pos, held) and not found:
+                raise PermanentError("parse_error", f"line {self.line()}: the file ends inside {where}",
+                                     line=self.line())
+
+    def value(self, where: str, limit: int) -> bytes:
+        char = self.peek()
+        if char is None:
+            raise PermanentError("parse_error", f"line {self.line()}: the file ends where a value should be")
+        if char in b"[{":
+            return self.extent(where, limit)
+        return self.scalar(where, limit)
+
+
+def read_json_records(stream: IO[bytes], records_path: str | None, max_record_bytes: int,
+                      chunk: int = 1 << 20) -> Iterator[tuple[Value, bytes]]:
+    """``(value, text)`` of each record of a JSON document: an array of
+    objects, or an object holding one at the dotted ``records_path``.
+
+    The whole document is checked (a record, a value outside the records,
+    what follows the end); an empty array there gives no records, a missing
+    one is a parse error.
+    """
+    scanner = _Scanner(stream, chunk)
+    head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
+    if head[:3] == b"\xef\xbb\xbf":
+        stream.read(3)  # a UTF-8 byte order mark, which JSON parsers refuse
+    elif head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise PermanentError("encoding_error", "the file is UTF-16 (it starts with a UTF-16 byte order mark); "
+                             "JSON must be UTF-8")
+    first = scanner.peek()
+    if first is None:
+        raise PermanentError("parse_error", "the file holds no JSON document (only whitespace)")
+    path = records_path.split(".") if records_path else []
+    if not path:
+        if first != ord("["):
+            raise PermanentError("parse_error", f"the document is {_kind_at(first)}, not an array of records")
+        scanner.pos += 1
+        yield from _records(scanner, max_record_bytes)
+    else:
+        if first != ord("{"):
+            raise PermanentError("parse_error", f"the document is {_kind_at(first)}, not an object "
+                                 f"(records_path = {records_path!r})")
+        scanner.pos += 1
+        found = yield from _members(scanner, path, max_record_bytes)
+        if not found:
+            raise PermanentError("parse_error", f"no array at records_path {records_path!r}")
+    if scanner.peek() is not None:
+        raise PermanentError("parse_error", f"line {scanner.line()}: more data after the end of the JSON document",
+                             line=scanner.line())
+
+
+def _members(scanner: _Scanner, path: list[str], limit: int):
+    """The members of an object (its ``{`` consumed) with ``path[0]`` the key
+    to follow; yields the records found; returns whether the path was found."""
+    found = False
+    if scanner.peek() == ord("}"):
+        scanner.pos += 1
+        return False
+    while True:
+        if scanner.peek() != ord('"'):
+            scanner.expect(b'"', "a key")
+        key = parse_record(scanner.scalar("a key", limit), f"line {scanner.line()}, a key")
+        scanner.expect(b":", "':' after a key")
+        if key == path[0]:
+            if found:
+                raise PermanentError("parse_error", f"line {scanner.line()}: key {key!r} of records_path appears "
+                                     "twice in one object")
+            found = True
+            char = scanner.peek()
+            if len(path) == 1 and char == ord("["):
+                scanner.pos += 1
+                yield from _records(scanner, limit)
+            elif len(path) > 1 and char == ord("{"):
+                scanner.pos += 1
+                found = yield from _members(scanner, path[1:], limit)
+            else:
+                what = _kind_at(char) if char is not None else "nothing"
+                raise PermanentError("parse_error", f"line {scanner.line()}: records_path key {key!r} holds {what}, "
+                                     f"not {'an array' if len(path) == 1 else 'an object'}")
+        else:
+            # Not on the path: checked as JSON, then dropped.
+            text = scanner.value(f"the value of key {key!r}", limit)
+            parse_record(text, f"line {scanner.line()}, the value of key {key!r}")
+        if scanner.expect(b",}", "',' or '}'") == ord("}"):
+            return found
+
+
+def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
+    """The elements of the records array (its ``[`` consumed), up to its ``]``."""
+    number = 0
+    if scanner.peek() == ord("]"):
+        scanner.pos += 1
+        return
+    while True:
+        number += 1
+        where = f"record {number}"
+        char = scanner.peek()
+        if char == ord("]") and number > 1:
+            raise PermanentError("parse_error", f"line {scanner.line()}: a trailing comma after record {number - 1}",
+                                 line=scanner.line())
+        if char != ord("{"):
+            what = "the end of the file" if char is None else _kind_at(char)
+            if what == "not JSON":
+                what = f"unexpected character {chr(char)!r}, not JSON"
+            raise PermanentError("parse_error", f"{where} (line {scanner.line()}): {what}, not an object",
+                                 record=number, line=scanner.line())
+        found = _flat_record(scanner, limit)
+        if found is not None:
+            value, text = found
+            yield _checked(value, text, where), text
+        else:
+            text = scanner.extent(where, limit)
+            yield parse_record(text, where, depth_checked=True), text
+        if scanner.expect(b",]", f"',' or ']' after record {number}") == ord("]"):
+            return
+
+
+def _flat_record(scanner: _Scanner, limit: int) -> tuple[Value, bytes] | None:
+    """The common case, fast: the object at ``pos`` ends at the next ``}``
+    of the window. A JSON object cannot be a prefix of a longer one, so if
+    the text up to that brace parses, it is the record; otherwise (a brace in
+    a string, a nested object, a record past the window) None, and the
+    bracket scanner takes over."""
+    data, pos = scanner.data, scanner.pos
+    end = data.find(b"}", pos)
+    if end < 0 or end - pos >= limit:
+        return None
+    text = data[pos:end + 1]
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if nesting_depth(text) > MAX_DEPTH:
+        return None  # the scanner says where
+    scanner.pos = end + 1
+    return value, text
+
+
+def with_context(context: dict[str, Any], value: dict[str, Any], text: bytes) -> tuple[dict[str, Any], bytes]:
+    """A record with ``context``'s fields added in front (the record's own
+    fields win, in the value as in jsonb, where the last of a key wins)."""
+    if not context:
+        return value, text
+    prefix = orjson.dumps(context)
+    inner = text.strip(b" \t\r\n")[1:-1]
+    merged = prefix[:-1] + b"," + inner + b"}" if inner.strip(b" \t\r\n") else prefix
+    return {**context, **value}, merged
