@@ -10,13 +10,13 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.daemon.events import Event, FileEvent
+from ingestd.daemon.events import MAX_EVENT_BYTES, Event, FileEvent
 from ingestd.daemon.landing import (
-    SOURCE_NAME, Moved, locate, move_file, quarantine_path, resolve_in_landing,
+    SOURCE_NAME, Moved, check_event_path, display_path, move_file, movable_entry, quarantine_path,
 )
 
 from ingestd.daemon.metrics import DEAD_LETTERS, RUNS
@@ -43,19 +43,21 @@ class Outcome:
     bytes_read: int = 0
 
 
-def quarantine(landing_dir: Path, event_path: str | None, tag: str) -> Moved | None:
+def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: str, tag: str) -> Moved | None:
     """Move an event's file to ``_quarantine/<source>/...``; None when there is
-    nothing to move (no file, gone, outside the zone, already in quarantine)."""
+    nothing the event may move: a path outside its source's folder, a
+    folder, a file already in quarantine, nothing at all. A symlink moves as
+    the link itself, wherever it points."""
     if not event_path:
         return None
     try:
-        path = resolve_in_landing(landing_dir, event_path)
+        location = check_event_path(source, event_path, trigger)
     except PermanentError:
-        return None  # never touch what lies outside the zone
-    location = locate(PurePosixPath(event_path))
-    if location.quarantined or not (path.exists() or path.is_symlink()):
         return None
-    return move_file(landing_dir, path, quarantine_path(landing_dir, location), tag)
+    entry = None if location.quarantined else movable_entry(landing_dir, event_path)
+    if entry is None:
+        return None
+    return move_file(landing_dir, entry, quarantine_path(landing_dir, location), tag)
 
 
 def _note_move(conn, dead_letter_id: int, moved: Moved | None) -> None:
@@ -89,9 +91,10 @@ def dead_letter_event(ctx: "IngestContext", conn, event: Event, run_id: uuid.UUI
                               headers)
         with conn.cursor() as cur:
             dead_letter_id = runs.insert_dead_letter(
-                cur, event_id=event.event_id, source=event.source, reason=failure.reason, error=failure.message,
-                detail=failure.detail, event=json.loads(event.to_json()), run_id=run_id, file_path=event.path,
-                replay_count=event.replay_count)
+                cur, event_id=event.event_id, source=event.source if SOURCE_NAME.match(event.source) else None,
+                reason=failure.reason, error=failure.message, detail=failure.detail,
+                event=json.loads(event.to_json()), run_id=run_id,
+                file_path=display_path(event.path) if event.path else None, replay_count=event.replay_count)
             runs.finish_run(cur, run_id, "failure", error=failure.message, reason=failure.reason,
                             rows_total=failure.detail.get("rows_total"),
                             rows_invalid=failure.detail.get("rows_invalid"))
@@ -102,9 +105,12 @@ def dead_letter_event(ctx: "IngestContext", conn, event: Event, run_id: uuid.UUI
             runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: "
                             f"{failure.message}", reason=failure.reason)
         conn.commit()
-    # Only dropped files move; a stored API payload stays where its event finds it.
-    if isinstance(event, FileEvent) and failure.reason != "path_rejected":
-        _note_move(conn, dead_letter_id, quarantine(ctx.config.landing_dir, event.path, str(run_id)[:8]))
+    # Only dropped files move (a symlink out of the zone too, as a link); a
+    # stored API payload stays where its event finds it; an event that
+    # names something it may not touch moves nothing.
+    if isinstance(event, FileEvent) and failure.reason != "bad_event":
+        _note_move(conn, dead_letter_id, quarantine(ctx.config.landing_dir, event.source, event.path, event.trigger,
+                                                    str(run_id)[:8]))
     return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
 
 
@@ -113,15 +119,15 @@ def _refuse_constant(name: str):
 
 
 def storable_json(body: bytes) -> Any:
-    """The message body as JSON PostgreSQL can store, or its text in ``{"raw": ...}``."""
+    """The message body as JSON PostgreSQL can store (strings with U+0000 or
+    lone surrogates shown as escapes), or an excerpt of its bytes in
+    ``{"raw": ...}`` when it is not JSON. Never fails, whatever the body."""
     try:
-        doc = json.loads(body, parse_constant=_refuse_constant)
-        if "\\u0000" in json.dumps(doc):
-            raise ValueError("contains U+0000")
-        return doc
-    except ValueError:
-        # Kept as text for the operator; U+0000 (which jsonb refuses) shown as U+FFFD.
-        return {"raw": body[:4096].decode("utf-8", errors="replace").replace("\x00", "\ufffd")}
+        return runs.storable(json.loads(body[:MAX_EVENT_BYTES], parse_constant=_refuse_constant))
+    except (ValueError, RecursionError):
+        # Kept as text for the operator: bytes that are not UTF-8 as \xNN
+        # escapes, never replaced by another character.
+        return {"raw": runs.storable_text(body[:4096].decode("utf-8", errors="backslashreplace"))}
 
 
 def _event_id_of(doc: Any) -> str | None:
@@ -190,13 +196,16 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     doc = storable_json(body)
     event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4()))
     replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
-    replay_count = replay_count if isinstance(replay_count, int) else 0
+    replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
     deaths = x_death_summary(headers)
     broker_reason = deaths[0].get("reason", "unknown") if deaths else "unknown"
     count = deaths[0].get("count") if deaths else None
-    source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
+    # The body as sent (a path may name a file whose name is not UTF-8), for
+    # the quarantine move; ``doc`` is what the table shows.
+    sent = _fields(body)
+    source = sent.get("source")
     source = source if source and SOURCE_NAME.match(source) else None
-    path = doc.get("path") if isinstance(doc, dict) and isinstance(doc.get("path"), str) else None
+    path = display_path(sent["path"]) if sent.get("path") else None
     message = (f"the broker dead-lettered the message ({broker_reason}"
                + (f", after {count} deliveries" if count else "") + "): a consumer kept failing on it")
     with conn.cursor() as cur:
@@ -220,8 +229,9 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
             detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
             replay_count=replay_count)
     conn.commit()
-    if path is not None:
-        _note_move(conn, dead_letter_id, quarantine(landing_dir, path, str(run_id)[:8]))
+    if path is not None and sent.get("kind", "file") == "file":
+        _note_move(conn, dead_letter_id, quarantine(landing_dir, sent.get("source", ""), sent["path"],
+                                                    sent.get("trigger", "file"), str(run_id)[:8]))
     DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
         "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",
@@ -229,9 +239,35 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     return dead_letter_id
 
 
+def _fields(body: bytes) -> dict[str, str]:
+    """The string fields of a message body as sent, or nothing."""
+    try:
+        doc = json.loads(body[:MAX_EVENT_BYTES], parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if k in ("source", "path", "trigger", "kind") and isinstance(v, str)}
+
+
+def record_unrecorded_dead_message(conn, message_id: str | None, body: bytes, worker: str, error: str) -> int:
+    """The last resort of the recorder: a dead message that could not be
+    recorded in full still gets its row, with an excerpt of its body."""
+    conn.rollback()
+    event_id = str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4())
+    with conn.cursor() as cur:
+        dead_letter_id = runs.insert_dead_letter(
+            cur, event_id=event_id, source=None, reason="delivery_limit",
+            error=f"the broker dead-lettered a message that could not be recorded in full: {error}"[:2000],
+            detail={"recorded_by": worker}, event={"raw": body[:4096].decode("utf-8", "backslashreplace")},
+            run_id=None, file_path=None)
+    conn.commit()
+    return dead_letter_id
+
+
 def _is_uuid(value: Any) -> bool:
     try:
         uuid.UUID(str(value))
         return True
-    except ValueError:
+    except (ValueError, TypeError):
         return False

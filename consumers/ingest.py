@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import psycopg2
@@ -31,7 +31,7 @@ from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS,
 from ingestd.daemon.providers import record_identity
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent, parse_event
 from ingestd.daemon.landing import (
-    Location, archive_path, locate, move_file, resolve_in_landing,
+    Location, archive_path, check_event_path, check_payload_path, display_path, move_file, resolve_in_landing,
 )
 
 from . import bronze, runs
@@ -112,10 +112,11 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
     conn = ctx.conn()
     run_id = uuid.uuid4()
     is_file = isinstance(event, FileEvent)
-    shown_path = event.path if is_file else (event.body_path or event.endpoint)
+    shown_path = display_path(event.path) if is_file else (event.body_path or event.endpoint)
     size = event.size if is_file else event.body_size
-    runs.start_run(conn, run_id, event.event_id, event.source, event.trigger, ctx.worker, shown_path, size)
-    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": event.source}
+    runs.start_run(conn, run_id, event.event_id, display_path(event.source), event.trigger, ctx.worker, shown_path,
+                   size)
+    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": display_path(event.source)}
     log.info("run started", extra={**extra, "step": "start", "status": "running", "path": shown_path})
     try:
         if is_file:
@@ -172,12 +173,10 @@ def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float) ->
 
 def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UUID) -> Outcome:
     cfg = ctx.config
-    relative = PurePosixPath(event.path)
-    location = locate(relative)
-    # The event's source must be the file's folder: nothing else decides where rows go.
-    if location.source != event.source:
-        raise PermanentError("bad_event", f"event source {event.source!r} does not match the path's folder",
-                             path=event.path)
+    # Before anything is opened or moved: the event may only name a file of
+    # its own source's folder (the folder decides where rows go).
+    location = check_event_path(event.source, event.path, event.trigger)
+    shown = display_path(event.path)
     with conn.cursor() as cur:
         done = runs.manifest_by_event(cur, event.event_id)
     conn.rollback()  # no transaction stays open while the file is hashed
@@ -186,11 +185,10 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     path = resolve_in_landing(cfg.landing_dir, event.path)
     source = cfg.source(event.source)
     if source is None:
-        raise PermanentError("unknown_source", f"folder {event.source!r} is not a configured source",
-                             path=event.path)
+        raise PermanentError("unknown_source", f"folder {display_path(event.source)!r} is not a configured source",
+                             path=shown)
     if source.kind != "file":
-        raise PermanentError("unknown_source", f"{event.source!r} is an API source; it takes no files",
-                             path=event.path)
+        raise PermanentError("unknown_source", f"{event.source!r} is an API source; it takes no files", path=shown)
     try:
         # Identity as the watcher saw it (lstat: a symlink's own size and
         # mtime), then the content's own stat (the link resolved in the zone).
@@ -198,14 +196,15 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         st = os.stat(path)
     except FileNotFoundError:
         with conn.cursor() as cur:
-            earlier = runs.earlier_completed_run(cur, event.source, event.path, event.size, run_id)
+            earlier = runs.earlier_handling(cur, event.source, shown, event.size, run_id)
+        conn.rollback()
         if earlier is not None:
-            return _skip(conn, run_id, f"file already handled by run {earlier} and moved away")
-        raise PermanentError("unreadable_file", "the file no longer exists", path=event.path) from None
+            return _skip(conn, run_id, f"file already handled and moved away: {earlier}")
+        raise PermanentError("unreadable_file", "the file no longer exists", path=shown) from None
     except OSError as exc:
-        raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}", path=event.path) from None
+        raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}", path=shown) from None
     if not stat.S_ISREG(st.st_mode):
-        raise PermanentError("unreadable_file", "not a regular file", path=event.path)
+        raise PermanentError("unreadable_file", "not a regular file", path=shown)
     if identity.st_size != event.size or identity.st_mtime_ns != event.mtime_ns:
         # Still being written, or replaced: the watcher publishes a new event
         # once the file is complete again, so this one has nothing to do.
@@ -213,7 +212,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
     if st.st_size == 0:
         # A decision (README): an empty drop is almost always a failed export,
         # so it is quarantined for a human rather than recorded as 0 rows.
-        raise PermanentError("parse_error", "the file is empty (0 bytes)", path=event.path)
+        raise PermanentError("parse_error", "the file is empty (0 bytes)", path=shown)
     if cfg.max_file_bytes is not None and st.st_size > cfg.max_file_bytes:
         raise PermanentError("too_large", f"file of {st.st_size} bytes exceeds landing.max_file_bytes "
                              f"({cfg.max_file_bytes})", size=st.st_size, limit=cfg.max_file_bytes)
@@ -228,11 +227,11 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         checksum, _ = sha256_file(path)
     except OSError as exc:
         raise PermanentError("unreadable_file", f"cannot read the file: {exc.strerror or exc}",
-                             path=event.path) from None
+                             path=shown) from None
 
     lineage = {
         "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
-        "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": event.path,
+        "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": shown,
         "file_hash": checksum, "file_size": st.st_size,
     }
 
@@ -249,7 +248,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         return ((n, value, text) for n, (value, text) in enumerate(records, 1))
 
     return _load_records(
-        ctx, conn, run_id, event, source, checksum, st.st_size, event.path, numbered_records,
+        ctx, conn, run_id, event, source, checksum, st.st_size, shown, numbered_records,
         lineage, still_same, lambda: _dispose(ctx, conn, run_id, path, location))
 
 
@@ -267,8 +266,12 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
         return _skip(conn, run_id, f"event already loaded by run {done['run_id']}")
     path = None
     if event.body is not None:
-        body = event.body.encode("utf-8")
+        try:
+            body = event.body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PermanentError("bad_event", "the payload body holds a lone surrogate; it is not text") from None
     else:
+        check_payload_path(source.name, event.body_path)
         path = resolve_in_landing(cfg.landing_dir, event.body_path)
         try:
             body = path.read_bytes()

@@ -17,7 +17,7 @@ from ingestd.daemon.broker import CONNECTION_ERRORS, Topology, open_connection
 from ingestd.daemon.config import Config
 from ingestd.daemon.errors import TransientError
 
-from .dead_letter import record_broker_dead_letter
+from .dead_letter import record_broker_dead_letter, record_unrecorded_dead_message
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ class DeadLetterRecorder:
                                               properties.headers, body, self.name)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     raise  # database gone: reconnect, the message comes back
-                except Exception:  # noqa: BLE001 - one odd message must not stop the recorder
-                    # The message stays in ingest.dead; `ingestd dlq list` warns
-                    # that the table and the queue disagree.
-                    log.exception("could not record a dead message", extra={
+                except Exception as exc:  # noqa: BLE001 - one odd message must not stop the recorder
+                    # Recorded all the same, with an excerpt of its body, so
+                    # that `ingestd dlq list` shows every dead message.
+                    log.exception("could not record a dead message in full; recording an excerpt", extra={
                         "step": "record_dead_letter", "status": "error", "event_id": properties.message_id})
-                    if self._conn is not None:
-                        self._conn.rollback()
+                    record_unrecorded_dead_message(self._db(), properties.message_id, body, self.name,
+                                                   f"{type(exc).__name__}: {exc}")
                 channel.basic_ack(method.delivery_tag)
             channel.cancel()
         finally:

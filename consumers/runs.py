@@ -1,12 +1,39 @@
-"""Rows of ``ops.pipeline_runs`` and ``ops.raw_ingest_manifest``."""
+"""Rows of ``ops.pipeline_runs`` and ``ops.raw_ingest_manifest``.
+
+Text written here may come from anywhere (file names, event bodies, error
+messages quoting data): it is made storable first, so that recording a
+failure cannot fail. PostgreSQL text holds no U+0000 and no lone surrogate.
+"""
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2.extensions
 from psycopg2.extras import Json
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str | None) -> str | None:
+    """``value`` with U+0000 and lone surrogates shown as escapes."""
+    if value is None or not _UNSTORABLE.search(value):
+        return value
+    return _UNSTORABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
+                           else f"\\u{ord(m.group()):04x}", value)
+
+
+def storable(value: Any) -> Any:
+    """A JSON value with every string (keys too) made storable."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -38,7 +65,7 @@ def start_run(conn: psycopg2.extensions.connection, run_id: uuid.UUID, event_id:
         cur.execute(
             "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, worker, file_path, file_size)"
             " VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)",
-            (run_id, event_id, source, trigger, worker, file_path, file_size),
+            (run_id, event_id, storable_text(source), trigger, worker, storable_text(file_path), file_size),
         )
     conn.commit()
 
@@ -52,7 +79,7 @@ def finish_run(cur: psycopg2.extensions.cursor, run_id: uuid.UUID, status: str, 
         "UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s, rows_valid = %s,"
         " rows_invalid = %s, error_summary = %s, reason = %s, checksum = COALESCE(%s, checksum)"
         " WHERE run_id = %s",
-        (status, rows_total, rows_valid, rows_invalid, error, reason, checksum, run_id),
+        (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum, run_id),
     )
 
 
@@ -61,7 +88,7 @@ def append_run_error(conn: psycopg2.extensions.connection, run_id: uuid.UUID, me
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ops.pipeline_runs SET error_summary = concat_ws('; ', error_summary, %s) WHERE run_id = %s",
-            (message, run_id),
+            (storable_text(message), run_id),
         )
     conn.commit()
 
@@ -82,28 +109,38 @@ def manifest_by_event(cur: psycopg2.extensions.cursor, event_id: str) -> dict[st
     return None if row is None else {"run_id": row[0], "source_filename": row[1]}
 
 
-def earlier_completed_run(cur: psycopg2.extensions.cursor, source: str, file_path: str, file_size: int,
-                          exclude: uuid.UUID) -> uuid.UUID | None:
-    """A finished success/skipped run for the same file, whose handling moved it away.
+def earlier_handling(cur: psycopg2.extensions.cursor, source: str, file_path: str, file_size: int,
+                     exclude: uuid.UUID) -> str | None:
+    """How an earlier run dealt with the same file (path and size) and moved
+    it away: loaded or skipped, then archived; or dead-lettered, then
+    quarantined. None when no run did.
 
-    Used when a file named by an event is gone: a duplicate event for a file
-    that was already loaded (and archived) is not a failure.
+    Used when a file named by an event is gone: a second event for a file
+    already handled (a rescan raced the first load) is not a failure.
     """
     cur.execute(
-        "SELECT run_id FROM ops.pipeline_runs WHERE source = %s AND file_path = %s AND file_size = %s"
-        " AND status IN ('success', 'skipped') AND run_id <> %s ORDER BY finished_at DESC LIMIT 1",
-        (source, file_path, file_size, exclude),
+        "SELECT r.run_id, r.status, d.id, d.file_path FROM ops.pipeline_runs r"
+        " LEFT JOIN ops.dead_letters d ON d.run_id = r.run_id"
+        " WHERE r.source = %s AND r.file_path = %s AND r.file_size = %s AND r.run_id <> %s"
+        " AND (r.status IN ('success', 'skipped') OR (r.status = 'failure' AND d.id IS NOT NULL))"
+        " ORDER BY r.finished_at DESC LIMIT 1",
+        (storable_text(source), storable_text(file_path), file_size, exclude),
     )
     row = cur.fetchone()
-    return row[0] if row else None
+    if row is None:
+        return None
+    run_id, status, dead_letter_id, where = row
+    if status == "failure":
+        return f"dead-lettered as #{dead_letter_id} by run {run_id}" + (f", now at {where}" if where else "")
+    return f"{status} by run {run_id}"
 
 
 def insert_manifest(cur: psycopg2.extensions.cursor, entry: ManifestEntry) -> None:
     cur.execute(
         "INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count, run_id,"
         " event_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (entry.source, entry.source_filename, entry.checksum, entry.size_bytes, entry.row_count, entry.run_id,
-         entry.event_id),
+        (entry.source, storable_text(entry.source_filename), entry.checksum, entry.size_bytes, entry.row_count,
+         entry.run_id, entry.event_id),
     )
 
 
@@ -113,7 +150,8 @@ def insert_dead_letter(cur: psycopg2.extensions.cursor, *, event_id: str | None,
     cur.execute(
         "INSERT INTO ops.dead_letters (event_id, source, reason, error, detail, event, run_id, file_path,"
         " replay_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (event_id, source, reason, error, Json(detail), Json(event), run_id, file_path, replay_count),
+        (event_id, storable_text(source), reason, storable_text(error), Json(storable(detail)), Json(storable(event)),
+         run_id, storable_text(file_path), replay_count),
     )
     return cur.fetchone()[0]
 

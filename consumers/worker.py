@@ -26,6 +26,9 @@ from .ingest import IngestContext, ingest_message
 
 log = logging.getLogger(__name__)
 
+# How often an idle work thread serves its own connections' heartbeats.
+IDLE_TICK_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -147,7 +150,13 @@ class ConsumerWorker:
         ctx = self._context_factory()
         try:
             while True:
-                delivery = self._work.get()
+                try:
+                    delivery = self._work.get(timeout=IDLE_TICK_SECONDS)
+                except queue.Empty:
+                    # Idle: the dead-letter publisher answers the broker's
+                    # heartbeats, so its connection is alive when needed.
+                    ctx.publisher.process_events()
+                    continue
                 if delivery is None or self.stop.is_set():
                     return
                 if delivery.channel is not self._channel:
@@ -184,16 +193,18 @@ class ConsumerWorker:
                 ctx.drop_connection()
                 log.exception("unexpected error handling an event; it will be redelivered",
                               extra={"step": "ingest", "status": "error", "worker": self.name})
-                connection = self._connection
-                if connection is not None:
-                    connection.add_callback_threadsafe(
-                        functools.partial(self._nack, delivery.channel, delivery.delivery_tag))
+                self._settle(self._nack, delivery)
                 self.stop.wait(1.0)
                 return
+        self._settle(self._ack, delivery)
+
+    def _settle(self, action, delivery: Delivery) -> None:
+        """Hand an ack or nack to the connection thread. A connection that is
+        gone takes the delivery with it (the broker redelivers)."""
         connection = self._connection
         if connection is not None:
             try:
-                connection.add_callback_threadsafe(functools.partial(self._ack, delivery.channel,
+                connection.add_callback_threadsafe(functools.partial(action, delivery.channel,
                                                                      delivery.delivery_tag))
             except CONNECTION_ERRORS:
                 pass

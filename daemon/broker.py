@@ -175,7 +175,6 @@ class Publisher:
 
     def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
                 headers: dict[str, Any] | None = None) -> None:
-        channel = self._ensure()
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
@@ -183,15 +182,23 @@ class Publisher:
             timestamp=int(time.time()),
             headers=headers or None,
         )
-        try:
-            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except pika.exceptions.UnroutableError:
-            raise TransientError(f"message {message_id} was returned as unroutable by {exchange!r}") from None
-        except pika.exceptions.NackError:
-            raise TransientError(f"broker refused message {message_id} (nack)") from None
-        except CONNECTION_ERRORS as exc:
-            self.close()
-            raise TransientError(f"publish failed: {redact_text(str(exc) or type(exc).__name__)}") from None
+        # A connection that sat idle may have been closed by the broker
+        # (missed heartbeats) without pika knowing yet: one fresh connection
+        # is tried at once. Nothing unconfirmed can have been delivered, so
+        # sending again keeps at-least-once.
+        for attempt in (1, 2):
+            channel = self._ensure()
+            try:
+                channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+                return
+            except pika.exceptions.UnroutableError:
+                raise TransientError(f"message {message_id} was returned as unroutable by {exchange!r}") from None
+            except pika.exceptions.NackError:
+                raise TransientError(f"broker refused message {message_id} (nack)") from None
+            except CONNECTION_ERRORS as exc:
+                self.close()
+                if attempt == 2:
+                    raise TransientError(f"publish failed: {redact_text(str(exc) or type(exc).__name__)}") from None
 
     def process_events(self) -> None:
         """Serve heartbeats while idle (call from the owning thread)."""

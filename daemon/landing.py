@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,6 +58,94 @@ def locate(relative: PurePosixPath) -> Location:
     return Location(NO_SOURCE, (), False)
 
 
+# A file name that is not valid UTF-8 reaches Python as a str holding
+# surrogate escapes U+DC80..U+DCFF (one per undecodable byte); any other
+# surrogate, or a NUL, cannot be part of a path.
+_NOT_IN_A_PATH = re.compile("[\x00\ud800-\udc7f\udd00-\udfff]")
+
+
+def display_path(path: str) -> str:
+    """``path`` as text PostgreSQL, logs and terminals can hold: bytes of a
+    name that is not UTF-8 shown as ``\\xNN`` escapes (the file keeps its
+    name on disk)."""
+    if path.isascii() and "\x00" not in path:
+        return path
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a surrogate no file name holds: not a path from disk
+        return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def from_display(path: str) -> str:
+    """The path that ``display_path`` showed as ``path`` (its ``\\xNN``
+    escapes turned back into bytes)."""
+    if "\\x" not in path:
+        return path
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), path.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
+def check_event_path(source: str, path: str, trigger: str = "file") -> Location:
+    """Where a file event's ``path`` may point, or ``bad_event``.
+
+    An event may only name a file of its own source's folder
+    (``<source>/.../<name>``, no ignored part), a file in the landing root for
+    the ``_no_source`` pseudo-source, or, for a replay, a quarantined file of
+    its source (``_quarantine/<source>/...``). Nothing is opened or moved
+    for an event that fails this.
+    """
+    def refuse(why: str) -> PermanentError:
+        return PermanentError("bad_event", f"event path {display_path(path)!r} {why}", path=display_path(path))
+
+    if not path or _NOT_IN_A_PATH.search(path):
+        raise refuse("is empty or holds characters no file name can hold")
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or relative.as_posix() != path or ".." in relative.parts:
+        raise refuse("is not a plain relative path inside the landing zone")
+    parts = relative.parts
+    if parts[0] == QUARANTINE_DIR:
+        if trigger != "replay" or len(parts) < 3 or parts[1] != source or is_ignored(PurePosixPath(*parts[2:])):
+            raise refuse(f"is not a quarantined file of source {display_path(source)!r} named by a replay")
+        return Location(parts[1], parts[2:-1], True)
+    if source == NO_SOURCE:
+        if len(parts) != 1 or is_ignored_name(parts[0]):
+            raise refuse("is not a file in the landing root")
+        return Location(NO_SOURCE, (), False)
+    if len(parts) < 2 or parts[0] != source or is_ignored(relative):
+        raise refuse(f"is not a file in the folder of source {display_path(source)!r}")
+    return Location(parts[0], parts[1:-1], False)
+
+
+def check_payload_path(source: str, path: str) -> None:
+    """A stored payload lies under ``_payloads/<source>/``; else ``bad_event``."""
+    relative = PurePosixPath(path)
+    if (_NOT_IN_A_PATH.search(path) or relative.is_absolute() or relative.as_posix() != path
+            or ".." in relative.parts or len(relative.parts) < 3 or relative.parts[:2] != (PAYLOADS_DIR, source)):
+        raise PermanentError("bad_event", f"payload path {display_path(path)!r} is not under "
+                             f"{PAYLOADS_DIR}/{source}/", path=display_path(path))
+
+
+def movable_entry(landing_dir: Path, relative: str) -> Path | None:
+    """The file system entry at ``relative`` if it may be moved out of the
+    way: a regular file, or a symlink (the link itself, wherever it
+    points), whose folder lies inside the zone. None for anything else
+    (a folder, a path through a symlinked folder, nothing at all)."""
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or _NOT_IN_A_PATH.search(relative):
+        return None
+    root = landing_dir.resolve()
+    entry = root.joinpath(*rel.parts)
+    parent = Path(os.path.realpath(entry.parent))
+    if parent != root and root not in parent.parents:
+        return None
+    try:
+        mode = os.lstat(entry).st_mode
+    except OSError:
+        return None
+    return entry if stat.S_ISREG(mode) or stat.S_ISLNK(mode) else None
+
+
 def resolve_in_landing(landing_dir: Path, relative: str) -> Path:
     """The absolute path of ``relative``, refusing anything that leaves the zone.
 
@@ -65,13 +154,15 @@ def resolve_in_landing(landing_dir: Path, relative: str) -> Path:
     ``path_rejected``.
     """
     rel = PurePosixPath(relative)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\x00" in relative:
-        raise PermanentError("path_rejected", "path is absolute or contains '..'", path=relative)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or _NOT_IN_A_PATH.search(relative):
+        raise PermanentError("path_rejected", "path is absolute, contains '..' or cannot name a file",
+                             path=display_path(relative))
     root = landing_dir.resolve()
     candidate = root.joinpath(*rel.parts)
     real = Path(os.path.realpath(candidate))
     if real != root and root not in real.parents:
-        raise PermanentError("path_rejected", "path resolves outside the landing zone", path=relative)
+        raise PermanentError("path_rejected", "path resolves outside the landing zone (a symlink?)",
+                             path=display_path(relative))
     return candidate
 
 
@@ -130,6 +221,6 @@ def move_file(landing_dir: Path, path: Path, folder: Path, tag: str) -> Moved:
         folder.mkdir(parents=True, exist_ok=True)
         target = _unique_target(folder, path.name, tag)
         shutil.move(str(path), str(target))
-        return Moved(target.relative_to(landing_dir).as_posix())
+        return Moved(display_path(target.relative_to(landing_dir).as_posix()))
     except OSError as exc:
         return Moved(None, f"{type(exc).__name__}: {exc.strerror or exc}")
