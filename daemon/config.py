@@ -178,9 +178,20 @@ def build_config(
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(problems))
     sections: dict[str, dict[str, Any]] = {k: dict(v) for k, v in doc.items() if isinstance(v, dict)}
+    origins: dict[tuple[str, str], str] = {}
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             sections.setdefault(section, {})[key] = env[var]
+            origins[(section, key)] = var
+    problems = []
+    for (section, key), check in (("database", "url"), check_database_url), (("broker", "url"), check_broker_url):
+        value = sections.get(section, {}).get(key)
+        problem = check(value) if isinstance(value, str) else None
+        if problem:
+            origin = f" (from {origins[(section, key)]})" if (section, key) in origins else ""
+            problems.append(f"{section}.{key}{origin}: {problem}")
+    if problems:
+        raise ConfigError((f"{path}: " if path else "") + "; ".join(problems))
 
     landing = sections.get("landing", {})
     database = sections.get("database", {})
@@ -224,6 +235,42 @@ def build_config(
         health_port=int(health.get("port", defaults.health_port)),
         sources=sources,
     )
+
+
+def check_database_url(url: str) -> str | None:
+    """Why ``url`` is not a PostgreSQL connection string, or None. The
+    message never repeats the value (it may hold a password)."""
+    import psycopg2.extensions
+
+    example = "postgresql://user:password@host:5432/dbname, or key=value pairs such as 'host=db dbname=ingest'"
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        if scheme not in ("postgresql", "postgres"):
+            return f"scheme {scheme[:20]!r} is not postgresql:// (expected {example})"
+    elif "=" not in url:
+        return f"not a PostgreSQL URL or connection string (expected {example})"
+    try:
+        psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        return f"not a valid PostgreSQL connection string (expected {example})"
+    return None
+
+
+def check_broker_url(url: str) -> str | None:
+    """Why ``url`` is not an AMQP URL, or None (never repeating the value)."""
+    from urllib.parse import urlsplit
+
+    example = "amqp://user:password@host:5672/vhost"
+    if not url.startswith(("amqp://", "amqps://")):
+        return f"not an AMQP URL: it must start with amqp:// or amqps:// (expected {example})"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return f"not a valid AMQP URL (expected {example})"
+    if not parts.hostname:
+        return f"no host in the AMQP URL (expected {example})"
+    return None
 
 
 def _build_poller(raw: Mapping[str, Any]) -> PollerConfig:

@@ -11,7 +11,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from .errors import IngestError, TransientError
+from .errors import ConfigError, IngestError, TransientError
 from .logs import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
         )
     except psycopg2.OperationalError as exc:
         raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
+    except psycopg2.Error as exc:  # a connection string libpq cannot parse
+        raise ConfigError(f"database URL {redact_url(url)} is not valid: {redact_text(str(exc).strip())}") from None
 
 
 # SQLSTATE classes (https://www.postgresql.org/docs/current/errcodes-appendix.html)

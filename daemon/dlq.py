@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from .broker import Publisher, Topology
 from .errors import REASONS, TransientError
 from .events import FileEvent, routing_key
-from .landing import QUARANTINE_DIR, resolve_in_landing
+from .landing import QUARANTINE_DIR, from_display, resolve_in_landing
 
 COLUMNS = ("id", "event_id", "source", "reason", "error", "detail", "event", "run_id", "file_path",
            "dead_lettered_at", "replayed_at", "replay_count", "discarded_at", "note")
@@ -174,6 +174,9 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
     location = dead.file_path or doc.get("path")
     if not location:
         raise NotReplayable("the dead letter names no file")
+    # A name that is not UTF-8 is stored with \xNN escapes: the file has the bytes.
+    if not os.path.lexists(landing_dir / location) and os.path.lexists(landing_dir / from_display(location)):
+        location = from_display(location)
     try:
         path = resolve_in_landing(landing_dir, location)
     except Exception as exc:  # noqa: BLE001 - path_rejected and the like

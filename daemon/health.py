@@ -15,6 +15,7 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .logs import redact
 from .metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class HealthServer:
                 elif path in ("/healthz", "/readyz"):
                     ok, problems = outer.alive() if path == "/healthz" else outer.ready()
                     key = "stale" if path == "/healthz" else "problems"
-                    body = json.dumps({"status": "ok" if ok else "fail", key: problems}).encode()
+                    body = json.dumps({"status": "ok" if ok else "fail",
+                                       key: [redact(p) for p in problems]}).encode()
                     self._send(200 if ok else 503, body, "application/json")
                 else:
                     self._send(404, b'{"error": "not found"}', "application/json")

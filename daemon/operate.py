@@ -15,7 +15,7 @@ from . import dlq
 from .broker import Publisher, Topology, open_connection
 from .db import connect
 from .reports import gather_status, recent_runs
-from .table import cell, format_table
+from .table import cell, format_table, printable
 from .timespec import parse_when
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -32,7 +32,7 @@ def print_json(doc: Any) -> None:
 
 
 def _err(message: str) -> None:
-    print(f"ingestd: {message}", file=sys.stderr)
+    print(printable(f"ingestd: {message}"), file=sys.stderr)
 
 
 def add_selector_arguments(parser, with_ids: bool = True, with_all: bool = True) -> None:
@@ -140,7 +140,7 @@ def cmd_dlq_show(config, args) -> int:
     lines = [
         f"dead letter #{dead.id}  ({dead.state})",
         f"  reason        {dead.reason}",
-        f"  message       {dead.error}",
+        f"  message       {cell(dead.error)}",
         f"  source        {cell(dead.source)}",
         f"  event id      {cell(dead.event_id)}",
         f"  dead-lettered {cell(dead.dead_lettered_at)}",
@@ -167,7 +167,7 @@ def cmd_dlq_show(config, args) -> int:
             ["ID", "DEAD-LETTERED", "REPLAYS", "STATE", "REASON", "ERROR"],
             [[d.id, d.dead_lettered_at, d.replay_count, d.state, d.reason, d.error] for d in chain],
             width=96).splitlines()]
-    print("\n".join(lines))
+    print(printable("\n".join(lines)))
     return EXIT_OK
 
 

@@ -1,10 +1,21 @@
 """Human output: plain tables that fit a terminal of 100 columns."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Sequence
 
 WIDTH = 100
+
+
+# Control characters (C0 but tab and newline, DEL, C1): a file name or an
+# error quoting data may hold ESC sequences that retitle or clear a terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def cell(value: Any) -> str:
@@ -12,7 +23,7 @@ def cell(value: Any) -> str:
         return "-"
     if isinstance(value, datetime):
         return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    text = str(value)
+    text = printable(str(value))
     return " ".join(text.split())  # one line, whatever the value held
 
 
