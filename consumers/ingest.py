@@ -244,7 +244,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
 
     def numbered_records(cur):
         records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
-                               source.skip_lines)
+                               source.skip_lines, cfg.max_record_bytes)
         return ((n, value, text) for n, (value, text) in enumerate(records, 1))
 
     return _load_records(
@@ -290,7 +290,7 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
     def numbered_records(cur):
         """(position in the payload, record), less the observations bronze
         already holds with the same values (look-back windows repeat them)."""
-        stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path)
+        stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path, cfg.max_record_bytes)
         records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1)]
         if identity is None:
             return records

@@ -30,11 +30,13 @@ Record = dict[str, Any]
 TextRecord = tuple[Record, bytes | None]
 JSON_WHITESPACE = b" \t\r\n"
 
-# One record (a CSV field, a JSON Lines line) may be large, but not without
-# bound: past this it is refused as too_large before it is held in memory.
-# The stdlib's CSV default of 128 KiB refuses many real exports.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
-csv.field_size_limit(MAX_RECORD_BYTES)
+# One record (a JSON record, a JSON Lines line, a CSV row) may be large, but
+# not without bound: past this (landing.max_record_bytes) it is refused as
+# too_large before it is held in memory. The row bound of the CSV reader
+# bounds its fields, so the stdlib's own field limit (128 KiB, which refuses
+# many real exports) is lifted.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+csv.field_size_limit(256 * 1024 * 1024)
 PARQUET_BATCH_ROWS = 8192
 TEXT_CHUNK = 1 << 20
 
@@ -78,7 +80,8 @@ def _gzip_guard(exc: Exception) -> PermanentError:
     return PermanentError("parse_error", f"corrupt gzip stream: {exc}")
 
 
-def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> Iterator[TextRecord]:
+def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0,
+             max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
     """CSV with a header row; UTF-8 with or without BOM (or UTF-16 with its
     BOM, as spreadsheet programs write "Unicode text"); any line ending.
 
@@ -93,7 +96,7 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> It
         raise _gzip_guard(exc) from None
     encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
-    lines = _RowLines(text, MAX_RECORD_BYTES)
+    lines = _RowLines(text, max_record_bytes)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         try:
@@ -119,7 +122,7 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0) -> It
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
             raise PermanentError("too_large", f"line {reader.line_num + skip_lines}: a field exceeds "
-                                 f"{MAX_RECORD_BYTES} bytes", limit=MAX_RECORD_BYTES) from None
+                                 f"{max_record_bytes} bytes", limit=max_record_bytes) from None
         line = reader.line_num + skip_lines
         raise PermanentError("parse_error", f"line {line}: {exc}", line=line) from None
     except UnicodeDecodeError as exc:
@@ -257,17 +260,19 @@ def read_parquet(path) -> Iterator[TextRecord]:
 
 
 def read_records(path, fmt: str, limit: int | None, records_path: str | None = None,
-                 delimiter: str = ",", skip_lines: int = 0) -> Iterator[TextRecord]:
-    """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz`` suffix)."""
+                 delimiter: str = ",", skip_lines: int = 0,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
+    """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz``
+    suffix); ``limit`` bounds the whole (expanded) content."""
     if fmt == "parquet":
         yield from read_parquet(path)
         return
     with open_content(path, limit) as stream:
         if fmt == "csv":
-            yield from read_csv(stream, delimiter, skip_lines)
+            yield from read_csv(stream, delimiter, skip_lines, max_record_bytes)
         elif fmt == "jsonl":
-            yield from read_jsonl(stream)
+            yield from read_jsonl(stream, max_record_bytes)
         elif fmt == "json":
-            yield from read_json(stream, records_path)
+            yield from read_json(stream, records_path, max_record_bytes)
         else:
             raise ValueError(f"unknown format {fmt!r}")

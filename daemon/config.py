@@ -81,6 +81,10 @@ class Config:
     poll_interval_seconds: float = 1.0
     rescan_seconds: float = 60.0
     max_file_bytes: int | None = None
+    # One record (a JSON record, a JSON Lines line, a CSV row): a consumer
+    # holds it whole while it is parsed and validated, which may take up to
+    # about 32 times its size in memory (nested JSON of tiny values).
+    max_record_bytes: int = 16 * 1024 * 1024
     database_url: str = "postgresql://localhost/ingest"
     connect_timeout_seconds: int = 10
     amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
@@ -219,6 +223,7 @@ def build_config(
         poll_interval_seconds=float(landing.get("poll_interval_seconds", defaults.poll_interval_seconds)),
         rescan_seconds=float(landing.get("rescan_seconds", defaults.rescan_seconds)),
         max_file_bytes=landing.get("max_file_bytes"),
+        max_record_bytes=int(landing.get("max_record_bytes", defaults.max_record_bytes)),
         database_url=database.get("url", defaults.database_url),
         connect_timeout_seconds=int(database.get("connect_timeout_seconds", defaults.connect_timeout_seconds)),
         amqp_url=broker.get("url", defaults.amqp_url),
@@ -346,7 +351,8 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
 
 # Settings a running daemon picks up when the config file changes; the rest
 # (connections, landing folder, worker count) need a restart.
-HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "replay_limit", "settle_seconds", "poller")
+HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "max_record_bytes", "replay_limit", "settle_seconds",
+              "poller")
 
 
 class LiveConfig:
