@@ -203,6 +203,9 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         raise PermanentError("unreadable_file", "the file no longer exists", path=shown) from None
     except OSError as exc:
         raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}", path=shown) from None
+    if stat.S_ISDIR(identity.st_mode):
+        # The watcher publishes files only: an event naming a folder was made by hand.
+        raise PermanentError("bad_event", "the event names a folder, not a file", path=shown)
     if not stat.S_ISREG(st.st_mode):
         raise PermanentError("unreadable_file", "not a regular file", path=shown)
     if identity.st_size != event.size or identity.st_mtime_ns != event.mtime_ns:

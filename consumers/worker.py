@@ -26,7 +26,8 @@ from .ingest import IngestContext, ingest_message
 
 log = logging.getLogger(__name__)
 
-# How often an idle work thread serves its own connections' heartbeats.
+# How often, at most, an idle work thread serves its own connections'
+# heartbeats (a third of the heartbeat interval when that is shorter).
 IDLE_TICK_SECONDS = 5.0
 
 
@@ -148,10 +149,11 @@ class ConsumerWorker:
     # -- work thread ------------------------------------------------------
     def _work_loop(self) -> None:
         ctx = self._context_factory()
+        idle_tick = max(0.5, min(IDLE_TICK_SECONDS, self.config.heartbeat_seconds / 3))
         try:
             while True:
                 try:
-                    delivery = self._work.get(timeout=IDLE_TICK_SECONDS)
+                    delivery = self._work.get(timeout=idle_tick)
                 except queue.Empty:
                     # Idle: the dead-letter publisher answers the broker's
                     # heartbeats, so its connection is alive when needed.
