@@ -177,3 +177,24 @@ def test_monitoring_scrapes_the_health_port_and_the_dashboard_uses_real_metrics(
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("rows", "runs", "dead letters", "queue", "duration"):
         assert topic in titles
+
+
+def test_every_role_has_the_same_memory_bound_under_systemd_and_compose(compose):
+    """One process cannot take the host down: the units and the compose
+    services bound memory with the same documented figures."""
+    _, doc = compose
+    role_of = {"ingestd-consumer@.service": "consumer", "ingestd-poller.service": "poller",
+               "ingestd-watcher.service": "watcher"}
+    units = {"G": 1024, "M": 1}
+    for unit, role in role_of.items():
+        text = (SYSTEMD / unit).read_text()
+        high, limit = (re.search(rf"^{key}=(\d+)([MG])$", text, re.M) for key in ("MemoryHigh", "MemoryMax"))
+        limit_mb = int(limit.group(1)) * units[limit.group(2)]
+        assert int(high.group(1)) * units[high.group(2)] < limit_mb, unit
+        compose_limit = doc["services"][role]["mem_limit"]
+        assert int(compose_limit[:-1]) * units[compose_limit[-1].upper()] == limit_mb, role
+    # A consumer's bound leaves room for the measured worst case of one
+    # record of the default max_record_bytes (README: sizing memory).
+    from ingestd.daemon.config import Config
+    default_record = Config(path=None, landing_dir=REPO).max_record_bytes
+    assert 40 * default_record + 200 * 2**20 <= 1024 * 2**20
