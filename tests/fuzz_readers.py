@@ -216,9 +216,29 @@ def properties(examples: int):
             except PermanentError as exc:
                 check_reason(exc)
 
+    @cfg
+    @given(st.lists(st.tuples(st.integers(min_value=-2**63, max_value=2**63 - 1), TEXT,
+                              st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=20),
+           st.lists(mutation, max_size=4))
+    def parquet_tables_load_exactly_and_mutated_ones_give_a_reason(rows, edits):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pa.table({"i": [r[0] for r in rows], "s": [r[1] for r in rows], "f": [r[2] for r in rows]})
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "t.parquet"
+            pq.write_table(table, path)
+            out = [value for value, _ in read_records(path, "parquet", None)]
+            assert out == [{"i": i, "s": s, "f": f} for i, s, f in rows]
+            if edits:
+                path.write_bytes(mutate(path.read_bytes(), edits))
+                try:
+                    list(read_records(path, "parquet", None))
+                except PermanentError as exc:
+                    check_reason(exc)
+
     return [json_documents_load_exactly, json_lines_load_exactly, csv_tables_load_exactly,
             mutated_documents_give_records_or_a_reason, arbitrary_bytes_give_records_or_a_reason,
-            gzip_whole_or_cut_gives_records_or_a_reason]
+            gzip_whole_or_cut_gives_records_or_a_reason, parquet_tables_load_exactly_and_mutated_ones_give_a_reason]
 
 
 def hostile_inputs():
