@@ -247,7 +247,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
 
     def numbered_records(cur):
         records = read_records(path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
-                               source.skip_lines, cfg.max_record_bytes)
+                               source.skip_lines, cfg.max_record_bytes, exact_numbers=source.schema is not None)
         return ((n, value, text) for n, (value, text) in enumerate(records, 1))
 
     return _load_records(

@@ -41,19 +41,13 @@ Value = Any
 
 # A fast filter: orjson turns integers beyond 64 bits (19+ digits) into
 # doubles, and a scale past numeric's 16383 needs a long digit run or an
-# exponent below -9999. Text showing neither needs no second look. (One
-# byte translation and two substring searches: several times faster than
-# a regular expression for runs of digits.)
-_NUMBER_SHAPE = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in (0x45, 0x65) else 0x2D if b == 0x2D else 0x20
-                      for b in range(256))
+# exponent below -9999; nesting needs brackets. One byte translation, then
+# substring counts and searches: several times faster than a regular
+# expression for runs of digits.
+_SHAPE = bytes(0x30 if 0x30 <= b <= 0x39 else 0x5B if b in (0x5B, 0x7B) else 0x65 if b in (0x45, 0x65)
+               else 0x2D if b == 0x2D else 0x20 for b in range(256))
 _LONG_DIGITS = b"0" * 19
 _LONG_NEGATIVE_EXPONENT = b"e-00000"
-
-
-def _suspect_numbers(text: bytes) -> bool:
-    shape = text.translate(_NUMBER_SHAPE)
-    return _LONG_DIGITS in shape or _LONG_NEGATIVE_EXPONENT in shape
-
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -110,31 +104,37 @@ def nesting_depth(text: bytes, limit: int = MAX_DEPTH) -> int:
         pos += 1
 
 
-def parse_record(text: bytes, where: str, depth_checked: bool = False) -> Value:
+_UNPARSED = object()
+
+
+def parse_record(text: bytes, where: str, depth_checked: bool = False, exact_numbers: bool = True,
+                 parsed: Any = _UNPARSED) -> Value:
     """The Python value of one record's JSON text, or ``PermanentError``.
 
     ``where`` names the record in messages ("record 3", "line 7"). The text
-    itself is what bronze stores; the value is for validation.
+    itself is what bronze stores; the value is for validation, and
+    ``exact_numbers=False`` (a source without a schema) spares the check
+    that makes its integers past 64 bits exact.
     """
-    if not depth_checked and nesting_depth(text) > MAX_DEPTH:
+    # One pass over the bytes serves both quick checks (this runs for every
+    # record: it is written for speed).
+    shape = text.translate(_SHAPE) if exact_numbers or not depth_checked else b""
+    if not depth_checked and shape.count(b"[") > MAX_DEPTH and nesting_depth(text) > MAX_DEPTH:
         raise PermanentError("parse_error", f"{where}: nested deeper than {MAX_DEPTH} levels", limit=MAX_DEPTH)
     try:
-        value = orjson.loads(text)
+        value = orjson.loads(text) if parsed is _UNPARSED else parsed
     except orjson.JSONDecodeError:
         # Valid JSON that orjson refuses (a lone surrogate, 1e400), or the
         # precise error.
-        return _checked(_parse_exactly(text, where), text, where, exact=True)
-    return _checked(value, text, where)
-
-
-def _checked(value: Value, text: bytes, where: str, exact: bool = False) -> Value:
-    """``value`` (parsed from ``text``), made exact and checked for what
-    jsonb cannot store."""
-    # orjson gives a double for an integer past 64 bits and 0.0 for a
-    # number below the double range: such text is read again, exactly.
-    if not exact and _suspect_numbers(text) and _holds_float(value):
         value = _parse_exactly(text, where)
-    if has_nul_escape(text):
+    else:
+        # orjson gives a double for an integer past 64 bits and 0.0 for a
+        # number below the double range: such text is read again, exactly.
+        # (Without that check, a number past numeric's range is refused by
+        # PostgreSQL itself: a load_error all the same, naming the row.)
+        if exact_numbers and (_LONG_DIGITS in shape or _LONG_NEGATIVE_EXPONENT in shape) and _holds_float(value):
+            value = _parse_exactly(text, where)
+    if b"\\u0000" in text and _NUL_ESCAPE.search(text):
         pointer = find_string(value, lambda s: "\x00" in s)
         raise PermanentError("load_error", f"{where}: the string at {pointer} holds U+0000 (\\u0000), which "
                              "PostgreSQL jsonb cannot store", pointer=pointer)
@@ -254,9 +254,10 @@ def has_nul_escape(text: bytes) -> bool:
 class _Scanner:
     """A window on a binary stream with an absolute position, for one document."""
 
-    def __init__(self, stream: IO[bytes], chunk: int) -> None:
+    def __init__(self, stream: IO[bytes], chunk: int, exact_numbers: bool = True) -> None:
         self.stream = stream
         self.chunk = chunk
+        self.exact_numbers = exact_numbers
         self.data = b""
         self.pos = 0
         self.eof = False
@@ -371,7 +372,7 @@ class _Scanner:
 
 
 def read_json_records(stream: IO[bytes], records_path: str | None, max_record_bytes: int,
-                      chunk: int = 1 << 20) -> Iterator[tuple[Value, bytes]]:
+                      chunk: int = 1 << 20, exact_numbers: bool = True) -> Iterator[tuple[Value, bytes]]:
     """``(value, text)`` of each record of a JSON document: an array of
     objects, or an object holding one at the dotted ``records_path``.
 
@@ -379,7 +380,7 @@ def read_json_records(stream: IO[bytes], records_path: str | None, max_record_by
     what follows the end); an empty array there gives no records, a missing
     one is a parse error.
     """
-    scanner = _Scanner(stream, chunk)
+    scanner = _Scanner(stream, chunk, exact_numbers)
     head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
     if head[:3] == b"\xef\xbb\xbf":
         stream.read(3)  # a UTF-8 byte order mark, which JSON parsers refuse
@@ -466,10 +467,10 @@ def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
         found = _flat_record(scanner, limit)
         if found is not None:
             value, text = found
-            yield _checked(value, text, where), text
+            yield parse_record(text, where, exact_numbers=scanner.exact_numbers, parsed=value), text
         else:
             text = scanner.extent(where, limit)
-            yield parse_record(text, where, depth_checked=True), text
+            yield parse_record(text, where, depth_checked=True, exact_numbers=scanner.exact_numbers), text
         if scanner.expect(b",]", f"',' or ']' after record {number}") == ord("]"):
             return
 
@@ -477,9 +478,9 @@ def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
 def _flat_record(scanner: _Scanner, limit: int) -> tuple[Value, bytes] | None:
     """The common case, fast: the object at ``pos`` ends at the next ``}``
     of the window. A JSON object cannot be a prefix of a longer one, so if
-    the text up to that brace parses, it is the record; otherwise (a brace in
-    a string, a nested object, a record past the window) None, and the
-    bracket scanner takes over."""
+    the text up to that brace is valid JSON, it is the record; otherwise (a
+    brace in a string, a nested object, a record past the window) None, and
+    the bracket scanner takes over."""
     data, pos = scanner.data, scanner.pos
     end = data.find(b"}", pos)
     if end < 0 or end - pos >= limit:
@@ -489,18 +490,5 @@ def _flat_record(scanner: _Scanner, limit: int) -> tuple[Value, bytes] | None:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    if nesting_depth(text) > MAX_DEPTH:
-        return None  # the scanner says where
     scanner.pos = end + 1
     return value, text
-
-
-def with_context(context: dict[str, Any], value: dict[str, Any], text: bytes) -> tuple[dict[str, Any], bytes]:
-    """A record with ``context``'s fields added in front (the record's own
-    fields win, in the value as in jsonb, where the last of a key wins)."""
-    if not context:
-        return value, text
-    prefix = orjson.dumps(context)
-    inner = text.strip(b" \t\r\n")[1:-1]
-    merged = prefix[:-1] + b"," + inner + b"}" if inner.strip(b" \t\r\n") else prefix
-    return {**context, **value}, merged

@@ -29,6 +29,7 @@ Record = dict[str, Any]
 # Lines); None where bronze's JSON is encoded from the values (CSV, Parquet).
 TextRecord = tuple[Record, bytes | None]
 JSON_WHITESPACE = b" \t\r\n"
+_BLANK_START = frozenset(JSON_WHITESPACE)
 
 # One record (a JSON record, a JSON Lines line, a CSV row) may be large, but
 # not without bound: past this (landing.max_record_bytes) it is refused as
@@ -176,13 +177,6 @@ def _check_header(header: list[str], line: int) -> None:
         seen.add(name)
 
 
-def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes]:
-    while line := stream.readline(limit + 1):
-        if len(line) > limit and not line.endswith(b"\n"):
-            raise PermanentError("too_large", f"a line exceeds {limit} bytes", limit=limit)
-        yield line
-
-
 def _check_byte_order_mark(stream: IO[bytes]) -> None:
     """Skip a UTF-8 byte order mark; refuse UTF-16 (JSON is UTF-8)."""
     head = stream.peek(3)[:3] if hasattr(stream, "peek") else b""
@@ -193,21 +187,28 @@ def _check_byte_order_mark(stream: IO[bytes]) -> None:
                              "JSON must be UTF-8")
 
 
-def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
+def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
+               exact_numbers: bool = True) -> Iterator[TextRecord]:
     """JSON Lines: one object per line, each kept as its own text; blank
     lines are skipped; a line longer than ``max_record_bytes`` is
     ``too_large``, refused before it is held. A file with no record at all
     is a ``parse_error``."""
     found = False
+    readline = stream.readline
     try:
         _check_byte_order_mark(stream)
-        for line_no, line in enumerate(_lines(stream, max_record_bytes), 1):
-            if not line.strip(JSON_WHITESPACE):
+        line_no = 0
+        while line := readline(max_record_bytes + 1):
+            line_no += 1
+            if len(line) > max_record_bytes and not line.endswith(b"\n"):
+                raise PermanentError("too_large", f"line {line_no}: longer than {max_record_bytes} bytes",
+                                     limit=max_record_bytes)
+            if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
                 continue
-            where = f"line {line_no}"
-            value = parse_record(line, where)
+            value = parse_record(line, f"line {line_no}", exact_numbers=exact_numbers)
             if type(value) is not dict:
-                raise PermanentError("parse_error", f"{where}: {json_type(value)}, not an object", line=line_no)
+                raise PermanentError("parse_error", f"line {line_no}: {json_type(value)}, not an object",
+                                     line=line_no)
             found = True
             yield value, line
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -216,8 +217,8 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES) -> I
         raise PermanentError("parse_error", "the file holds no records (only blank lines)")
 
 
-def read_json(stream: IO[bytes], records_path: str | None = None,
-              max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
+def read_json(stream: IO[bytes], records_path: str | None = None, max_record_bytes: int = MAX_RECORD_BYTES,
+              exact_numbers: bool = True) -> Iterator[TextRecord]:
     """A JSON array of objects, or an object holding it at ``records_path``
     (dotted, e.g. ``observations`` or ``data.items``), each record kept as
     its own text. An empty array there gives no records; a missing path, a
@@ -225,7 +226,7 @@ def read_json(stream: IO[bytes], records_path: str | None = None,
     errors. NaN and Infinity are not JSON and are refused."""
     try:
         _check_byte_order_mark(stream)
-        yield from read_json_records(stream, records_path, max_record_bytes, TEXT_CHUNK)
+        yield from read_json_records(stream, records_path, max_record_bytes, TEXT_CHUNK, exact_numbers)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise _gzip_guard(exc) from None
 
@@ -260,10 +261,12 @@ def read_parquet(path) -> Iterator[TextRecord]:
 
 
 def read_records(path, fmt: str, limit: int | None, records_path: str | None = None,
-                 delimiter: str = ",", skip_lines: int = 0,
-                 max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[TextRecord]:
+                 delimiter: str = ",", skip_lines: int = 0, max_record_bytes: int = MAX_RECORD_BYTES,
+                 exact_numbers: bool = True) -> Iterator[TextRecord]:
     """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz``
-    suffix); ``limit`` bounds the whole (expanded) content."""
+    suffix); ``limit`` bounds the whole (expanded) content. Values of JSON
+    records have exact integers unless ``exact_numbers`` is False (nothing
+    validates them); their text is exact either way."""
     if fmt == "parquet":
         yield from read_parquet(path)
         return
@@ -271,8 +274,8 @@ def read_records(path, fmt: str, limit: int | None, records_path: str | None = N
         if fmt == "csv":
             yield from read_csv(stream, delimiter, skip_lines, max_record_bytes)
         elif fmt == "jsonl":
-            yield from read_jsonl(stream, max_record_bytes)
+            yield from read_jsonl(stream, max_record_bytes, exact_numbers)
         elif fmt == "json":
-            yield from read_json(stream, records_path, max_record_bytes)
+            yield from read_json(stream, records_path, max_record_bytes, exact_numbers)
         else:
             raise ValueError(f"unknown format {fmt!r}")
