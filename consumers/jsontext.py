@@ -65,6 +65,10 @@ _OPENING = {ord("{"): "an object", ord("["): "an array", ord('"'): "a string", o
             ord("f"): "a boolean", ord("n"): "null"}
 
 
+def too_large_message(where: str, limit: int) -> str:
+    return f"{where}: exceeds landing.max_record_bytes ({limit} bytes), the limit of one record"
+
+
 def _kind_at(byte: int) -> str:
     if byte in _OPENING:
         return _OPENING[byte]
@@ -310,7 +314,7 @@ class _Scanner:
         while True:
             pos = _SKIP.match(self.data, pos).end()
             if pos - start > limit:
-                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                raise PermanentError("too_large", too_large_message(where, limit),
                                      limit=limit)
             if pos < len(self.data) and self.data[pos] != 0x22:  # a bracket
                 if self.data[pos] in b"[{":
@@ -329,7 +333,7 @@ class _Scanner:
             # part doubles at least, so rescanning a long string stays linear.
             held = len(self.data) - start
             if held > limit:
-                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                raise PermanentError("too_large", too_large_message(where, limit),
                                      limit=limit)
             pos -= start
             if not self.fill(start, held):
@@ -356,7 +360,7 @@ class _Scanner:
                 return found.group()
             held = len(self.data) - self.pos
             if held > limit:
-                raise PermanentError("too_large", f"{where}: larger than the limit of {limit} bytes a record",
+                raise PermanentError("too_large", too_large_message(where, limit),
                                      limit=limit)
             if not self.fill(self.pos, held) and not found:
                 raise PermanentError("parse_error", f"line {self.line()}: the file ends inside {where}",
@@ -492,3 +496,14 @@ def _flat_record(scanner: _Scanner, limit: int) -> tuple[Value, bytes] | None:
         return None
     scanner.pos = end + 1
     return value, text
+
+
+def with_context(context: dict[str, Any], value: dict[str, Any], text: bytes) -> tuple[dict[str, Any], bytes]:
+    """A record with ``context``'s fields added in front (the record's own
+    fields win, in the value as in jsonb, where the last of a key wins)."""
+    if not context:
+        return value, text
+    prefix = orjson.dumps(context)
+    inner = text.strip(b" \t\r\n")[1:-1]
+    merged = prefix[:-1] + b"," + inner + b"}" if inner.strip(b" \t\r\n") else prefix
+    return {**context, **value}, merged

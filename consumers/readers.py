@@ -14,7 +14,7 @@ import gzip
 import io
 import math
 import zlib
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ingestd.daemon.errors import PermanentError
 
-from .jsontext import json_type, parse_record, read_json_records
+from .jsontext import json_type, parse_record, read_json_records, too_large_message
 
 Record = dict[str, Any]
 # A record and its exact JSON text where the format has one (JSON, JSON
@@ -122,8 +122,9 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0,
             yield dict(zip(header, row)), None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
-            raise PermanentError("too_large", f"line {reader.line_num + skip_lines}: a field exceeds "
-                                 f"{max_record_bytes} bytes", limit=max_record_bytes) from None
+            where = f"line {reader.line_num + skip_lines}"
+            raise PermanentError("too_large", too_large_message(where, max_record_bytes),
+                                 limit=max_record_bytes) from None
         line = reader.line_num + skip_lines
         raise PermanentError("parse_error", f"line {line}: {exc}", line=line) from None
     except UnicodeDecodeError as exc:
@@ -150,6 +151,7 @@ class _RowLines:
         self.text = text
         self.limit = limit
         self.held = 0  # characters of the row being read; reset after each row
+        self.lines = 0
 
     def __iter__(self) -> "_RowLines":
         return self
@@ -159,8 +161,10 @@ class _RowLines:
         if not line:
             raise StopIteration
         self.held += len(line)
+        self.lines += 1
         if self.held > self.limit:
-            raise PermanentError("too_large", f"a row exceeds {self.limit} bytes", limit=self.limit)
+            raise PermanentError("too_large", too_large_message(f"the row ending at line {self.lines}", self.limit),
+                                 limit=self.limit)
         return line
 
 
@@ -201,7 +205,7 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
         while line := readline(max_record_bytes + 1):
             line_no += 1
             if len(line) > max_record_bytes and not line.endswith(b"\n"):
-                raise PermanentError("too_large", f"line {line_no}: longer than {max_record_bytes} bytes",
+                raise PermanentError("too_large", too_large_message(f"line {line_no}", max_record_bytes),
                                      limit=max_record_bytes)
             if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
                 continue
