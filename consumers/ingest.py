@@ -83,7 +83,7 @@ class IngestContext:
     def validator(self, source: SourceConfig) -> RecordValidator:
         cached = self._validators.get(source.name)
         if cached is None or cached[0] is not source:  # new, or the config was reloaded
-            cached = (source, RecordValidator(source.schema, source.name))
+            cached = (source, RecordValidator(source.schema, source.name, source.format_keyword))
             self._validators[source.name] = cached
         return cached[1]
 

@@ -192,6 +192,9 @@ def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
         "sources": sorted(config.sources), "database": redact_url(config.database_url),
         "broker": redact_url(config.amqp_url), "prefix": config.prefix,
         "health": f"{config.health_host}:{config.health_port}" if server else "off"})
+    if consumers:
+        from ingestd.consumers.validation import log_validation_plans
+        log_validation_plans(config.sources.values())
     if server is not None:
         server.start()
     try:
@@ -408,6 +411,20 @@ def cmd_check(config, args) -> int:
                         "moves need it); fix: chown or chmod the folder"))
     else:
         results.append((True, "landing", f"{landing} writable"))
+    results += _validation_results(config)
     for ok, what, message in results:
         print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
     return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
+
+
+def _validation_results(config) -> list[tuple[bool, str, str]]:
+    """Per source with a schema: its draft, the format mode, and which path
+    validates it (the compiled one, or jsonschema and why)."""
+    from ingestd.consumers.validation import plan_for
+
+    results = []
+    for source in config.sources.values():
+        if source.schema is not None:
+            plan = plan_for(source.schema, source.format_keyword)
+            results.append((True, "schema", f"{source.name}: {plan.describe()}"))
+    return results

@@ -36,6 +36,8 @@ class SourceConfig:
     format: str = "json"
     schema_path: Path | None = None
     max_invalid_ratio: float = 0.1
+    # The JSON Schema "format" keyword: "assert" (checked) or "annotate".
+    format_keyword: str = "assert"
     records_path: str | None = None
     delimiter: str = ","
     skip_lines: int = 0
@@ -317,9 +319,16 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
             raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
+        from ingestd.consumers.validation import check_patterns, format_checker, validator_class
+
+        problems = check_patterns(schema_doc)
+        if problems:
+            raise ConfigError(f"sources[{name}].schema: {schema_path}: patterns are ECMA-262 regular expressions; "
+                              + "; ".join(problems))
         try:
-            validator_cls = jsonschema.validators.validator_for(schema_doc, default=jsonschema.Draft202012Validator)
-            validator_cls.check_schema(schema_doc)
+            # Against its draft's metaschema, "regex" formats being ECMA-262 too.
+            validator_cls = validator_class(schema_doc)
+            validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
         except jsonschema.SchemaError as exc:
             raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: {exc.message}") from None
     kind = raw.get("kind", "file")
@@ -329,6 +338,7 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
         format=raw.get("format", "json"),
         schema_path=schema_path,
         max_invalid_ratio=float(raw.get("max_invalid_ratio", 0.1)),
+        format_keyword=raw.get("format_keyword", "assert"),
         records_path=raw.get("records_path", DEFAULT_RECORDS_PATH.get(provider or "")),
         delimiter=raw.get("delimiter", ","),
         skip_lines=int(raw.get("skip_lines", 0)),
