@@ -25,8 +25,50 @@ import pytest
 from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("INGESTD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or os.environ.get("INGESTD_SHARED_DATA")
+                   or REPO.parent / "shared" / "data")
 FITBIT = SHARED_DATA / "fitbit"
+
+# Hermetic: the user's own settings (the Quick start exports
+# INGESTD_DATABASE_URL) must reach neither the tests nor the ingestd
+# processes they start, which inherit this environment. INGESTD_TEST_* are
+# the tests' own knobs (README: Tests).
+CLEARED_SETTINGS = sorted(name for name in os.environ
+                          if name.startswith("INGESTD_") and not name.startswith("INGESTD_TEST_"))
+for _name in CLEARED_SETTINGS:
+    del os.environ[_name]
+
+# Broker prefixes this session used: their queues and exchanges are deleted
+# again when the session ends, after every process of every test has stopped.
+USED_PREFIXES: dict[str, str] = {}
+
+
+def pytest_report_header(config):
+    if CLEARED_SETTINGS:
+        return (f"ingestd: {', '.join(CLEARED_SETTINGS)} cleared for these tests; to use other servers on "
+                "purpose set INGESTD_TEST_DATABASE_URL / INGESTD_TEST_AMQP_URL")
+    return None
+
+
+def delete_broker_names(amqp_url: str, prefix: str) -> None:
+    """Delete a prefix's queues and exchanges (absent ones are no error)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
+            channel.queue_delete(prefix + name)
+        for name in ("ingest.events", "ingest.dead"):
+            channel.exchange_delete(prefix + name)
+    finally:
+        connection.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for prefix, amqp_url in list(USED_PREFIXES.items()):
+        try:
+            delete_broker_names(amqp_url, prefix)
+        except Exception:  # noqa: BLE001 - the broker may be gone; nothing else to clean then
+            pass
 
 
 def _docker_engine_available() -> bool:
@@ -120,16 +162,13 @@ def amqp_url(service_urls):
 
 @pytest.fixture
 def prefix(amqp_url):
-    """A broker prefix of this test's own; its queues and exchanges are deleted after."""
+    """A broker prefix of this test's own; its queues and exchanges are
+    deleted after the test (whose processes stop first: ``procs`` depends on
+    this fixture) and again when the session ends."""
     value = f"t{uuid.uuid4().hex[:8]}."
+    USED_PREFIXES[value] = amqp_url
     yield value
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
-        ch.queue_delete(value + name)
-    for name in ("ingest.events", "ingest.dead"):
-        ch.exchange_delete(value + name)
-    conn.close()
+    delete_broker_names(amqp_url, value)
 
 
 @pytest.fixture
@@ -226,9 +265,10 @@ def config(write_config):
 
 
 @pytest.fixture
-def procs(tmp_path):
+def procs(tmp_path, prefix):
     """Start ``ingestd <args>`` subprocesses (logs in tmp_path); stopped with
-    SIGTERM (then SIGKILL) after the test."""
+    SIGTERM (then SIGKILL) after the test, before its broker names are
+    deleted (a running process would declare them again)."""
     import signal
     started = []
 

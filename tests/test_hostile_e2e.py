@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from .conftest import _admin, _with_dbname, drop_file, ingestd_cmd, query
+from .conftest import USED_PREFIXES, _admin, _with_dbname, delete_broker_names, drop_file, ingestd_cmd, query
 from .test_e2e import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -76,6 +76,7 @@ class Daemon:
         self.database_url = database_url
         self.amqp_url = amqp_url
         self.prefix = prefix
+        USED_PREFIXES[prefix] = amqp_url
         self.log = folder / "run.log"
         self.proc = None
         self.db = psycopg2.connect(database_url)
@@ -142,16 +143,6 @@ def drop_database(service_urls, name):
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     conn.close()
-
-
-def delete_broker_names(amqp_url, prefix):
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
-        channel.queue_delete(prefix + name)
-    for name in ("ingest.events", "ingest.dead"):
-        channel.exchange_delete(prefix + name)
-    connection.close()
 
 
 @pytest.fixture(scope="module")
