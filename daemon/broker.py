@@ -14,7 +14,7 @@ import pika
 import pika.exceptions
 
 from .backoff import compute_backoff
-from .errors import Shutdown, TransientError
+from .errors import NotPermittedError, Shutdown, TransientError
 from .logs import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,36 @@ def connection_parameters(url: str, heartbeat: int = 30, name: str = "ingestd") 
 
 
 def open_connection(url: str, heartbeat: int = 30, name: str = "ingestd") -> pika.BlockingConnection:
-    """Connect once; ``TransientError`` (without the password) when the broker cannot be reached."""
+    """Connect once. ``NotPermittedError`` when the broker refuses (login,
+    virtual host), else ``TransientError``; never with the password."""
     try:
         return pika.BlockingConnection(connection_parameters(url, heartbeat, name))
     except CONNECTION_ERRORS as exc:
-        raise TransientError(f"broker {redact_url(url)} unreachable: {redact_text(str(exc) or type(exc).__name__)}") from None
+        raise broker_connection_error(url, exc) from None
+
+
+def broker_connection_error(url: str, exc: BaseException) -> TransientError:
+    params = pika.URLParameters(url)
+    where = f"broker {redact_url(url)}"
+    if isinstance(exc, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+        return NotPermittedError(f"{where}: the broker refused the login of user {params.credentials.username!r}",
+                                 "fix the user or password in broker.url (or INGESTD_AMQP_URL); "
+                                 "rabbitmqctl list_users shows the users")
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return NotPermittedError(f"{where}: virtual host {params.virtual_host!r} does not exist, or user "
+                                 f"{params.credentials.username!r} has no access to it",
+                                 f"rabbitmqctl add_vhost {params.virtual_host} and rabbitmqctl set_permissions -p "
+                                 f"{params.virtual_host} {params.credentials.username} '.*' '.*' '.*', or fix the "
+                                 "vhost in broker.url")
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, pika.exceptions.IncompatibleProtocolError):
+        text = (f"the server at {params.host}:{params.port} closed the connection during the AMQP handshake "
+                "(a port of another service? RabbitMQ listens on 5672)")
+    elif "Connection refused" in repr(exc) or "ConnectionRefused" in repr(exc):
+        text = f"nothing accepts connections at {params.host}:{params.port} (is RabbitMQ running? is the port right?)"
+    elif isinstance(exc, OSError) and getattr(exc, "errno", None) in (-2, -3, -5):
+        text = f"host {params.host!r} does not resolve"
+    return TransientError(f"{where} unreachable: {redact_text(text)}")
 
 
 class Publisher:

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, IngestError, TransientError
+from .errors import ConfigError, IngestError, NotPermittedError, StartupError, TransientError
 
 log = logging.getLogger("ingestd")
 
@@ -24,10 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 1 failed, 2 bad usage or configuration.",
     )
     parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
-    parser.add_argument("--config", metavar="PATH",
-                        help="TOML config file (default: $INGESTD_CONFIG, else ./ingestd.toml)")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="override [log] level")
+    _add_global_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(config=None, log_level=None, log_format=None, verbose=0, quiet=0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("migrate", help="create the database if needed and apply sql/ migrations",
@@ -55,7 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="check config, database, broker and landing folder",
                    description="Check the configuration and connectivity; say what is wrong and how to fix it.")
     _add_operator_commands(sub)
+    _spread_global_options(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("-c", "--config", metavar="PATH", default=default,
+                       help="TOML config file (default: $INGESTD_CONFIG, else ./ingestd.toml)")
+    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=default,
+                       help="log level (default: [log] level; one-shot commands: WARNING)")
+    group.add_argument("--log-format", choices=["text", "json"], default=default,
+                       help="log lines as text or JSON (default: $INGESTD_LOG_FORMAT, else text on a terminal, "
+                            "JSON otherwise)")
+    group.add_argument("-v", "--verbose", action="count", default=default, help="more log lines (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="count", default=default, help="fewer log lines (errors only)")
+
+
+def _spread_global_options(parser: argparse.ArgumentParser) -> None:
+    """Every command accepts the global options after its name too; there
+    they default to nothing, so a value given before the command stands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_global_options(sub, argparse.SUPPRESS)
+                _spread_global_options(sub)
 
 
 def _add_operator_commands(sub) -> None:
@@ -120,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingestd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     long_running = args.command in ("run", "watch", "consume") or (args.command == "poll" and not args.once)
-    # Roles log JSON lines on stdout; one-shot commands keep stdout for their
-    # output and log only warnings, to stderr.
-    setup_logging(args.log_level or (config.log_level if long_running else "WARNING"),
-                  None if long_running else sys.stderr)
+    # Roles log on stdout; one-shot commands keep stdout for their output and
+    # log only warnings, to stderr.
+    setup_logging(_log_level(args, config.log_level if long_running else "WARNING"),
+                  None if long_running else sys.stderr, args.log_format)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -137,12 +159,26 @@ def main(argv: list[str] | None = None) -> int:
         handler = handlers[args.command]
     try:
         return handler(config, args)
+    except StartupError as exc:
+        print(f"ingestd: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"ingestd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except IngestError as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _log_level(args, default: str) -> str:
+    """--log-level, else the default moved by -v (down) and -q (up)."""
+    if args.log_level:
+        return args.log_level
+    index = _LEVELS.index(default if default in _LEVELS else "INFO") - (args.verbose or 0) + (args.quiet or 0)
+    return _LEVELS[max(0, min(index, len(_LEVELS) - 1))]
 
 
 def cmd_migrate(config, args) -> int:
@@ -153,16 +189,54 @@ def cmd_migrate(config, args) -> int:
 
 
 def _migrate_with_retry(config, stop: threading.Event) -> None:
+    """Migrate, waiting out an unreachable database; a refusal (login, role,
+    permission) stops the start with its fix."""
     from .broker import retry_until
     from .db import migrate
-    retry_until(lambda: migrate(config.database_url, config.connect_timeout_seconds), stop=stop.is_set,
-                what="migrate")
+
+    def attempt() -> None:
+        try:
+            migrate(config.database_url, config.connect_timeout_seconds)
+        except NotPermittedError as exc:
+            raise StartupError(f"{exc}; fix: {exc.fix}") from None
+    retry_until(attempt, stop=stop.is_set, what="migrate")
+
+
+def _check_broker_access(config) -> None:
+    """One connection at start: a refusal (login, virtual host) stops the
+    start with its fix; an unreachable broker is left to the roles, which
+    retry (files wait in the landing zone meanwhile)."""
+    from .broker import open_connection
+    try:
+        open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-start").close()
+    except NotPermittedError as exc:
+        raise StartupError(f"{exc}; fix: {exc.fix}") from None
+    except TransientError as exc:
+        log.warning("broker not reachable yet; the roles keep trying",
+                    extra={"step": "start", "status": "retry", "error": str(exc)})
 
 
 def _prepare_landing(config) -> None:
-    config.landing_dir.mkdir(parents=True, exist_ok=True)
-    for name in config.sources:
-        (config.landing_dir / name).mkdir(exist_ok=True)
+    try:
+        config.landing_dir.mkdir(parents=True, exist_ok=True)
+        for name in config.sources:
+            (config.landing_dir / name).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"landing folder {config.landing_dir}: {exc.strerror} ({exc.filename}); fix: create it "
+                           f"and give this user ({_user()}) write access, e.g. chown -R {_user()} "
+                           f"{config.landing_dir}") from None
+    if not os.access(config.landing_dir, os.W_OK | os.X_OK):
+        raise StartupError(f"landing folder {config.landing_dir} is not writable by this user ({_user()}): loaded "
+                           f"files move to _archive/ and failed ones to _quarantine/ there; fix: chown -R {_user()} "
+                           f"{config.landing_dir} (or chmod u+w)")
+
+
+def _user() -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
@@ -198,9 +272,10 @@ def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
     if server is not None:
         server.start()
     try:
+        _prepare_landing(config)
         if needs_database:
             _migrate_with_retry(config, supervisor.stop)
-        _prepare_landing(config)
+        _check_broker_access(config)
     except Shutdown:
         return EXIT_OK
     topology = Topology(config.prefix, config.delivery_limit)
@@ -385,6 +460,8 @@ def cmd_check(config, args) -> int:
                             f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
         else:
             results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
+    except NotPermittedError as exc:
+        results.append((False, "database", f"{exc}; fix: {exc.fix}"))
     except TransientError as exc:
         if "does not exist" in str(exc):
             fix = "fix: ingestd migrate (creates the database and its tables)"
@@ -401,6 +478,8 @@ def cmd_check(config, args) -> int:
         finally:
             if connection.is_open:
                 connection.close()
+    except NotPermittedError as exc:
+        results.append((False, "broker", f"{exc}; fix: {exc.fix}"))
     except TransientError as exc:
         results.append((False, "broker", f"{exc}; fix: start RabbitMQ or set [broker] url / INGESTD_AMQP_URL"))
     landing = config.landing_dir

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from importlib.resources import files
 
 import psycopg2
@@ -11,7 +12,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from .errors import ConfigError, IngestError, TransientError
+from .errors import ConfigError, IngestError, NotPermittedError, TransientError
 from .logs import redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,49 @@ MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ingestd.migrate").digest()[
 psycopg2.extras.register_uuid()
 
 
+# What libpq says when the server answered and refused: retrying cannot
+# cure these (a message, the fix; {0}, {1} are the quoted names).
+_REFUSALS = (
+    (re.compile(r'password authentication failed for user "([^"]*)"'),
+     "the database refused the password of user {0}",
+     "fix the password in database.url (or INGESTD_DATABASE_URL)"),
+    (re.compile(r'role "([^"]*)" does not exist'),
+     "database user {0} does not exist",
+     "create it (README: database roles: createuser --createdb {0}), or fix the user in database.url"),
+    (re.compile(r'no pg_hba\.conf entry for host "([^"]*)", user "([^"]*)"'),
+     "the server's pg_hba.conf admits no connection from {0} for user {1}",
+     "add a line for it to pg_hba.conf and reload PostgreSQL"),
+    (re.compile(r'permission denied for database "([^"]*)"|does not have CONNECT privilege'),
+     "this user may not connect to database {0}",
+     "GRANT CONNECT ON DATABASE <name> TO <user>"),
+    (re.compile(r"authentication failed|no password supplied|password is required"),
+     "the database refused the login",
+     "check the user and password in database.url (or INGESTD_DATABASE_URL)"),
+)
+
+
+def connection_error(url: str, exc: psycopg2.OperationalError) -> TransientError:
+    """``NotPermittedError`` (with its fix) when the server refused us,
+    else ``TransientError``; never with the password."""
+    text = str(exc).strip()
+    for pattern, message, fix in _REFUSALS:
+        found = pattern.search(text)
+        if found:
+            names = [g for g in found.groups() if g is not None]
+            return NotPermittedError(f"database {redact_url(url)}: {message.format(*names, '?', '?')}",
+                                     fix.format(*names, "?"))
+    if "Connection refused" in text:
+        text = "nothing accepts connections there (is PostgreSQL running? is the port right?)"
+    elif "could not translate host name" in text:
+        text = "the host name does not resolve"
+    return TransientError(f"database {redact_url(url)} unreachable: {redact_text(text)}")
+
+
 def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> psycopg2.extensions.connection:
     """Open a connection with TCP keepalives, so a dead server is noticed.
 
     Raises ``TransientError`` (password-free message) when the server cannot
-    be reached.
+    be reached, ``NotPermittedError`` when it refuses.
     """
     try:
         return psycopg2.connect(
@@ -40,7 +79,7 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
             keepalives_count=3,
         )
     except psycopg2.OperationalError as exc:
-        raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
+        raise connection_error(url, exc) from None
     except psycopg2.Error as exc:  # a connection string libpq cannot parse
         raise ConfigError(f"database URL {redact_url(url)} is not valid: {redact_text(str(exc).strip())}") from None
 
@@ -95,13 +134,13 @@ def ensure_database(url: str, timeout: int = 10) -> bool:
         conn.close()
         return False
     except psycopg2.OperationalError as exc:
-        if not dbname or "does not exist" not in str(exc):
-            raise TransientError(f"database {redact_url(url)} unreachable: {redact_text(str(exc).strip())}") from None
+        if not dbname or f'database "{dbname}" does not exist' not in str(exc):
+            raise connection_error(url, exc) from None
     admin = dict(dsn, dbname="postgres")
     try:
         conn = psycopg2.connect(connect_timeout=timeout, **admin)
     except psycopg2.OperationalError as exc:
-        raise TransientError(f"database server unreachable: {redact_text(str(exc).strip())}") from None
+        raise connection_error(url, exc) from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -111,10 +150,10 @@ def ensure_database(url: str, timeout: int = 10) -> bool:
     except psycopg2.errors.DuplicateDatabase:
         return False
     except psycopg2.Error as exc:
-        raise IngestError(
-            f"database {dbname!r} does not exist and could not be created ({exc.pgerror or exc}); "
-            f"create it with: createdb {dbname}"
-        ) from None
+        raise NotPermittedError(
+            f"database {dbname!r} does not exist and this user may not create it "
+            f"({(exc.pgerror or str(exc)).strip()})",
+            f"createdb -O {dsn.get('user', '<user>')} {dbname}, or give the user CREATEDB") from None
     finally:
         conn.close()
 

@@ -65,6 +65,23 @@ class TransientError(IngestError):
     """Something the data does not control failed: retry with backoff."""
 
 
+class NotPermittedError(TransientError):
+    """A server answered and refused: wrong password, missing role or vhost,
+    no permission. Retrying cannot help until someone changes something, so
+    at start-up ingestd stops with exit status 2 and the ``fix``; once
+    running, it keeps retrying like any outage (an operator may be rotating
+    a password)."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+class StartupError(ConfigError):
+    """ingestd cannot start, and retrying cannot change that (exit status 2,
+    so that systemd does not restart it in a loop)."""
+
+
 class Shutdown(BaseException):
     """Raised inside a role's loop to stop it.
 

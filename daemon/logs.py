@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from datetime import datetime, timezone
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -11,16 +13,27 @@ from pythonjsonlogger.json import JsonFormatter
 LOG_FIELDS = ("run_id", "event_id", "source", "step", "status", "duration_ms")
 
 
-def setup_logging(level: str = "INFO", stream=None) -> None:
-    """Send JSON lines to stdout (or ``stream``), replacing earlier handlers."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(
-        RedactingJsonFormatter(
-            "%(levelname)s %(name)s %(message)s",
-            rename_fields={"levelname": "level", "name": "logger"},
-            timestamp="time",  # ISO 8601 in UTC, whatever the machine's zone
+ENV_LOG_FORMAT = "INGESTD_LOG_FORMAT"
+
+
+def setup_logging(level: str = "INFO", stream=None, log_format: str | None = None) -> None:
+    """Log to stdout (or ``stream``), replacing earlier handlers: JSON lines
+    for machines, or text lines for people; by default text when the stream
+    is a terminal, else JSON (``INGESTD_LOG_FORMAT`` or ``--log-format``
+    decide otherwise)."""
+    stream = stream or sys.stdout
+    chosen = log_format or os.environ.get(ENV_LOG_FORMAT) or ("text" if _isatty(stream) else "json")
+    handler = logging.StreamHandler(stream)
+    if chosen == "text":
+        handler.setFormatter(RedactingTextFormatter())
+    else:
+        handler.setFormatter(
+            RedactingJsonFormatter(
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",  # ISO 8601 in UTC, whatever the machine's zone
+            )
         )
-    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -69,3 +82,33 @@ class RedactingJsonFormatter(JsonFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# Attributes every LogRecord has; the rest came with ``extra=`` and are shown.
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class RedactingTextFormatter(logging.Formatter):
+    """One line for people: time (UTC, with its zone), level, message, then
+    the fields as key=value; secrets removed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S%z")
+        fields = " ".join(f"{key}={_text(value)}" for key, value in vars(record).items()
+                          if key not in _RECORD_FIELDS and value is not None)
+        line = f"{when} {record.levelname:<7} {record.getMessage()}" + (f"  {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+def _text(value) -> str:
+    text = str(value)
+    return repr(text) if (" " in text or not text) else text
