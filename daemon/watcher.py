@@ -97,6 +97,8 @@ class Watcher:
         # What was published, so rescans do not publish the same file again.
         self.published: dict[str, tuple[int, int]] = {}
         self._observer = None
+        # Root folders with a watch ("" is the root itself): (watch, inode).
+        self._watched: dict[str, tuple[object, int]] = {}
         self._next_publish_try = 0.0
         self._publish_failures = 0
         self.heartbeat: Callable[[], None] = lambda: None
@@ -112,12 +114,20 @@ class Watcher:
         return None if not rel.parts or rel.parts == (".",) or is_ignored(rel) else rel
 
     def start_observer(self) -> None:
+        """Watch the landing root (not recursively) and each source folder
+        (recursively). The underscored folders (_archive, _quarantine,
+        _payloads) are never watched: ingestd writes there itself, they grow
+        a folder a day for ever (inotify watches are a bounded resource),
+        and watchdog would re-register the nested folders that the archive
+        creates at once (its "Callback with id ... already exists" warning)."""
         observer_cls = PollingObserver if self.config.polling else Observer
         kwargs = {"timeout": self.config.poll_interval_seconds} if self.config.polling else {}
         observer = observer_cls(**kwargs)
-        observer.schedule(_Hints(self.hints), str(self.root), recursive=True)
+        self._watched = {}
         try:
+            self._schedule(observer, self.root, recursive=False)
             observer.start()
+            self._watch_source_folders(observer)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -126,10 +136,48 @@ class Watcher:
                 "sysctl fs.inotify.max_user_watches=524288 (and max_user_instances)",
                 extra={"step": "watch", "status": "degraded"},
             )
+            observer.stop()
             observer = PollingObserver(timeout=self.config.poll_interval_seconds)
-            observer.schedule(_Hints(self.hints), str(self.root), recursive=True)
+            self._watched = {}
+            self._schedule(observer, self.root, recursive=False)
             observer.start()
+            self._watch_source_folders(observer)
         self._observer = observer
+
+    def _schedule(self, observer, folder: Path, recursive: bool) -> None:
+        watch = observer.schedule(_Hints(self.hints), str(folder), recursive=recursive)
+        name = folder.name if folder != self.root else ""
+        self._watched[name] = (watch, os.stat(folder).st_ino)
+
+    def _watch_source_folders(self, observer=None) -> None:
+        """A recursive watch for every folder of the root not yet watched
+        (a new source folder appears: its watch starts, then a scan finds
+        what was written before it); a folder deleted, or replaced by
+        another of the same name, loses or renews its watch."""
+        observer = observer or self._observer
+        if observer is None:
+            return
+        try:
+            folders = {e.name: e.inode() for e in os.scandir(self.root)
+                       if not is_ignored_name(e.name) and e.is_dir(follow_symlinks=False)}
+        except OSError:
+            return
+        for name, (watch, inode) in list(self._watched.items()):
+            if name and folders.get(name) != inode:
+                del self._watched[name]
+                try:
+                    observer.unschedule(watch)
+                except (KeyError, OSError):
+                    pass  # its folder is gone: so is the watch
+        for name in folders:
+            if name not in self._watched:
+                try:
+                    self._schedule(observer, self.root / name, recursive=True)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        raise
+                    continue  # gone meanwhile
+                self.hints.put(("scan", str(self.root / name)))
 
     def stop_observer(self) -> None:
         if self._observer is not None:
@@ -267,7 +315,10 @@ class Watcher:
             return
         while True:
             if kind == "scan":
-                self.scan(Path(path))
+                if self.relative(path) is not None:
+                    if Path(path).parent == self.root:
+                        self._watch_source_folders()
+                    self.scan(Path(path))
             elif kind == "deleted":
                 rel = self.relative(path)
                 if rel is not None:
@@ -296,6 +347,7 @@ class Watcher:
                 self.drain_hints(timeout=0.05 if self.pending else 0.5)
                 if self.clock() >= next_rescan:
                     self.forget_missing()
+                    self._watch_source_folders()
                     self.scan()
                     next_rescan = self.clock() + self.config.rescan_seconds
                 if self._observer is not None and not self._observer.is_alive():

@@ -111,3 +111,34 @@ def test_broker_down_files_wait_and_watcher_survives(write_config):
     stop.set()
     thread.join(timeout=10)
     assert [e[2]["path"] for e in got] == ["events_jsonl/w.jsonl"]
+
+
+def test_underscored_folders_are_not_watched_and_new_or_replaced_source_folders_are(watcher_for):
+    import os
+    import shutil
+    import warnings
+
+    config, watcher, thread = watcher_for()
+    landing = config.landing_dir
+    (landing / "_archive" / "a" / "2026" / "11" / "25").mkdir(parents=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        thread.start()
+        time.sleep(1.0)
+        # The archive grows while the watcher runs, as loads archive files.
+        (landing / "_archive" / "a" / "2026" / "11" / "26" / "x").mkdir(parents=True)
+        drop_file(landing, "_archive/a/2026/11/26/x/old.csv", b"a\n1\n")
+        # A source folder made after start, with nested folders at once.
+        drop_file(landing, "late_source/2026/11/f.jsonl", b'{"a": 1}\n')
+        got = collect(config, 1)
+        assert [e[2]["path"] for e in got] == ["late_source/2026/11/f.jsonl"]
+        # The same folder deleted and made again: watched again.
+        shutil.rmtree(landing / "late_source")
+        time.sleep(0.5)
+        os.makedirs(landing / "late_source")
+        time.sleep(0.5)
+        drop_file(landing, "late_source/g.jsonl", b'{"a": 2}\n')
+        got = collect(config, 1)
+        assert [e[2]["path"] for e in got] == ["late_source/g.jsonl"]
+    assert not [w for w in caught if "already exists" in str(w.message)]
+    assert set(watcher._watched) == {"", "late_source"} | {s for s in config.sources if (landing / s).is_dir()}
