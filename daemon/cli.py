@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         handler = handlers[args.command]
     try:
         return handler(config, args)
+    except BrokenPipeError:
+        # `ingestd status | head`: the reader left; nothing more to say. Later
+        # writes (at exit) go nowhere instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except StartupError as exc:
         print(f"ingestd: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -410,7 +416,8 @@ def cmd_publish(config, args) -> int:
                           config.heartbeat_seconds, "publish")
     published = 0
     try:
-        bar = tqdm(files, unit="file", disable=args.no_progress or not files, file=sys.stderr)
+        # disable=None: tqdm draws only on a terminal.
+        bar = tqdm(files, unit="file", disable=True if args.no_progress or not files else None, file=sys.stderr)
         for path in bar:
             try:
                 rel = PurePosixPath(path.parent.resolve().joinpath(path.name).relative_to(root).as_posix())

@@ -15,7 +15,7 @@ from . import dlq
 from .broker import Publisher, Topology, open_connection
 from .db import connect
 from .reports import gather_status, recent_runs
-from .table import cell, format_table, printable
+from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -91,7 +91,7 @@ def cmd_dlq_list(config, args) -> int:
         print(format_table(
             ["ID", "DEAD-LETTERED", "SOURCE", "REASON", "REPLAYS", "STATE", "FILE", "ERROR"],
             [[r.id, r.dead_lettered_at, r.source, r.reason, r.replay_count, r.state,
-              r.file_path or _endpoint(r), r.error] for r in rows], shrink=[2, 6, 7]))
+              r.file_path or _endpoint(r), r.error] for r in rows], shrink=[2, 6, 7], below=7))
         print(f"\n{len(rows)} shown; {waiting} waiting in ops.dead_letters; "
               f"{'?' if depth is None else depth} message(s) in {topology.dead_queue}")
     if depth is not None and depth != waiting:
@@ -166,7 +166,7 @@ def cmd_dlq_show(config, args) -> int:
         lines += ["    " + line for line in format_table(
             ["ID", "DEAD-LETTERED", "REPLAYS", "STATE", "REASON", "ERROR"],
             [[d.id, d.dead_lettered_at, d.replay_count, d.state, d.reason, d.error] for d in chain],
-            width=96).splitlines()]
+            width=output_width() - 4).splitlines()]
     print(printable("\n".join(lines)))
     return EXIT_OK
 
@@ -218,8 +218,9 @@ def cmd_dlq_replay(config, args) -> int:
             return rows
         topology = Topology(config.prefix, config.delivery_limit)
         publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "dlq-replay")
+        # disable=None: tqdm draws only on a terminal.
         bar = tqdm(total=len(rows), unit="dead letter", desc="replaying", file=sys.stderr,
-                   disable=args.json or len(rows) < 2)
+                   disable=True if args.json or len(rows) < 2 else None)
         try:
             report = dlq.replay(conn, publisher, config.landing_dir, rows, config.replay_limit,
                                 progress=lambda d: bar.update(1))
@@ -230,7 +231,7 @@ def cmd_dlq_replay(config, args) -> int:
         if report.published and args.wait > 0:
             ids = [str(d.event_id) for d in report.published]
             wait_bar = tqdm(total=len(ids), unit="event", desc="waiting for consumers", file=sys.stderr,
-                            disable=args.json or len(ids) < 2)
+                            disable=True if args.json or len(ids) < 2 else None)
             counts = dlq.wait_for_outcomes(conn, ids, report.started_at, args.wait,
                                            tick=lambda n: wait_bar.update(n - wait_bar.n))
             wait_bar.close()
@@ -316,7 +317,7 @@ def cmd_runs(config, args) -> int:
         table.append([r["started_at"], r["status"], r["source"], r["trigger"], counts,
                       "-" if duration is None else f"{duration:.2f}s", note])
     print(format_table(["STARTED", "STATUS", "SOURCE", "TRIGGER", "ROWS T/V/I", "TOOK", "REASON / ERROR / FILE"],
-                       table, shrink=[2, 6]))
+                       table, shrink=[2, 6], below=6))
     return EXIT_OK
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .broker import Topology, open_connection
@@ -114,6 +114,21 @@ def gather_status(config: Config) -> Status:
         conn.close()
     if status.dead_letters_waiting:
         status.problems.append(f"{status.dead_letters_waiting} dead letter(s) waiting: ingestd dlq list")
+    events = status.queues.get("events", {})
+    if events.get("consumers") == 0 and events.get("messages"):
+        status.problems.append(f"no consumer on {events['queue']} and {events['messages']} event(s) waiting: "
+                               "start ingestd consume (or ingestd run)")
+    now = datetime.now(timezone.utc)
+    for poller in status.pollers:
+        source = config.source(poller["source"])
+        due = poller["next_poll_at"]
+        if source is None or source.kind != "api" or due is None:
+            continue
+        grace = timedelta(seconds=max(60.0, source.interval_seconds / 2))
+        if now - due > grace:
+            status.problems.append(f"API source {poller['source']} is overdue: its poll was due at "
+                                   f"{due.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}: is ingestd poll "
+                                   "(or ingestd run) running?")
     dead = status.queues.get("dead", {}).get("messages")
     if dead is not None and dead != status.dead_letters_waiting:
         status.problems.append(f"the dead-letter queue holds {dead} message(s) but {status.dead_letters_waiting} "

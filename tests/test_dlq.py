@@ -31,6 +31,28 @@ def cli(config_path, *args, check_exit=None):
     return result
 
 
+def on_a_terminal(config_path, *args, columns=80) -> str:
+    """What a command prints on a terminal of ``columns`` columns."""
+    import os
+    import pty
+    main, child = pty.openpty()
+    env = dict(os.environ, COLUMNS=str(columns), LINES="40")
+    proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), *args), stdout=child, stderr=child, env=env)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=120)
+    os.close(main)
+    return out.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
 def cli_json(config_path, *args, check_exit=0):
     return json.loads(cli(config_path, *args, "--json", check_exit=check_exit).stdout)
 
@@ -117,8 +139,14 @@ def test_each_kind_of_dead_letter_is_listed_and_filtered(setup, db):
     assert "unknown reason" in bad.stderr
 
     human = cli(path, "dlq", "list", check_exit=0).stdout
-    assert all(len(line) <= 100 for line in human.splitlines())
     assert "5 waiting in ops.dead_letters; 5 message(s)" in human
+    assert "…" not in human  # piped: every error whole, to act on
+    narrow = on_a_terminal(path, "dlq", "list", columns=100)
+    table = narrow.split("\n\n")[0].splitlines()  # the prose after it wraps like any text
+    assert all(len(line) <= 100 for line in table) and "5 waiting" in narrow
+    # Too narrow for the errors beside the rows: each under its row, whole.
+    errors = " ".join(line.strip() for line in table if line.startswith("    "))
+    assert "kept failing on it" in errors and errors.count("error:") == 5
 
 
 def test_show_gives_the_whole_envelope(setup, db):
@@ -214,7 +242,10 @@ def test_status_says_what_needs_attention(setup, db):
     assert sick["dead_letters_waiting"] == 1 and sick["queues"]["dead"]["messages"] == 1
     assert any("dead letter" in p for p in sick["problems"])
     text = cli(path, "status", check_exit=1).stdout
-    assert "mystery (not configured)" in text and all(len(line) <= 100 for line in text.splitlines())
+    assert "mystery (not configured)" in text
+    narrow = on_a_terminal(path, "status", columns=100)
+    tables = [line for line in narrow.splitlines() if not line.startswith("attention:")]
+    assert "mystery" in narrow and all(len(line) <= 100 for line in tables)
     path.write_text(path.read_text().replace(config.amqp_url, "amqp://guest:guest@127.0.0.1:1/%2F"))
     down = cli_json(path, "status", check_exit=1)
     assert down["broker"] == "unreachable"
@@ -232,7 +263,9 @@ def test_runs_lists_with_filters(setup, db):
     assert len(cli_json(path, "runs", "--limit", "1")["runs"]) == 1
     assert cli_json(path, "runs", "--since", "2099-01-01")["runs"] == []
     text = cli(path, "runs", check_exit=0).stdout
-    assert "49/49/0" in text and all(len(line) <= 100 for line in text.splitlines())
+    assert "49/49/0" in text and "…" not in text  # piped: full width, nothing cut
+    narrow = on_a_terminal(path, "runs", columns=80)
+    assert "49/49/0" in narrow and all(len(line) <= 80 for line in narrow.splitlines())
 
 
 def test_new_user_flow_fix_the_config_of_a_running_daemon_then_replay(write_config, db, tmp_path):
@@ -261,3 +294,23 @@ def test_new_user_flow_fix_the_config_of_a_running_daemon_then_replay(write_conf
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
+
+
+def test_status_needs_attention_when_events_wait_and_no_consumer_takes_them(setup, db):
+    path, config, ctx = setup
+    publisher = Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit))
+    drop_file(config.landing_dir, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
+    event = event_for(config, "heart_rate/h.csv")
+    publisher.publish(publisher.topology.events_exchange, event.routing_key, event.to_json(), event.event_id)
+    publisher.close()
+    waiting = cli_json(path, "status", check_exit=1)
+    assert waiting["queues"]["events"] == {"queue": config.prefix + "ingest.events", "messages": 1, "consumers": 0}
+    assert any(p.startswith("no consumer on") for p in waiting["problems"])
+
+
+def test_status_piped_into_head_ends_quietly(setup):
+    path, _, _ = setup
+    shell = subprocess.run(" ".join(ingestd_cmd("--config", str(path), "status")) + " | head -1", shell=True,
+                           capture_output=True, text=True, timeout=120)
+    assert shell.stdout.startswith("database")
+    assert "Traceback" not in shell.stderr and "BrokenPipe" not in shell.stderr
