@@ -123,6 +123,17 @@ class LoadStats:
     first_errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_invalid_ratio(stats: LoadStats, max_invalid_ratio: float) -> None:
+    """``schema_rejected`` when more records fail the schema than the source allows."""
+    if stats.rows_total and stats.rows_invalid / stats.rows_total > max_invalid_ratio:
+        raise PermanentError(
+            "schema_rejected",
+            f"{stats.rows_invalid} of {stats.rows_total} records fail the schema "
+            f"(ratio {stats.rows_invalid / stats.rows_total:.3f} > max_invalid_ratio {max_invalid_ratio})",
+            rows_total=stats.rows_total, rows_invalid=stats.rows_invalid, examples=stats.first_errors,
+        )
+
+
 class CopyStream:
     """A read-only file object producing binary COPY rows from records.
 

@@ -38,7 +38,7 @@ from . import bronze, runs
 from .checksum import sha256_file
 from .dead_letter import Outcome, dead_letter_bad_event, dead_letter_event
 from .jsontext import with_context
-from .readers import read_json, read_records
+from .readers import check_file_size, read_json, read_records
 from .validation import RecordValidator
 
 log = logging.getLogger(__name__)
@@ -146,18 +146,6 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
     return outcome
 
 
-def gzip_declared_size(path: Path) -> int | None:
-    """The uncompressed size a gzip file declares in its trailer (modulo 4 GiB)."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(2) != b"\x1f\x8b":
-                return None
-            fh.seek(-4, os.SEEK_END)
-            return int.from_bytes(fh.read(4), "little")
-    except OSError:
-        return None
-
-
 def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float) -> None:
     label = source_label(source, ctx.config.sources)
     RUNS.labels(label, outcome.status).inc()
@@ -212,20 +200,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
         # Still being written, or replaced: the watcher publishes a new event
         # once the file is complete again, so this one has nothing to do.
         return _skip(conn, run_id, "the file changed after the event was published; a newer event follows")
-    if st.st_size == 0:
-        # A decision (README): an empty drop is almost always a failed export,
-        # so it is quarantined for a human rather than recorded as 0 rows.
-        raise PermanentError("parse_error", "the file is empty (0 bytes)", path=shown)
-    if cfg.max_file_bytes is not None and st.st_size > cfg.max_file_bytes:
-        raise PermanentError("too_large", f"file of {st.st_size} bytes exceeds landing.max_file_bytes "
-                             f"({cfg.max_file_bytes})", size=st.st_size, limit=cfg.max_file_bytes)
-    if cfg.max_file_bytes is not None and event.path.endswith(".gz"):
-        declared = gzip_declared_size(path)
-        if declared is not None and declared > cfg.max_file_bytes:
-            # The gzip trailer's own size: refused without expanding anything. (It
-            # can lie; the streaming limit of the reader still holds then.)
-            raise PermanentError("too_large", f"gzip content of {declared} bytes exceeds landing.max_file_bytes "
-                                 f"({cfg.max_file_bytes})", size=declared, limit=cfg.max_file_bytes)
+    check_file_size(path, st.st_size, cfg.max_file_bytes, shown)
     try:
         checksum, _ = sha256_file(path)
     except OSError as exc:
@@ -377,13 +352,7 @@ def _load_records(ctx: IngestContext, conn, run_id: uuid.UUID, event: Event, sou
             return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")
         if after_copy is not None:
             after_copy(cur)
-        if stats.rows_total and stats.rows_invalid / stats.rows_total > source.max_invalid_ratio:
-            raise PermanentError(
-                "schema_rejected",
-                f"{stats.rows_invalid} of {stats.rows_total} records fail the schema "
-                f"(ratio {stats.rows_invalid / stats.rows_total:.3f} > max_invalid_ratio {source.max_invalid_ratio})",
-                rows_total=stats.rows_total, rows_invalid=stats.rows_invalid, examples=stats.first_errors,
-            )
+        bronze.check_invalid_ratio(stats, source.max_invalid_ratio)
         if not still_same():
             conn.rollback()
             return _skip(conn, run_id, "the file changed while it was being loaded; a newer event follows")

@@ -13,15 +13,18 @@ import csv
 import gzip
 import io
 import math
+import os
 import zlib
 from typing import IO, Any, Iterator
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingestd.daemon.errors import PermanentError
 
+from .bronze import encode_record
 from .jsontext import json_type, parse_record, read_json_records, too_large_message
 
 Record = dict[str, Any]
@@ -75,6 +78,36 @@ def open_content(path, limit: int | None) -> IO[bytes]:
     if str(path).endswith(".gz"):
         raw = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
     return io.BufferedReader(LimitedReader(raw, limit), buffer_size=TEXT_CHUNK)
+
+
+def gzip_declared_size(path) -> int | None:
+    """The uncompressed size a gzip file declares in its trailer (modulo 4 GiB)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
+def check_file_size(path, size: int, max_file_bytes: int | None, shown: str) -> None:
+    """Refuse before reading: an empty file (``parse_error``: almost always a
+    failed export, quarantined for a human rather than loaded as 0 rows) and
+    a file, or a gzip file's declared content, over ``max_file_bytes``."""
+    if size == 0:
+        raise PermanentError("parse_error", "the file is empty (0 bytes)", path=shown)
+    if max_file_bytes is not None and size > max_file_bytes:
+        raise PermanentError("too_large", f"file of {size} bytes exceeds landing.max_file_bytes "
+                             f"({max_file_bytes})", size=size, limit=max_file_bytes)
+    if max_file_bytes is not None and str(path).endswith(".gz"):
+        declared = gzip_declared_size(path)
+        if declared is not None and declared > max_file_bytes:
+            # The gzip trailer's own size: refused without expanding anything. (It
+            # can lie; the streaming limit of the reader still holds then.)
+            raise PermanentError("too_large", f"gzip content of {declared} bytes exceeds landing.max_file_bytes "
+                                 f"({max_file_bytes})", size=declared, limit=max_file_bytes)
 
 
 def _gzip_guard(exc: Exception) -> PermanentError:
@@ -254,12 +287,18 @@ def _stringify_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def read_parquet(path) -> Iterator[TextRecord]:
-    """Parquet via pyarrow, a row group batch at a time."""
+    """Parquet via pyarrow, a row group batch at a time. Each row is turned
+    into its JSON text once (binary as UTF-8 or ``base64:``, decimals and
+    dates as text, README: Formats), and the value validation sees is read
+    back from that text: one view of the row, the stored one."""
+    number = 0
     try:
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in _stringify_temporal(batch).to_pylist():
-                yield {k: _parquet_value(v) for k, v in row.items()}, None
+                number += 1
+                text = encode_record({k: _parquet_value(v) for k, v in row.items()}, number)
+                yield orjson.loads(text), text
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise PermanentError("parse_error", f"not a readable Parquet file: {exc}") from None
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, IngestError, NotPermittedError, StartupError, TransientError
+from .errors import ConfigError, IngestError, NotPermittedError, PermanentError, StartupError, TransientError
 
 log = logging.getLogger("ingestd")
 
@@ -48,10 +48,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="enqueue existing files by hand (backfill)",
                        description="Publish an event for each file (folders are walked) inside the landing "
                                    "zone, with trigger 'manual'. Files already loaded are recorded as skipped.")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files or folders inside the landing zone (folders are walked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("check", help="check config, database, broker and landing folder",
                    description="Check the configuration and connectivity; say what is wrong and how to fix it.")
+    p = sub.add_parser("validate", help="read and validate files without loading them: what would happen",
+                       description="Read FILEs as files of source NAME (its format, schema and limits) and say what "
+                                   "a load would do: rows, invalid records with pointer and keyword, and the reason "
+                                   "code it would get. Nothing is loaded, moved or published; no server is needed. "
+                                   "Exit 0 when every file would load, 1 otherwise.")
+    p.add_argument("--source", required=True, metavar="NAME", help="a file source of the config")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files to read (anywhere)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p = sub.add_parser("infer-schema", help="propose a JSON Schema from a sample file",
+                       description="Read a sample file and print a JSON Schema (draft 2020-12) for its records: "
+                                   "types, required properties, and shapes of text (integers, decimals, dates). "
+                                   "Review it, save it under schemas/, and name it in the source. No config needed.")
+    p.add_argument("file", metavar="FILE", help="a sample file (csv, json, jsonl, parquet; .gz too)")
+    p.add_argument("--format", choices=["csv", "json", "jsonl", "parquet"],
+                   help="the file's format (default: from its suffix)")
+    p.add_argument("--records-path", metavar="PATH", help="JSON: the dotted path of the records array")
+    p.add_argument("--delimiter", default=",", metavar="CHAR", help="CSV delimiter (default ,)")
+    p.add_argument("--skip-lines", type=int, default=0, metavar="N", help="CSV: lines before the header")
+    p.add_argument("--sample", type=int, default=100_000, metavar="N",
+                   help="read at most N records (default 100,000)")
+    p.add_argument("--title", help="the schema's title (default: the file's name)")
+    p = sub.add_parser("init", help="write a starting config, the example schemas and the landing folders",
+                       description="Write DIR/ingestd.toml (commented), DIR/schemas/ and DIR/data_lake/<source>/ "
+                                   "for each file source of the example. Nothing is overwritten without --force.")
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to write (default: here)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing ingestd.toml and schemas")
+    p = sub.add_parser("config", help="the configuration in force", description="The configuration in force.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = csub.add_parser("show", help="every setting, its value and where it came from",
+                        description="Every setting in force, its value (secrets redacted) and where it came from: "
+                                    "the file, the environment, or the default.")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
     _add_operator_commands(sub)
     _spread_global_options(parser)
     return parser
@@ -96,7 +129,7 @@ def _add_operator_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     p = dsub.add_parser("show", help="one dead letter, whole",
                         description="The whole envelope: reason, message, detail, event, file, run, replays.")
-    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("id", type=int, metavar="ID", help="the dead letter's id (first column of dlq list)")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     p = dsub.add_parser("replay", help="publish dead-lettered events again, after a fix",
                         description="Re-publish the selected waiting dead letters (trigger 'replay'), take their "
@@ -119,8 +152,8 @@ def _add_operator_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON summary for scripts")
 
     p = sub.add_parser("runs", help="run history", description="Recent runs, newest first.")
-    p.add_argument("--status", choices=["running", "success", "failure", "skipped"])
-    p.add_argument("--source")
+    p.add_argument("--status", choices=["running", "success", "failure", "skipped"], help="only runs that ended so")
+    p.add_argument("--source", metavar="NAME", help="only runs of this source")
     p.add_argument("--since", metavar="WHEN", help="started at or after (2h, 7d, 2026-11-23T08:00)")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -136,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     from .config import load_config
     from .logs import setup_logging
 
+    if args.command == "infer-schema":
+        setup_logging("WARNING", sys.stderr, args.log_format)
+        return cmd_infer_schema(args)
+    if args.command == "init":
+        from .setup_commands import cmd_init
+        setup_logging("WARNING", sys.stderr, args.log_format)
+        try:
+            return cmd_init(args)
+        except (ConfigError, OSError) as exc:
+            print(f"ingestd init: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -150,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     from . import operate
-    handlers = {"migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume, "poll": cmd_poll,
+    handlers = {"validate": cmd_validate, "migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch, "consume": cmd_consume, "poll": cmd_poll,
                 "publish": cmd_publish, "check": cmd_check, "runs": operate.cmd_runs, "status": operate.cmd_status}
-    if args.command == "dlq":
+    if args.command == "config":
+        from .setup_commands import cmd_config_show
+        handler = cmd_config_show
+    elif args.command == "dlq":
         handler = {"list": operate.cmd_dlq_list, "show": operate.cmd_dlq_show, "replay": operate.cmd_dlq_replay,
                    "discard": operate.cmd_dlq_discard}[args.dlq_command]
     else:
@@ -185,6 +233,70 @@ def _log_level(args, default: str) -> str:
         return args.log_level
     index = _LEVELS.index(default if default in _LEVELS else "INFO") - (args.verbose or 0) + (args.quiet or 0)
     return _LEVELS[max(0, min(index, len(_LEVELS) - 1))]
+
+
+def cmd_validate(config, args) -> int:
+    import json
+
+    from ingestd.consumers.dry_run import judge_file
+    from ingestd.consumers.validation import RecordValidator, plan_for
+
+    from .table import printable
+    source = config.source(args.source)
+    if source is None or source.kind != "file":
+        known = ", ".join(sorted(s.name for s in config.sources.values() if s.kind == "file")) or "none"
+        print(f"ingestd validate: {args.source!r} is not a file source of {config.path} (file sources: {known})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    validator = RecordValidator(source.schema, source.name, source.format_keyword)
+    verdicts = [judge_file(config, source, Path(f), validator) for f in args.files]
+    if args.json:
+        print(json.dumps({"source": source.name, "files": [v.as_json() for v in verdicts]}, indent=2))
+    else:
+        plan = plan_for(source.schema, source.format_keyword).describe() if source.schema else "no schema"
+        print(f"source {source.name}: {source.format}, {plan}")
+        for v in verdicts:
+            print(printable(f"{v.path}: {v.outcome}; {v.rows} record(s), {v.rows_valid} valid, "
+                            f"{v.rows_invalid} invalid" + (f"; {v.message}" if v.message else "")))
+            for example in v.invalid_examples:
+                for error in example["errors"]:
+                    print(printable(f"  record {example['record']}: {error['pointer']} ({error['keyword']}): "
+                                    f"{error['message']}"))
+    return EXIT_OK if all(v.reason is None for v in verdicts) else EXIT_FAILED
+
+
+def cmd_infer_schema(args) -> int:
+    import itertools
+    import json
+
+    from ingestd.consumers.infer import infer_schema
+    from ingestd.consumers.readers import read_records
+
+    path = Path(args.file)
+    fmt = args.format or _format_of(path.name)
+    if fmt is None:
+        print(f"ingestd infer-schema: cannot tell the format of {path.name}; pass --format", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        records = read_records(path, fmt, None, args.records_path, args.delimiter, args.skip_lines)
+        values = [value for value, _ in itertools.islice(records, max(1, args.sample))]
+    except PermanentError as exc:
+        print(f"ingestd infer-schema: {path}: {exc.reason}: {exc.failure.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"ingestd infer-schema: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(infer_schema(values, args.title or path.name), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _format_of(name: str) -> str | None:
+    base = name[:-3] if name.endswith(".gz") else name
+    for suffix, fmt in ((".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"),
+                        (".parquet", "parquet")):
+        if base.endswith(suffix):
+            return fmt
+    return None
 
 
 def cmd_migrate(config, args) -> int:

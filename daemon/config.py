@@ -102,6 +102,10 @@ class Config:
     health_port: int = 9464  # 0: no health and metrics server
     poller: PollerConfig = field(default_factory=PollerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
+    # Where each setting came from ("file", "environment (INGESTD_...)");
+    # absent keys are defaults. Keys as in the file: "landing.dir",
+    # "sources.<name>.<field>".
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> SourceConfig | None:
         return self.sources.get(name)
@@ -129,13 +133,20 @@ def describe_config_error(error: jsonschema.ValidationError) -> str:
     """A one-line message naming the offending key."""
     where = _key_path(error)
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        keys = ", ".join(repr(k) for k in extra)
+        known = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        keys = ", ".join(repr(k) + _did_you_mean(k, known) for k in extra)
         return f"{where}: unknown key {keys}" if where != "(top level)" else f"unknown key {keys}"
     if error.validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
         keys = ", ".join(repr(k) for k in error.validator_value["required"])
         return f"{where}: key {keys} is not allowed here (it belongs to file sources)"
     return f"{where}: {error.message}"
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_config_document(doc: Mapping[str, Any]) -> list[str]:
@@ -185,10 +196,15 @@ def build_config(
         raise ConfigError(where + "; ".join(problems))
     sections: dict[str, dict[str, Any]] = {k: dict(v) for k, v in doc.items() if isinstance(v, dict)}
     origins: dict[tuple[str, str], str] = {}
+    where_from = {f"{section}.{key}": "file" for section, values in sections.items() for key in values}
+    for raw in doc.get("sources", []):
+        for key in raw:
+            where_from[f"sources.{raw.get('name')}.{_SOURCE_FIELD.get(key, key)}"] = "file"
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             sections.setdefault(section, {})[key] = env[var]
             origins[(section, key)] = var
+            where_from[f"{section}.{key}"] = f"environment ({var})"
     problems = []
     for (section, key), check in (("database", "url"), check_database_url), (("broker", "url"), check_broker_url):
         value = sections.get(section, {}).get(key)
@@ -241,6 +257,7 @@ def build_config(
         health_host=str(health.get("host", defaults.health_host)),
         health_port=int(health.get("port", defaults.health_port)),
         sources=sources,
+        origins=where_from,
     )
 
 
@@ -278,6 +295,10 @@ def check_broker_url(url: str) -> str | None:
     if not parts.hostname:
         return f"no host in the AMQP URL (expected {example})"
     return None
+
+
+# Keys of a [[sources]] table whose SourceConfig field has another name.
+_SOURCE_FIELD = {"schema": "schema_path", "interval": "interval_seconds"}
 
 
 def _build_poller(raw: Mapping[str, Any]) -> PollerConfig:
