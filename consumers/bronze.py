@@ -6,14 +6,15 @@ disk to the server without ever being held whole in memory.
 """
 from __future__ import annotations
 
-import datetime as dt
 import base64
+import datetime as dt
 import decimal
 import hashlib
 import struct
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import orjson
 import psycopg2
@@ -44,7 +45,7 @@ NULL_FIELD = struct.pack("!i", -1)
 _FIELD_COUNT = struct.Struct("!h")
 _NUMBER_FIELD = struct.Struct("!iq")
 _JSONB_HEADER = struct.Struct("!iB")
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def _binary_field(data: bytes) -> bytes:

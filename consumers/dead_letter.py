@@ -16,9 +16,14 @@ from typing import TYPE_CHECKING, Any
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import MAX_EVENT_BYTES, Event, FileEvent
 from ingestd.daemon.landing import (
-    SOURCE_NAME, Moved, check_event_path, display_path, move_file, movable_entry, quarantine_path,
+    SOURCE_NAME,
+    Moved,
+    check_event_path,
+    display_path,
+    movable_entry,
+    move_file,
+    quarantine_path,
 )
-
 from ingestd.daemon.metrics import DEAD_LETTERS, RUNS
 
 from . import runs
@@ -72,7 +77,7 @@ def _note_move(conn, dead_letter_id: int, moved: Moved | None) -> None:
     conn.commit()
 
 
-def dead_letter_event(ctx: "IngestContext", conn, event: Event, run_id: uuid.UUID,
+def dead_letter_event(ctx: IngestContext, conn, event: Event, run_id: uuid.UUID,
                       exc: PermanentError) -> Outcome:
     """Dead-letter an event whose data is at fault.
 
@@ -140,7 +145,7 @@ def _event_id_of(doc: Any) -> str | None:
         return None
 
 
-def dead_letter_bad_event(ctx: "IngestContext", body: bytes, exc: PermanentError) -> Outcome:
+def dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) -> Outcome:
     """A message that is not an event: recorded and parked, nothing to move.
 
     The row's ``event_id`` is the message id it is parked under (the body's

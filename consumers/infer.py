@@ -10,7 +10,8 @@ compiled validator takes, so the source validates on the fast path.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -28,7 +29,8 @@ _MATCHERS = {
     "integer text": re.compile(r"-?[0-9]+"),
     "decimal text": re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
     "ISO date": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
-    "ISO date-time": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[-+][0-9]{2}:[0-9]{2})"),
+    "ISO date-time": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                                r"([Zz]|[-+][0-9]{2}:[0-9]{2})"),
     "US date (M/D/YYYY)": re.compile(r"[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}"),
     "US date and 12-hour time": re.compile(r"[0-9]{1,2}/[0-9]{1,2}/[0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M"),
 }

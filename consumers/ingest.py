@@ -14,10 +14,10 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -27,12 +27,18 @@ from ingestd.daemon import db
 from ingestd.daemon.broker import Publisher, Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.errors import PermanentError, TransientError
-from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
-from ingestd.daemon.providers import record_identity
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent, parse_event
 from ingestd.daemon.landing import (
-    Location, archive_path, check_event_path, check_payload_path, display_path, move_file, resolve_in_landing,
+    Location,
+    archive_path,
+    check_event_path,
+    check_payload_path,
+    display_path,
+    move_file,
+    resolve_in_landing,
 )
+from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
+from ingestd.daemon.providers import record_identity
 
 from . import bronze, runs
 from .checksum import sha256_file
@@ -208,7 +214,7 @@ def _load_file_event(ctx: IngestContext, conn, event: FileEvent, run_id: uuid.UU
                              path=shown) from None
 
     lineage = {
-        "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc),
+        "source_timestamp": datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC),
         "pipeline_run_id": run_id, "event_id": event.event_id, "file_path": shown,
         "file_hash": checksum, "file_size": st.st_size,
     }
@@ -269,7 +275,7 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
         """(position in the payload, record), less the observations bronze
         already holds with the same values (look-back windows repeat them)."""
         stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path, cfg.max_record_bytes)
-        records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1)]
+        records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1) if text is not None]
         if identity is None:
             return records
         keyed = [(n, r, t, identity(r)) for n, r, t in records]

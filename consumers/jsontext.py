@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import orjson
 
@@ -65,6 +66,19 @@ _OPENING = {ord("{"): "an object", ord("["): "an array", ord('"'): "a string", o
             ord("f"): "a boolean", ord("n"): "null"}
 
 
+def _skip_whitespace(text: bytes, pos: int) -> int:
+    found = _WHITESPACE.match(text, pos)
+    assert found is not None  # matches the empty string too
+    return found.end()
+
+
+def _skip_to_bracket(text: bytes, pos: int) -> int:
+    """Where the next bracket (or an unterminated string) starts after ``pos``."""
+    found = _SKIP.match(text, pos)
+    assert found is not None  # every part of the pattern is optional: it always matches
+    return found.end()
+
+
 def too_large_message(where: str, limit: int) -> str:
     return f"{where}: exceeds landing.max_record_bytes ({limit} bytes), the limit of one record"
 
@@ -91,7 +105,7 @@ def nesting_depth(text: bytes, limit: int = MAX_DEPTH) -> int:
     depth = deepest = pos = 0
     end = len(text)
     while True:
-        pos = _SKIP.match(text, pos).end()
+        pos = _skip_to_bracket(text, pos)
         if pos >= end:
             return deepest
         char = text[pos]
@@ -291,7 +305,7 @@ class _Scanner:
     def peek(self) -> int | None:
         """The next byte after whitespace (not consumed), None at the end."""
         while True:
-            self.pos = _WHITESPACE.match(self.data, self.pos).end()
+            self.pos = _skip_whitespace(self.data, self.pos)
             if self.pos < len(self.data):
                 return self.data[self.pos]
             if not self.fill(self.pos, self.chunk):
@@ -312,7 +326,7 @@ class _Scanner:
         start = self.pos
         depth, pos = 0, start
         while True:
-            pos = _SKIP.match(self.data, pos).end()
+            pos = _skip_to_bracket(self.data, pos)
             if pos - start > limit:
                 raise PermanentError("too_large", too_large_message(where, limit),
                                      limit=limit)
@@ -464,7 +478,7 @@ def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
                                  line=scanner.line())
         if char != ord("{"):
             what = "the end of the file" if char is None else _kind_at(char)
-            if what == "not JSON":
+            if char is not None and what == "not JSON":
                 what = f"unexpected character {chr(char)!r}, not JSON"
             raise PermanentError("parse_error", f"{where} (line {scanner.line()}): {what}, not an object",
                                  record=number, line=scanner.line())

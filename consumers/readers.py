@@ -15,7 +15,8 @@ import io
 import math
 import os
 import zlib
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -60,7 +61,7 @@ class LimitedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self._raw.read(len(buffer))
         n = len(data)
         self.count += n
@@ -152,7 +153,7 @@ def read_csv(stream: IO[bytes], delimiter: str = ",", skip_lines: int = 0,
                 raise PermanentError(
                     "parse_error", f"line {line}: {len(row)} fields where the header has {width}{hint}", line=line)
             lines.held = 0
-            yield dict(zip(header, row)), None
+            yield dict(zip(header, row, strict=True)), None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc):
             where = f"line {reader.line_num + skip_lines}"
@@ -186,7 +187,7 @@ class _RowLines:
         self.held = 0  # characters of the row being read; reset after each row
         self.lines = 0
 
-    def __iter__(self) -> "_RowLines":
+    def __iter__(self) -> _RowLines:
         return self
 
     def __next__(self) -> str:

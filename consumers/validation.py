@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import fastjsonschema
 import jsonschema
@@ -137,7 +138,7 @@ def use_ecma_patterns() -> None:
             raise RuntimeError(f"{module.__name__} no longer uses re: ingestd cannot give it ECMA-262 patterns; "
                                "pin jsonschema to a version this ingestd supports")
         if not isinstance(current, _EcmaRe):
-            module.re = _EcmaRe()  # type: ignore[attr-defined]
+            module.re = _EcmaRe()
 
 
 def _is_ecma_regex(instance: object) -> bool:
@@ -240,7 +241,8 @@ def _slow_reasons(schema: Any, draft: str) -> Iterator[str]:
             if key in _SUBSCHEMA_LIST and isinstance(value, list):
                 stack.extend((sub, f"{where}/{i}") for i, sub in enumerate(value))
             if key in _SUBSCHEMA_MAP and isinstance(value, dict):
-                stack.extend((sub, f"{where}/{_escape(k)}") for k, sub in value.items() if isinstance(sub, (dict, bool)))
+                stack.extend((sub, f"{where}/{_escape(k)}") for k, sub in value.items()
+                             if isinstance(sub, (dict, bool)))
 
 
 def log_validation_plans(sources) -> None:
@@ -258,8 +260,9 @@ def log_validation_plans(sources) -> None:
 
 # -- the validator ----------------------------------------------------------
 
-def format_checker(cls: type) -> jsonschema.FormatChecker:
-    """The draft's format checker, with ``regex`` meaning ECMA-262."""
+def format_checker(cls: Any) -> jsonschema.FormatChecker:
+    """The draft's format checker (``cls``: a jsonschema validator class),
+    with ``regex`` meaning ECMA-262."""
     checker = jsonschema.FormatChecker(formats=())
     checker.checkers = dict(cls.FORMAT_CHECKER.checkers)
     checker.checks("regex", raises=re.error)(_is_ecma_regex)
@@ -271,7 +274,10 @@ def _fast_formats(checker: jsonschema.FormatChecker | None) -> dict[str, Callabl
     meaning of every format on both paths."""
     if checker is None:
         return {}
-    return {name: (lambda value, name=name: checker.conforms(value, name)) for name in checker.checkers}
+
+    def conforms(name: str) -> Callable[[Any], bool]:
+        return lambda value: checker.conforms(value, name)
+    return {name: conforms(name) for name in checker.checkers}
 
 
 def compile_fast(schema: Any, formats: dict[str, Callable[[Any], bool]], use_formats: bool) -> Callable[[Any], Any]:
@@ -290,7 +296,7 @@ def compile_fast(schema: Any, formats: dict[str, Callable[[Any], bool]], use_for
 
     def swap(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out: dict[str, Any] = {}
             for key, value in node.items():
                 if key == "pattern" and isinstance(value, str):
                     out[key] = placeholder(value)
@@ -409,7 +415,7 @@ class _FlatObjectCheck:
 
     @classmethod
     def build(cls, schema: Any, formats: dict[str, Callable[[Any], bool]],
-              use_formats: bool) -> "_FlatObjectCheck | None":
+              use_formats: bool) -> _FlatObjectCheck | None:
         if not isinstance(schema, Mapping) or set(schema) - _FLAT_KEYWORDS or schema.get("type") != "object":
             return None
         additional = schema.get("additionalProperties", True)

@@ -12,8 +12,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import pika
 
@@ -54,7 +55,7 @@ class ConsumerWorker:
         self._work: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = threading.Event()
         self._connection: pika.BlockingConnection | None = None
-        self._channel = None
+        self._channel: Any = None  # pika's BlockingChannel of the current connection
         self.heartbeat: Callable[[], None] = lambda: None
         self.report: Callable[[str | None], None] = lambda problem: None
         self._worker_thread: threading.Thread | None = None
@@ -107,7 +108,7 @@ class ConsumerWorker:
                                          "queue": self.topology.events_queue})
             while not self.stop.is_set():
                 connection.process_data_events(time_limit=0.5)
-                if not self._worker_thread.is_alive():
+                if self._worker_thread is None or not self._worker_thread.is_alive():
                     # Without its work thread this consumer would take messages
                     # and never ack them: fail loudly so the supervisor stops.
                     raise RuntimeError(f"work thread of {self.name} died")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -264,5 +265,5 @@ def retry_until(action: Callable[[], Any], *, stop: Callable[[], bool], what: st
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline:
                 if stop():
-                    raise Shutdown()
+                    raise Shutdown() from None
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 
@@ -351,7 +352,8 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
             validator_cls = validator_class(schema_doc)
             validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
         except jsonschema.SchemaError as exc:
-            raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: {exc.message}") from None
+            raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
+                              f"{exc.message}") from None
     kind = raw.get("kind", "file")
     provider = raw.get("provider")
     return SourceConfig(

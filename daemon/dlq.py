@@ -12,10 +12,11 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .broker import Publisher, Topology
 from .errors import REASONS, TransientError
@@ -82,7 +83,8 @@ class Selector:
         return not (self.ids or self.source or self.reason or self.since or self.until)
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if self.ids:
             clauses.append("id = ANY(%s)")
             params.append(list(self.ids))
@@ -158,13 +160,13 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
         if doc.get("body") is None:
             stored = doc.get("body_path")
             try:
-                present = bool(stored) and resolve_in_landing(landing_dir, stored).exists()
+                present = isinstance(stored, str) and resolve_in_landing(landing_dir, stored).exists()
             except Exception:  # noqa: BLE001
                 present = False
             if not present:
                 raise NotReplayable(f"the stored payload is no longer at {stored}")
         replayed = dict(doc, trigger="replay", replay_count=dead.replay_count + 1,
-                        created_at=datetime.now(timezone.utc).isoformat())
+                        created_at=datetime.now(UTC).isoformat())
         return routing_key("payload", str(doc.get("source"))), json.dumps(replayed).encode(), str(dead.event_id)
     if dead.reason == "bad_event" or doc.get("kind") != "file":
         # Not a valid event when it failed: sent again as it was, for a
@@ -194,7 +196,7 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
 class ReplayReport:
     published: list[DeadLetter] = field(default_factory=list)
     refused: list[tuple[DeadLetter, str]] = field(default_factory=list)
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     removed_from_queue: int = 0
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from . import __version__
 from .backoff import compute_backoff
@@ -81,8 +80,7 @@ def _get_once(url: str, headers: Mapping[str, str], timeout: float, secrets: tup
                          _excerpt(body, secrets)) from None
         raise PermanentError("api_error", f"HTTP {exc.code} {exc.reason}", status=exc.code,
                              excerpt=_excerpt(body, secrets)) from None
-    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError, ConnectionError,
-            OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         text = scrub(f"{type(exc).__name__}: {reason}", secrets)
         raise _Retry(text) from None

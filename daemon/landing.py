@@ -9,7 +9,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from .errors import PermanentError
@@ -192,7 +192,7 @@ def _unique_target(folder: Path, name: str, tag: str) -> Path:
 
 def archive_path(landing_dir: Path, location: Location, when: float | None = None) -> Path:
     """Folder ``_archive/<source>/YYYY/MM/DD/<sub-folders>`` for a loaded file."""
-    day = datetime.fromtimestamp(when or time.time(), tz=timezone.utc)
+    day = datetime.fromtimestamp(when or time.time(), tz=UTC)
     return landing_dir.joinpath(ARCHIVE_DIR, location.source, f"{day:%Y}", f"{day:%m}", f"{day:%d}",
                                 *location.inner)
 

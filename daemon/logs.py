@@ -5,7 +5,7 @@ import logging
 import os
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -100,7 +100,7 @@ class RedactingTextFormatter(logging.Formatter):
     the fields as key=value; secrets removed."""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S%z")
+        when = datetime.fromtimestamp(record.created, tz=UTC).strftime("%Y-%m-%d %H:%M:%S%z")
         fields = " ".join(f"{key}={_text(value)}" for key, value in vars(record).items()
                           if key not in _RECORD_FIELDS and value is not None)
         line = f"{when} {record.levelname:<7} {record.getMessage()}" + (f"  {fields}" if fields else "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import dlq
@@ -120,14 +120,15 @@ def cmd_dlq_show(config, args) -> int:
                 cur.execute("SELECT status, started_at, finished_at, worker, error_summary FROM ops.pipeline_runs"
                             " WHERE run_id = %s", (dead.run_id,))
                 row = cur.fetchone()
-            run = dict(zip(("status", "started_at", "finished_at", "worker", "error_summary"), row)) if row else None
+            run = dict(zip(("status", "started_at", "finished_at", "worker", "error_summary"), row, strict=True)) \
+                if row else None
         replay_runs = []
         if dead.replayed_at and dead.event_id:
             with conn.cursor() as cur:
                 cur.execute("SELECT run_id, status, finished_at, error_summary FROM ops.pipeline_runs"
                             " WHERE event_id = %s AND trigger = 'replay' AND started_at >= %s ORDER BY started_at"
                             " LIMIT 1", (dead.event_id, dead.replayed_at))
-                replay_runs = [dict(zip(("run_id", "status", "finished_at", "error_summary"), r))
+                replay_runs = [dict(zip(("run_id", "status", "finished_at", "error_summary"), r, strict=True))
                                for r in cur.fetchall()]
     finally:
         conn.close()
@@ -328,7 +329,7 @@ def cmd_status(config, args) -> int:
                     "sources": status.sources, "pollers": status.pollers,
                     "dead_letters_waiting": status.dead_letters_waiting, "problems": status.problems,
                     "needs_attention": status.needs_attention,
-                    "checked_at": datetime.now(timezone.utc)})
+                    "checked_at": datetime.now(UTC)})
     else:
         print(f"database  {status.database}")
         print(f"broker    {status.broker}")

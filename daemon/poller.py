@@ -14,10 +14,11 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Mapping
 
+import psycopg2.extensions
 from psycopg2.extras import Json
 
 from . import db
@@ -25,9 +26,9 @@ from .broker import Publisher
 from .config import Config, LiveConfig, SourceConfig
 from .errors import PermanentError, Shutdown, TransientError
 from .events import PayloadEvent
+from .http import RetryPolicy, get_with_retries
 from .landing import PAYLOADS_DIR
 from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES
-from .http import RetryPolicy, get_with_retries
 from .providers import ApiRequest, advance_cursor, build_requests, check_answer, scrub, secrets_of
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,17 @@ class Poller:
         self.environ = os.environ if environ is None else environ
         self.worker = worker
         self.rate = RateLimiter()
-        self._conn = None
+        self._conn: psycopg2.extensions.connection | None = None
         self.heartbeat: Callable[[], None] = lambda: None
         self.report: Callable[[str | None], None] = lambda problem: None
+
+    @staticmethod
+    def _retry_logger(source: str, endpoint: str, secrets: tuple[str, ...]) -> Callable[[int, str, float], None]:
+        def on_retry(attempt: int, what: str, delay: float) -> None:
+            log.warning("API call failed; retrying", extra={
+                "source": source, "step": "poll", "status": "retry", "attempt": attempt,
+                "error": scrub(what, secrets), "retry_in_s": round(delay, 2), "endpoint": endpoint})
+        return on_retry
 
     @property
     def config(self) -> Config:
@@ -99,7 +108,7 @@ class Poller:
         return (row[0], row[1]) if row else ({}, None)
 
     def _save_state(self, source: SourceConfig, cursor: dict, status: str) -> None:
-        next_poll = datetime.now(timezone.utc) + timedelta(seconds=source.interval_seconds)
+        next_poll = datetime.now(UTC) + timedelta(seconds=source.interval_seconds)
         with self._db().cursor() as cur:
             cur.execute(
                 "INSERT INTO ops.poll_state (source, cursor, last_polled_at, last_status, next_poll_at, updated_at)"
@@ -151,11 +160,8 @@ class Poller:
             try:
                 self.rate.wait(source.provider or "", config.poller.interval_for(source.provider or ""),
                                self.stop.is_set)
-                answer = get_with_retries(
-                    request.url, request.headers, policy, secrets, stop=self._still_beating,
-                    on_retry=lambda n, what, delay: log.warning("API call failed; retrying", extra={
-                        "source": source.name, "step": "poll", "status": "retry", "attempt": n,
-                        "error": scrub(what, secrets), "retry_in_s": round(delay, 2), "endpoint": request.endpoint}))
+                answer = get_with_retries(request.url, request.headers, policy, secrets, stop=self._still_beating,
+                                          on_retry=self._retry_logger(source.name, request.endpoint, secrets))
                 records = check_answer(answer.body, source)
                 event = self._payload_event(source, request, answer.status, answer.body)
                 self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key, event.to_json(),
@@ -182,7 +188,7 @@ class Poller:
         return ok
 
     def _payload_event(self, source: SourceConfig, request: ApiRequest, status: int, body: bytes) -> PayloadEvent:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         digest = hashlib.sha256(body).hexdigest()
         inline = len(body) <= self.config.poller.inline_payload_bytes
         text = None
@@ -212,7 +218,7 @@ class Poller:
                 self.report(self.publisher.connect())
             try:
                 sources = {s.name: s for s in self.config.api_sources}
-                now_wall = datetime.now(timezone.utc)
+                now_wall = datetime.now(UTC)
                 for name in sources:
                     if name not in due:
                         _, next_poll = self._state(name)

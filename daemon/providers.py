@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Callable, Mapping
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit, parse_qsl
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .config import SourceConfig
 from .errors import PermanentError

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .broker import Topology, open_connection
@@ -17,7 +17,8 @@ RUN_COLUMNS = ("run_id", "event_id", "source", "trigger", "status", "started_at"
 
 def recent_runs(conn, status: str | None = None, source: str | None = None, since: datetime | None = None,
                 limit: int = 20) -> list[dict[str, Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if status:
         clauses.append("status = %s")
         params.append(status)
@@ -31,14 +32,14 @@ def recent_runs(conn, status: str | None = None, source: str | None = None, sinc
     with conn.cursor() as cur:
         cur.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM ops.pipeline_runs{where}"
                     " ORDER BY started_at DESC LIMIT %s", params + [limit])
-        return [dict(zip(RUN_COLUMNS, row)) for row in cur.fetchall()]
+        return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]
 
 
 @dataclass
 class Status:
     database: str = "unknown"
     broker: str = "unknown"
-    queues: dict[str, dict[str, int]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
     pollers: list[dict[str, Any]] = field(default_factory=list)
     dead_letters_waiting: int = 0
@@ -118,7 +119,7 @@ def gather_status(config: Config) -> Status:
     if events.get("consumers") == 0 and events.get("messages"):
         status.problems.append(f"no consumer on {events['queue']} and {events['messages']} event(s) waiting: "
                                "start ingestd consume (or ingestd run)")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for poller in status.pollers:
         source = config.source(poller["source"])
         due = poller["next_poll_at"]

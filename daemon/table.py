@@ -3,11 +3,11 @@ times with their zone, control characters escaped."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any, Sequence
-
 import shutil
 import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 # When stdout is not a terminal (a pipe, a file), lines are not cut.
 UNLIMITED = 1 << 16
@@ -62,7 +62,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], width: i
         main_rows = [[v for i, v in enumerate(r) if i != below] for r in text_rows]
         widths = _fit(kept, main_rows, width, {i - (i > below) for i in cuttable if i != below})
         lines = [_line(kept, widths)]
-        for row, full in zip(main_rows, text_rows):
+        for row, full in zip(main_rows, text_rows, strict=True):
             lines.append(_line(row, widths))
             lines += _wrap(f"{headers[below].lower()}: {full[below]}", width, indent="    ")
         return "\n".join(lines)
@@ -88,7 +88,7 @@ def _cut(headers: Sequence[str], rows: list[list[str]], widths: list[int], colum
 
 def _line(values: Sequence[str], widths: list[int]) -> str:
     out = []
-    for i, (v, w) in enumerate(zip(values, widths)):
+    for i, (v, w) in enumerate(zip(values, widths, strict=True)):
         v = v if len(v) <= w else v[: max(0, w - 1)] + "…"
         out.append(v if i == len(widths) - 1 else v.ljust(w))
     return "  ".join(out).rstrip()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -13,7 +13,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
 
     Raises ValueError with the accepted forms.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     match = _RELATIVE.match(text)
     if match:
         return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})

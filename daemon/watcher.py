@@ -14,15 +14,22 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 from watchdog.events import (
-    DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
-    FileMovedEvent, FileSystemEventHandler,
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .backoff import compute_backoff
@@ -96,7 +103,7 @@ class Watcher:
         self.pending: dict[str, Pending] = {}
         # What was published, so rescans do not publish the same file again.
         self.published: dict[str, tuple[int, int]] = {}
-        self._observer = None
+        self._observer: BaseObserver | None = None
         # Root folders with a watch ("" is the root itself): (watch, inode).
         self._watched: dict[str, tuple[object, int]] = {}
         self._next_publish_try = 0.0

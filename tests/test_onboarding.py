@@ -139,3 +139,14 @@ def test_the_readme_config_table_names_every_key_of_the_config_schema():
             missing += [f"{section}.{k}" for k in spec.get("properties", {}) if f"`{section}.{k}`" not in readme
                         and f"{k}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash")
+def test_bash_completion_completes_commands_actions_and_options(tmp_path):
+    script = run("completion", "bash").stdout
+    (tmp_path / "c.sh").write_text(script)
+    probe = ('source c.sh; complete() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); _ingestd; '
+             'echo "${COMPREPLY[*]}"; }; complete ingestd dl; complete ingestd dlq re; '
+             'complete ingestd dlq replay --dr; complete ingestd -c x.toml infer')
+    out = subprocess.run(["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == ["dlq", "replay", "--dry-run", "infer-schema"]
