@@ -632,10 +632,10 @@ def cmd_check(config, args) -> int:
         results.append((False, "database", f"{exc}; fix: {exc.fix}"))
     except TransientError as exc:
         if "does not exist" in str(exc):
-            fix = "fix: ingestd migrate (creates the database and its tables)"
+            results.append(_missing_database(config))
         else:
-            fix = "fix: start PostgreSQL or set [database] url / INGESTD_DATABASE_URL"
-        results.append((False, "database", f"{exc}; {fix}"))
+            results.append((False, "database", f"{exc}; fix: start PostgreSQL or set [database] url / "
+                            "INGESTD_DATABASE_URL"))
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
         try:
@@ -662,6 +662,33 @@ def cmd_check(config, args) -> int:
     for ok, what, message in results:
         print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
     return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
+
+
+def _missing_database(config) -> tuple[bool, str, str]:
+    """The server answers but the database is not there yet: fine if this
+    user may create it (ingestd run and migrate do), else the fix."""
+    import psycopg2
+    import psycopg2.extensions
+
+    from .logs import redact_url
+    dsn = psycopg2.extensions.parse_dsn(config.database_url)
+    name = dsn.get("dbname", "?")
+    try:
+        conn = psycopg2.connect(connect_timeout=config.connect_timeout_seconds, **dict(dsn, dbname="postgres"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+    except psycopg2.Error:
+        row = None
+    if row and row[0]:
+        return (True, "database", f"{redact_url(config.database_url)}: the server answers; database {name!r} does "
+                "not exist yet: ingestd run (or ingestd migrate) creates it with its tables")
+    return (False, "database", f"{redact_url(config.database_url)}: database {name!r} does not exist and this user "
+            f"may not create it; fix: createdb -O {dsn.get('user', '<user>')} {name} (as a superuser), or "
+            "give the user CREATEDB")
 
 
 def _validation_results(config) -> list[tuple[bool, str, str]]:

@@ -42,10 +42,13 @@ def cmd_init(args) -> int:
     for source in config.sources.values():
         if source.kind == "file":
             (config.landing_dir / source.name).mkdir(parents=True, exist_ok=True)
-    print(f"wrote {config_path}, {len(written)} schema(s) in {schemas}/, and {config.landing_dir}/ with a folder "
-          f"per file source ({', '.join(sorted(s.name for s in config.sources.values() if s.kind == 'file'))})")
+    kept = sum(1 for p in schemas.glob("*.json")) - len(written)
+    print(f"wrote {config_path}; schemas in {schemas}/ ({len(written)} written" + (f", {kept} kept" if kept else "")
+          + f"); {config.landing_dir}/ with a folder per file source "
+          f"({', '.join(sorted(s.name for s in config.sources.values() if s.kind == 'file'))})")
+    option = "" if target.resolve() == Path.cwd().resolve() else f" -c {config_path}"
     print("next: set database.url and broker.url in ingestd.toml (or INGESTD_DATABASE_URL / INGESTD_AMQP_URL),")
-    print(f"      then: ingestd -c {config_path} check && ingestd -c {config_path} run")
+    print(f"      then: ingestd{option} check && ingestd{option} run")
     return EXIT_OK
 
 

@@ -148,3 +148,11 @@ def test_a_wrong_database_password_stops_run_and_a_right_one_starts(write_config
     migrate = start(with_url(path, "database", f"postgresql://ingest:right@127.0.0.1:{password_postgres}/ingest"),
                     "migrate")
     assert migrate.returncode == 0, migrate.stderr
+
+
+def test_check_is_content_with_a_database_that_run_will_create(write_config):
+    path = with_url(write_config(), "database", "postgresql://postgres@127.0.0.1:5432/ingestd_not_yet_x")
+    check = start(path, "check")
+    assert check.returncode == 0, check.stdout
+    assert "database 'ingestd_not_yet_x' does not exist yet: ingestd run (or ingestd migrate) creates it" \
+        in check.stdout
