@@ -123,16 +123,27 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def storable_json(body: bytes) -> Any:
+_NOT_JSON = object()
+
+
+def _parse_body(body: bytes) -> Any:
+    """The message body as sent, or ``_NOT_JSON``."""
+    try:
+        return json.loads(body[:MAX_EVENT_BYTES], parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def storable_json(body: bytes, parsed: Any = None) -> Any:
     """The message body as JSON PostgreSQL can store (strings with U+0000 or
     lone surrogates shown as escapes), or an excerpt of its bytes in
     ``{"raw": ...}`` when it is not JSON. Never fails, whatever the body."""
-    try:
-        return runs.storable(json.loads(body[:MAX_EVENT_BYTES], parse_constant=_refuse_constant))
-    except (ValueError, RecursionError):
+    doc = _parse_body(body) if parsed is None else parsed
+    if doc is _NOT_JSON:
         # Kept as text for the operator: bytes that are not UTF-8 as \xNN
         # escapes, never replaced by another character.
         return {"raw": runs.storable_text(body[:4096].decode("utf-8", errors="backslashreplace"))}
+    return runs.storable(doc)
 
 
 def _event_id_of(doc: Any) -> str | None:
@@ -198,7 +209,8 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     """
     if headers and "x-ingestd-reason" in headers:
         return None
-    doc = storable_json(body)
+    sent = _parse_body(body)
+    doc = storable_json(body, sent)
     event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4()))
     replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
     replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
@@ -207,10 +219,10 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     count = deaths[0].get("count") if deaths else None
     # The body as sent (a path may name a file whose name is not UTF-8), for
     # the quarantine move; ``doc`` is what the table shows.
-    sent = _fields(body)
-    source = sent.get("source")
+    fields = _string_fields(sent)
+    source = fields.get("source")
     source = source if source and SOURCE_NAME.match(source) else None
-    path = display_path(sent["path"]) if sent.get("path") else None
+    path = display_path(fields["path"]) if fields.get("path") else None
     message = (f"the broker dead-lettered the message ({broker_reason}"
                + (f", after {count} deliveries" if count else "") + "): a consumer kept failing on it")
     with conn.cursor() as cur:
@@ -234,9 +246,9 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
             detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
             replay_count=replay_count)
     conn.commit()
-    if path is not None and sent.get("kind", "file") == "file":
-        _note_move(conn, dead_letter_id, quarantine(landing_dir, sent.get("source", ""), sent["path"],
-                                                    sent.get("trigger", "file"), str(run_id)[:8]))
+    if path is not None and fields.get("kind", "file") == "file":
+        _note_move(conn, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
+                                                    fields.get("trigger", "file"), str(run_id)[:8]))
     DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
         "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",
@@ -244,12 +256,8 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     return dead_letter_id
 
 
-def _fields(body: bytes) -> dict[str, str]:
-    """The string fields of a message body as sent, or nothing."""
-    try:
-        doc = json.loads(body[:MAX_EVENT_BYTES], parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        return {}
+def _string_fields(doc: Any) -> dict[str, str]:
+    """The string fields that locate a file, of a body as sent."""
     if not isinstance(doc, dict):
         return {}
     return {k: v for k, v in doc.items() if k in ("source", "path", "trigger", "kind") and isinstance(v, str)}

@@ -119,10 +119,10 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
     run_id = uuid.uuid4()
     is_file = isinstance(event, FileEvent)
     shown_path = display_path(event.path) if is_file else (event.body_path or event.endpoint)
+    shown_source = display_path(event.source)
     size = event.size if is_file else event.body_size
-    runs.start_run(conn, run_id, event.event_id, display_path(event.source), event.trigger, ctx.worker, shown_path,
-                   size)
-    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": display_path(event.source)}
+    runs.start_run(conn, run_id, event.event_id, shown_source, event.trigger, ctx.worker, shown_path, size)
+    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": shown_source}
     log.info("run started", extra={**extra, "step": "start", "status": "running", "path": shown_path})
     try:
         if is_file:
@@ -275,7 +275,7 @@ def _load_payload_event(ctx: IngestContext, conn, event: PayloadEvent, run_id: u
         """(position in the payload, record), less the observations bronze
         already holds with the same values (look-back windows repeat them)."""
         stream = read_json(io.BufferedReader(io.BytesIO(body)), source.records_path, cfg.max_record_bytes)
-        records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1) if text is not None]
+        records = [(n, *with_context(context, r, text)) for n, (r, text) in enumerate(stream, 1)]
         if identity is None:
             return records
         keyed = [(n, r, t, identity(r)) for n, r, t in records]

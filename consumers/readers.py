@@ -32,6 +32,7 @@ Record = dict[str, Any]
 # A record and its exact JSON text where the format has one (JSON, JSON
 # Lines); None where bronze's JSON is encoded from the values (CSV, Parquet).
 TextRecord = tuple[Record, bytes | None]
+JsonRecord = tuple[Record, bytes]  # the JSON formats always have the text
 JSON_WHITESPACE = b" \t\r\n"
 _BLANK_START = frozenset(JSON_WHITESPACE)
 
@@ -226,7 +227,7 @@ def _check_byte_order_mark(stream: IO[bytes]) -> None:
 
 
 def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
-               exact_numbers: bool = True) -> Iterator[TextRecord]:
+               exact_numbers: bool = True) -> Iterator[JsonRecord]:
     """JSON Lines: one object per line, each kept as its own text; blank
     lines are skipped; a line longer than ``max_record_bytes`` is
     ``too_large``, refused before it is held. A file with no record at all
@@ -256,7 +257,7 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
 
 
 def read_json(stream: IO[bytes], records_path: str | None = None, max_record_bytes: int = MAX_RECORD_BYTES,
-              exact_numbers: bool = True) -> Iterator[TextRecord]:
+              exact_numbers: bool = True) -> Iterator[JsonRecord]:
     """A JSON array of objects, or an object holding it at ``records_path``
     (dotted, e.g. ``observations`` or ``data.items``), each record kept as
     its own text. An empty array there gives no records; a missing path, a

@@ -6,7 +6,6 @@ failure cannot fail. PostgreSQL text holds no U+0000 and no lone surrogate.
 """
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,15 +13,12 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2.extras import Json
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+from ingestd.daemon import landing
 
 
 def storable_text(value: str | None) -> str | None:
     """``value`` with U+0000 and lone surrogates shown as escapes."""
-    if value is None or not _UNSTORABLE.search(value):
-        return value
-    return _UNSTORABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF
-                           else f"\\u{ord(m.group()):04x}", value)
+    return None if value is None else landing.storable_text(value)
 
 
 def storable(value: Any) -> Any:

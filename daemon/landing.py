@@ -64,17 +64,27 @@ def locate(relative: PurePosixPath) -> Location:
 _NOT_IN_A_PATH = re.compile("[\x00\ud800-\udc7f\udd00-\udfff]")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    if code == 0 or 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code & 0xFF:02x}"  # U+0000, or a byte of a name that is not UTF-8
+    return f"\\u{code:04x}"  # a lone surrogate from elsewhere
+
+
+def storable_text(text: str) -> str:
+    """``text`` as PostgreSQL, logs and terminals can hold it: U+0000 and
+    lone surrogates shown as escapes; the bytes of a file name that is not
+    UTF-8 (which Python holds as surrogate escapes) as ``\\xNN``."""
+    return _UNSTORABLE.sub(_escape, text) if _UNSTORABLE.search(text) else text
+
+
 def display_path(path: str) -> str:
-    """``path`` as text PostgreSQL, logs and terminals can hold: bytes of a
-    name that is not UTF-8 shown as ``\\xNN`` escapes (the file keeps its
-    name on disk)."""
-    if path.isascii() and "\x00" not in path:
-        return path
-    try:
-        raw = os.fsencode(path)
-    except UnicodeEncodeError:  # a surrogate no file name holds: not a path from disk
-        return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    """``path`` for tables, logs and messages (the file keeps its name on
+    disk; ``from_display`` finds it again)."""
+    return storable_text(path)
 
 
 def from_display(path: str) -> str:

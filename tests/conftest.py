@@ -135,24 +135,37 @@ def template_database(service_urls):
     url = _with_dbname(db_url, name)
     migrate(url)
     yield name
+    drop_database(db_url, name)
+
+
+def clone_database(db_url: str, template: str, kind: str = "t") -> tuple[str, str]:
+    """(name, URL) of a new database cloned from the migrated template."""
+    name = f"ingestd_{kind}_{uuid.uuid4().hex[:10]}"
     conn = _admin(db_url)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(template)))
+    finally:
+        conn.close()
+    return name, _with_dbname(db_url, name)
+
+
+def drop_database(db_url: str, name: str) -> None:
+    conn = _admin(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
 
 
 @pytest.fixture
 def database_url(service_urls, template_database):
     db_url, _ = service_urls
-    name = f"ingestd_t_{uuid.uuid4().hex[:10]}"
-    conn = _admin(db_url)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                     sql.Identifier(template_database)))
-    yield _with_dbname(db_url, name)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    conn.close()
+    name, url = clone_database(db_url, template_database)
+    yield url
+    drop_database(db_url, name)
 
 
 @pytest.fixture

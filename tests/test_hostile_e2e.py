@@ -21,9 +21,8 @@ from pathlib import Path
 import pika
 import psycopg2
 import pytest
-from psycopg2 import sql
 
-from .conftest import USED_PREFIXES, _admin, _with_dbname, delete_broker_names, drop_file, ingestd_cmd, query
+from .conftest import USED_PREFIXES, clone_database, delete_broker_names, drop_database, drop_file, ingestd_cmd, query
 from .test_e2e import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -127,28 +126,10 @@ class Daemon:
         connection.close()
 
 
-def own_database(service_urls, template_database):
-    db_url, _ = service_urls
-    name = f"ingestd_h_{uuid.uuid4().hex[:10]}"
-    conn = _admin(db_url)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                     sql.Identifier(template_database)))
-    conn.close()
-    return name, _with_dbname(db_url, name)
-
-
-def drop_database(service_urls, name):
-    conn = _admin(service_urls[0])
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    conn.close()
-
-
 @pytest.fixture(scope="module")
 def daemon(service_urls, template_database, tmp_path_factory):
     """One `ingestd run` for the cases that do not restart it."""
-    name, url = own_database(service_urls, template_database)
+    name, url = clone_database(service_urls[0], template_database, "h")
     prefix = f"h{uuid.uuid4().hex[:8]}."
     running = Daemon(tmp_path_factory.mktemp("hostile"), url, service_urls[1], prefix)
     running.start()
@@ -156,7 +137,7 @@ def daemon(service_urls, template_database, tmp_path_factory):
     running.stop()
     running.db.close()
     delete_broker_names(service_urls[1], prefix)
-    drop_database(service_urls, name)
+    drop_database(service_urls[0], name)
 
 
 @pytest.fixture
@@ -165,7 +146,7 @@ def own_daemon(service_urls, template_database, tmp_path):
     made = []
 
     def make() -> Daemon:
-        name, url = own_database(service_urls, template_database)
+        name, url = clone_database(service_urls[0], template_database, "h")
         running = Daemon(tmp_path / f"d{len(made)}", url, service_urls[1], f"h{uuid.uuid4().hex[:8]}.")
         made.append((name, running))
         return running
@@ -175,7 +156,7 @@ def own_daemon(service_urls, template_database, tmp_path):
         running.stop()
         running.db.close()
         delete_broker_names(service_urls[1], running.prefix)
-        drop_database(service_urls, name)
+        drop_database(service_urls[0], name)
 
 
 def quarantined(daemon: Daemon, source: str) -> list[str]:
