@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.daemon.events import MAX_EVENT_BYTES, Event, FileEvent
+from ingestd.daemon.events import MAX_EVENT_BYTES, Event, FileEvent, is_uuid
 from ingestd.daemon.landing import (
     SOURCE_NAME,
     Moved,
@@ -24,28 +23,12 @@ from ingestd.daemon.landing import (
     move_file,
     quarantine_path,
 )
+from ingestd.daemon.ledger import FailedRun, Ledger, storable, storable_text
 from ingestd.daemon.metrics import DEAD_LETTERS, RUNS
 
-from . import runs
-
-if TYPE_CHECKING:
-    from .ingest import IngestContext
+from .context import IngestContext, Outcome
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """How an event ended: ``success``, ``skipped`` or ``failure`` (dead-lettered)."""
-
-    status: str
-    run_id: uuid.UUID | None
-    rows: int = 0
-    reason: str | None = None
-    message: str = ""
-    rows_valid: int = 0
-    rows_invalid: int = 0
-    bytes_read: int = 0
 
 
 def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: str, tag: str) -> Moved | None:
@@ -65,19 +48,12 @@ def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: 
     return move_file(landing_dir, entry, quarantine_path(landing_dir, location), tag)
 
 
-def _note_move(conn, dead_letter_id: int, moved: Moved | None) -> None:
-    if moved is None:
-        return
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path), detail = detail || %s::jsonb"
-            " WHERE id = %s",
-            (moved.relative, json.dumps({"quarantine_error": moved.error} if moved.error else {}), dead_letter_id),
-        )
-    conn.commit()
+def _note_move(ledger: Ledger, dead_letter_id: int, moved: Moved | None) -> None:
+    if moved is not None:
+        ledger.note_file_moved(dead_letter_id, moved.relative, moved.error)
 
 
-def dead_letter_event(ctx: IngestContext, conn, event: Event, run_id: uuid.UUID,
+def dead_letter_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.UUID,
                       exc: PermanentError) -> Outcome:
     """Dead-letter an event whose data is at fault.
 
@@ -87,35 +63,30 @@ def dead_letter_event(ctx: IngestContext, conn, event: Event, run_id: uuid.UUID,
     redelivery finds the committed row and only finishes the move.
     """
     failure = exc.failure
-    with conn.cursor() as cur:
-        existing = runs.open_dead_letter(cur, event.event_id, event.replay_count)
+    existing = ledger.waiting_dead_letter(event.event_id, event.replay_count)
     if existing is None:
         headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000],
                    "x-ingestd-run-id": str(run_id), "x-ingestd-source": event.source}
         ctx.publisher.publish(ctx.topology.dead_exchange, event.routing_key, event.to_json(), event.event_id,
                               headers)
-        with conn.cursor() as cur:
-            dead_letter_id = runs.insert_dead_letter(
-                cur, event_id=event.event_id, source=event.source if SOURCE_NAME.match(event.source) else None,
-                reason=failure.reason, error=failure.message, detail=failure.detail,
-                event=json.loads(event.to_json()), run_id=run_id,
-                file_path=display_path(event.path) if event.path else None, replay_count=event.replay_count)
-            runs.finish_run(cur, run_id, "failure", error=failure.message, reason=failure.reason,
-                            rows_total=failure.detail.get("rows_total"),
-                            rows_invalid=failure.detail.get("rows_invalid"))
-        conn.commit()
+        dead_letter_id = ledger.add_dead_letter(
+            event_id=event.event_id, source=event.source if SOURCE_NAME.match(event.source) else None,
+            reason=failure.reason, error=failure.message, detail=failure.detail,
+            event=json.loads(event.to_json()), run_id=run_id,
+            file_path=display_path(event.path) if event.path else None, replay_count=event.replay_count)
+        ledger.finish_run(run_id, "failure", error=failure.message, reason=failure.reason,
+                          rows_total=failure.detail.get("rows_total"), rows_invalid=failure.detail.get("rows_invalid"))
     else:
         dead_letter_id = existing["id"]
-        with conn.cursor() as cur:
-            runs.finish_run(cur, run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: "
-                            f"{failure.message}", reason=failure.reason)
-        conn.commit()
+        ledger.finish_run(run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: {failure.message}",
+                          reason=failure.reason)
+    ledger.conn.commit()
     # Only dropped files move (a symlink out of the zone too, as a link); a
     # stored API payload stays where its event finds it; an event that
     # names something it may not touch moves nothing.
     if isinstance(event, FileEvent) and failure.reason != "bad_event":
-        _note_move(conn, dead_letter_id, quarantine(ctx.config.landing_dir, event.source, event.path, event.trigger,
-                                                    str(run_id)[:8]))
+        _note_move(ledger, dead_letter_id, quarantine(ctx.config.landing_dir, event.source, event.path,
+                                                      event.trigger, str(run_id)[:8]))
     return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
 
 
@@ -142,8 +113,8 @@ def storable_json(body: bytes, parsed: Any = None) -> Any:
     if doc is _NOT_JSON:
         # Kept as text for the operator: bytes that are not UTF-8 as \xNN
         # escapes, never replaced by another character.
-        return {"raw": runs.storable_text(body[:4096].decode("utf-8", errors="backslashreplace"))}
-    return runs.storable(doc)
+        return {"raw": storable_text(body[:4096].decode("utf-8", errors="backslashreplace"))}
+    return storable(doc)
 
 
 def _event_id_of(doc: Any) -> str | None:
@@ -167,19 +138,14 @@ def dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) 
     failure = exc.failure
     ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, event_id,
                           {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000]})
-    conn = ctx.conn()
-    run_id = uuid.uuid4()
+    ledger = ctx.ledger()
     source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
-            " reason, worker) VALUES (%s, %s, %s, 'file', 'failure', now(), %s, %s, %s)",
-            (run_id, event_id, (source or "(unknown)")[:255], failure.message, failure.reason, ctx.worker),
-        )
-        runs.insert_dead_letter(cur, event_id=event_id, source=source if source and SOURCE_NAME.match(source)
-                                else None, reason=failure.reason, error=failure.message, detail=failure.detail,
-                                event=doc, run_id=run_id, file_path=None)
-    conn.commit()
+    run_id = ledger.record_failed_run(FailedRun(source, "file", failure.message, failure.reason, ctx.worker,
+                                                event_id=event_id))
+    ledger.add_dead_letter(event_id=event_id, source=source if source and SOURCE_NAME.match(source) else None,
+                           reason=failure.reason, error=failure.message, detail=failure.detail, event=doc,
+                           run_id=run_id, file_path=None)
+    ledger.conn.commit()
     DEAD_LETTERS.labels("_unknown", failure.reason).inc()
     RUNS.labels("_unknown", "failure").inc()
     log.warning("bad event dead-lettered", extra={"run_id": str(run_id), "event_id": event_id, "step": "parse_event",
@@ -198,7 +164,7 @@ def x_death_summary(headers: dict[str, Any] | None) -> list[dict[str, Any]]:
     return summary
 
 
-def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, headers: dict[str, Any] | None,
+def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str | None, headers: dict[str, Any] | None,
                               body: bytes, worker: str) -> int | None:
     """Record a message that reached ``ingest.dead`` without the consumer
     dead-lettering it (the broker's delivery limit, a rejection).
@@ -211,7 +177,7 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
         return None
     sent = _parse_body(body)
     doc = storable_json(body, sent)
-    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4()))
+    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if is_uuid(message_id) else str(uuid.uuid4()))
     replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
     replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
     deaths = x_death_summary(headers)
@@ -225,29 +191,20 @@ def record_broker_dead_letter(conn, landing_dir: Path, message_id: str | None, h
     path = display_path(fields["path"]) if fields.get("path") else None
     message = (f"the broker dead-lettered the message ({broker_reason}"
                + (f", after {count} deliveries" if count else "") + "): a consumer kept failing on it")
-    with conn.cursor() as cur:
-        if runs.open_dead_letter(cur, event_id, replay_count) is not None:
-            conn.rollback()
-            return None
-        run_id = uuid.uuid4()
-        cur.execute(
-            "UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(),"
-            " error_summary = 'interrupted: the worker stopped before finishing'"
-            " WHERE event_id = %s AND status = 'running'", (event_id,))
-        trigger = doc.get("trigger") if isinstance(doc, dict) else None
-        cur.execute(
-            "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, finished_at, error_summary,"
-            " reason, worker, file_path) VALUES (%s, %s, %s, %s, 'failure', now(), %s, 'delivery_limit', %s, %s)",
-            (run_id, event_id, source or "(unknown)",
-             trigger if trigger in ("file", "api", "replay", "manual") else "file", message, worker, path),
-        )
-        dead_letter_id = runs.insert_dead_letter(
-            cur, event_id=event_id, source=source, reason="delivery_limit", error=message,
-            detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
-            replay_count=replay_count)
-    conn.commit()
+    if ledger.waiting_dead_letter(event_id, replay_count) is not None:
+        ledger.conn.rollback()
+        return None
+    ledger.close_interrupted(event_id, "the broker dead-lettered the message")
+    trigger = doc.get("trigger") if isinstance(doc, dict) else None
+    run_id = ledger.record_failed_run(FailedRun(source, str(trigger), message, "delivery_limit", worker,
+                                                event_id=event_id, file_path=path))
+    dead_letter_id = ledger.add_dead_letter(
+        event_id=event_id, source=source, reason="delivery_limit", error=message,
+        detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
+        replay_count=replay_count)
+    ledger.conn.commit()
     if path is not None and fields.get("kind", "file") == "file":
-        _note_move(conn, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
+        _note_move(ledger, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
                                                     fields.get("trigger", "file"), str(run_id)[:8]))
     DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
@@ -263,24 +220,16 @@ def _string_fields(doc: Any) -> dict[str, str]:
     return {k: v for k, v in doc.items() if k in ("source", "path", "trigger", "kind") and isinstance(v, str)}
 
 
-def record_unrecorded_dead_message(conn, message_id: str | None, body: bytes, worker: str, error: str) -> int:
+def record_unrecorded_dead_message(ledger: Ledger, message_id: str | None, body: bytes, worker: str,
+                                   error: str) -> int:
     """The last resort of the recorder: a dead message that could not be
     recorded in full still gets its row, with an excerpt of its body."""
-    conn.rollback()
-    event_id = str(uuid.UUID(message_id)) if _is_uuid(message_id) else str(uuid.uuid4())
-    with conn.cursor() as cur:
-        dead_letter_id = runs.insert_dead_letter(
-            cur, event_id=event_id, source=None, reason="delivery_limit",
+    ledger.conn.rollback()
+    event_id = str(uuid.UUID(message_id)) if is_uuid(message_id) else str(uuid.uuid4())
+    dead_letter_id = ledger.add_dead_letter(
+            event_id=event_id, source=None, reason="delivery_limit",
             error=f"the broker dead-lettered a message that could not be recorded in full: {error}"[:2000],
             detail={"recorded_by": worker}, event={"raw": body[:4096].decode("utf-8", "backslashreplace")},
             run_id=None, file_path=None)
-    conn.commit()
+    ledger.conn.commit()
     return dead_letter_id
-
-
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(str(value))
-        return True
-    except (ValueError, TypeError):
-        return False

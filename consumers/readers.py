@@ -291,7 +291,7 @@ def _stringify_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
 def read_parquet(path) -> Iterator[TextRecord]:
     """Parquet via pyarrow, a row group batch at a time. Each row is turned
     into its JSON text once (binary as UTF-8 or ``base64:``, decimals and
-    dates as text, README: Formats), and the value validation sees is read
+    dates as text, docs/configuration.md: Formats), and the value validation sees is read
     back from that text: one view of the row, the stored one."""
     number = 0
     try:

@@ -12,10 +12,11 @@ import threading
 import psycopg2
 
 from ingestd.daemon import db
-from ingestd.daemon.backoff import compute_backoff
+from ingestd.daemon.backoff import keep_trying
 from ingestd.daemon.broker import CONNECTION_ERRORS, Topology, open_connection
 from ingestd.daemon.config import Config
-from ingestd.daemon.errors import TransientError
+from ingestd.daemon.errors import Shutdown, TransientError
+from ingestd.daemon.ledger import Ledger
 
 from .dead_letter import record_broker_dead_letter, record_unrecorded_dead_message
 
@@ -27,33 +28,22 @@ class DeadLetterRecorder:
         self.config = config
         self.stop = stop
         self.name = name
-        self.topology = Topology(config.prefix, config.delivery_limit)
-        self._conn = None
-
-    def _db(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.config.database_url, self.config.connect_timeout_seconds,
-                                    f"ingestd-{self.name}")
-        return self._conn
+        self.topology = Topology.for_config(config)
+        self.database = db.OnDemand(config.database_url, config.connect_timeout_seconds, f"ingestd-{name}")
 
     def run(self) -> None:
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                self._consume()
-                attempt = 0
-            except (TransientError, psycopg2.Error, *CONNECTION_ERRORS) as exc:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                delay = compute_backoff(attempt, cap=30)
-                attempt += 1
-                log.warning("dead-letter recorder interrupted; retrying", extra={
-                    "step": "record_dead_letter", "status": "retry", "error": str(exc) or type(exc).__name__,
-                    "retry_in_s": round(delay, 2)})
-                self.stop.wait(delay)
-        if self._conn is not None:
-            self._conn.close()
+        def interrupted(exc: BaseException, delay: float) -> None:
+            self.database.drop()
+            log.warning("dead-letter recorder interrupted; retrying", extra={
+                "step": "record_dead_letter", "status": "retry", "error": str(exc) or type(exc).__name__,
+                "retry_in_s": round(delay, 2)})
+        try:
+            keep_trying(self._consume, stop=self.stop, errors=(TransientError, psycopg2.Error, *CONNECTION_ERRORS),
+                        on_retry=interrupted)
+        except Shutdown:
+            pass
+        finally:
+            self.database.drop()
 
     def _consume(self) -> None:
         connection = open_connection(self.config.amqp_url, self.config.heartbeat_seconds,
@@ -67,20 +57,24 @@ class DeadLetterRecorder:
                     break
                 if method is None:
                     continue
-                try:
-                    record_broker_dead_letter(self._db(), self.config.landing_dir, properties.message_id,
-                                              properties.headers, body, self.name)
-                except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                    raise  # database gone: reconnect, the message comes back
-                except Exception as exc:  # noqa: BLE001 - one odd message must not stop the recorder
-                    # Recorded all the same, with an excerpt of its body, so
-                    # that `ingestd dlq list` shows every dead message.
-                    log.exception("could not record a dead message in full; recording an excerpt", extra={
-                        "step": "record_dead_letter", "status": "error", "event_id": properties.message_id})
-                    record_unrecorded_dead_message(self._db(), properties.message_id, body, self.name,
-                                                   f"{type(exc).__name__}: {exc}")
+                self._record(properties, body)
                 channel.basic_ack(method.delivery_tag)
             channel.cancel()
         finally:
             if connection.is_open:
                 connection.close()
+
+    def _record(self, properties, body: bytes) -> None:
+        ledger = Ledger(self.database.get())
+        try:
+            record_broker_dead_letter(ledger, self.config.landing_dir, properties.message_id, properties.headers,
+                                      body, self.name)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise  # database gone: reconnect, the message comes back
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the recorder
+            # Recorded all the same, with an excerpt of its body, so
+            # that `ingestd dlq list` shows every dead message.
+            log.exception("could not record a dead message in full; recording an excerpt", extra={
+                "step": "record_dead_letter", "status": "error", "event_id": properties.message_id})
+            record_unrecorded_dead_message(ledger, properties.message_id, body, self.name,
+                                           f"{type(exc).__name__}: {exc}")

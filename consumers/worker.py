@@ -18,7 +18,7 @@ from typing import Any
 
 import pika
 
-from ingestd.daemon.backoff import compute_backoff
+from ingestd.daemon.backoff import keep_trying
 from ingestd.daemon.broker import CONNECTION_ERRORS, Publisher, Topology, TopologyMismatch, open_connection
 from ingestd.daemon.config import Config, LiveConfig
 from ingestd.daemon.errors import Shutdown, TransientError
@@ -50,7 +50,7 @@ class ConsumerWorker:
         self.live = live
         self.name = name
         self.stop = stop
-        self.topology = Topology(config.prefix, config.delivery_limit)
+        self.topology = Topology.for_config(config)
         self._context_factory = context_factory or self._default_context
         self._work: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = threading.Event()
@@ -71,24 +71,19 @@ class ConsumerWorker:
         worker = threading.Thread(target=self._work_loop, name=f"{self.name}-work", daemon=True)
         worker.start()
         self._worker_thread = worker
-        attempt = 0
+        def lost(exc: BaseException, delay: float) -> None:
+            self.report(str(exc) or type(exc).__name__)
+            log.warning("broker connection lost; reconnecting", extra={
+                "step": "consume", "status": "retry", "worker": self.name, "error": str(exc) or type(exc).__name__,
+                "retry_in_s": round(delay, 2)})
         try:
-            while not self.stop.is_set():
-                try:
-                    self._consume()
-                    attempt = 0
-                except TopologyMismatch as exc:
-                    log.critical(str(exc), extra={"step": "consume", "status": "fatal"})
-                    self.fatal = exc
-                    raise
-                except (TransientError, *CONNECTION_ERRORS) as exc:
-                    self.report(str(exc) or type(exc).__name__)
-                    delay = compute_backoff(attempt, cap=30)
-                    attempt += 1
-                    log.warning("broker connection lost; reconnecting",
-                                extra={"step": "consume", "status": "retry", "worker": self.name,
-                                       "error": str(exc) or type(exc).__name__, "retry_in_s": round(delay, 2)})
-                    self.stop.wait(delay)
+            keep_trying(self._consume, stop=self.stop, errors=(TransientError, *CONNECTION_ERRORS), on_retry=lost)
+        except TopologyMismatch as exc:
+            log.critical(str(exc), extra={"step": "consume", "status": "fatal"})
+            self.fatal = exc
+            raise
+        except Shutdown:
+            pass
         finally:
             self._work.put(None)
             worker.join(timeout=max(1.0, self.config.stop_timeout_seconds))
@@ -141,11 +136,21 @@ class ConsumerWorker:
         self._work.put(Delivery(channel, method.delivery_tag, body, bool(method.redelivered)))
 
     def _ack(self, channel, delivery_tag: int) -> None:
+        self._answer(channel, "basic_ack", delivery_tag)
+
+    def _nack(self, channel, delivery_tag: int) -> None:
+        self._answer(channel, "basic_nack", delivery_tag, requeue=True)
+
+    def _answer(self, channel, verb: str, delivery_tag: int, **options: bool) -> None:
         # Runs on the connection thread. A tag of an earlier channel must not be
-        # acked on a new one (the broker would close it); that message is
-        # redelivered instead, and the manifest makes it a no-op.
+        # answered on a new one (the broker would close it); that message is
+        # redelivered instead, and the manifest makes it a no-op. A channel
+        # lost meanwhile takes the delivery with it, the same way.
         if channel is self._channel and channel.is_open:
-            channel.basic_ack(delivery_tag)
+            try:
+                getattr(channel, verb)(delivery_tag, **options)
+            except CONNECTION_ERRORS:
+                pass
 
     # -- work thread ------------------------------------------------------
     def _work_loop(self) -> None:
@@ -175,30 +180,24 @@ class ConsumerWorker:
             ctx.close()
 
     def _handle(self, ctx: IngestContext, delivery: Delivery) -> None:
-        attempt = 0
-        while True:
-            try:
-                ingest_message(ctx, delivery.body, delivery.redelivered)
-                break
-            except TransientError as exc:
-                ctx.drop_connection()
-                delay = compute_backoff(attempt, cap=30)
-                attempt += 1
-                log.warning("transient failure; retrying the event", extra={
-                    "step": "ingest", "status": "retry", "worker": self.name, "error": str(exc),
-                    "retry_in_s": round(delay, 2)})
-                if self.stop.wait(delay):
-                    raise Shutdown() from None
-            except Exception:  # noqa: BLE001 - a bug must not kill the worker
-                # Not the data's fault and not a known transient error: leave the
-                # message unacked for redelivery; the delivery limit dead-letters
-                # it if it keeps failing.
-                ctx.drop_connection()
-                log.exception("unexpected error handling an event; it will be redelivered",
-                              extra={"step": "ingest", "status": "error", "worker": self.name})
-                self._settle(self._nack, delivery)
-                self.stop.wait(1.0)
-                return
+        def transient(exc: BaseException, delay: float) -> None:
+            ctx.drop_connection()
+            log.warning("transient failure; retrying the event", extra={
+                "step": "ingest", "status": "retry", "worker": self.name, "error": str(exc),
+                "retry_in_s": round(delay, 2)})
+        try:
+            keep_trying(lambda: ingest_message(ctx, delivery.body, delivery.redelivered), stop=self.stop,
+                        errors=(TransientError,), on_retry=transient)
+        except Exception:  # noqa: BLE001 - a bug must not kill the worker
+            # Not the data's fault and not a known transient error: leave the
+            # message unacked for redelivery; the delivery limit dead-letters
+            # it if it keeps failing.
+            ctx.drop_connection()
+            log.exception("unexpected error handling an event; it will be redelivered",
+                          extra={"step": "ingest", "status": "error", "worker": self.name})
+            self._settle(self._nack, delivery)
+            self.stop.wait(1.0)
+            return
         self._settle(self._ack, delivery)
 
     def _settle(self, action, delivery: Delivery) -> None:
@@ -211,7 +210,3 @@ class ConsumerWorker:
                                                                      delivery.delivery_tag))
             except CONNECTION_ERRORS:
                 pass
-
-    def _nack(self, channel, delivery_tag: int) -> None:
-        if channel is self._channel and channel.is_open:
-            channel.basic_nack(delivery_tag, requeue=True)

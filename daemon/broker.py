@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
 
-from .backoff import compute_backoff
-from .errors import NotPermittedError, Shutdown, TransientError
+from .errors import NotPermittedError, TransientError
 from .logs import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ class Topology:
 
     prefix: str = ""
     delivery_limit: int = 5
+
+    @classmethod
+    def for_config(cls, config: Config) -> Topology:
+        return cls(config.prefix, config.delivery_limit)
 
     @property
     def events_exchange(self) -> str:
@@ -242,28 +247,3 @@ class Publisher:
                     conn.close()
             except Exception:  # noqa: BLE001 - closing a broken connection may fail in many ways
                 pass
-
-
-def retry_until(action: Callable[[], Any], *, stop: Callable[[], bool], what: str,
-                on_retry: Callable[[Exception, float], None] | None = None, cap: float = 30.0) -> Any:
-    """Run ``action`` until it stops raising ``TransientError``, backing off.
-
-    Raises ``Shutdown`` when ``stop()`` turns true while waiting.
-    """
-    attempt = 0
-    while True:
-        try:
-            return action()
-        except TransientError as exc:
-            delay = compute_backoff(attempt, cap=cap)
-            attempt += 1
-            if on_retry is not None:
-                on_retry(exc, delay)
-            else:
-                log.warning(f"{what} failed, retrying", extra={"step": what, "status": "retry",
-                                                            "error": str(exc), "retry_in_s": round(delay, 2)})
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline:
-                if stop():
-                    raise Shutdown() from None
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

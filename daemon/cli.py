@@ -358,7 +358,7 @@ def cmd_migrate(config, args) -> int:
 def _migrate_with_retry(config, stop: threading.Event) -> None:
     """Migrate, waiting out an unreachable database; a refusal (login, role,
     permission) stops the start with its fix."""
-    from .broker import retry_until
+    from .backoff import keep_trying, log_retry
     from .db import migrate
 
     def attempt() -> None:
@@ -366,7 +366,8 @@ def _migrate_with_retry(config, stop: threading.Event) -> None:
             migrate(config.database_url, config.connect_timeout_seconds)
         except NotPermittedError as exc:
             raise StartupError(f"{exc}; fix: {exc.fix}") from None
-    retry_until(attempt, stop=stop.is_set, what="migrate")
+    keep_trying(attempt, stop=stop, errors=(TransientError,),
+                on_retry=log_retry(logging.getLogger(__name__), "migrate failed, retrying", step="migrate"))
 
 
 def _check_broker_access(config) -> None:
@@ -445,7 +446,7 @@ def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
         _check_broker_access(config)
     except Shutdown:
         return EXIT_OK
-    topology = Topology(config.prefix, config.delivery_limit)
+    topology = Topology.for_config(config)
     live = LiveConfig(config)
 
     def reporter(component: str):
@@ -521,7 +522,7 @@ def cmd_poll(config, args) -> int:
     from .db import migrate
     from .poller import Poller
     migrate(config.database_url, config.connect_timeout_seconds)
-    poller = Poller(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit),
+    poller = Poller(config, Publisher(config.amqp_url, Topology.for_config(config),
                                       config.heartbeat_seconds, "poller"), threading.Event())
     try:
         ok = poller.poll_once(args.sources or None)
@@ -534,14 +535,13 @@ def cmd_poll(config, args) -> int:
 
 def _last_status(config, source: str) -> str:
     from .db import connect
+    from .ledger import Ledger
     conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-poll")
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT last_status, next_poll_at FROM ops.poll_state WHERE source = %s", (source,))
-            row = cur.fetchone()
+        _, next_poll, last_status = Ledger(conn).poll_state(source)
     finally:
         conn.close()
-    return "never polled" if row is None else f"{row[0]} (next poll {row[1]:%Y-%m-%d %H:%M:%S %Z})"
+    return "never polled" if next_poll is None else f"{last_status} (next poll {next_poll:%Y-%m-%d %H:%M:%S %Z})"
 
 
 def cmd_watch(config, args) -> int:
@@ -573,7 +573,7 @@ def cmd_publish(config, args) -> int:
         else:
             print(f"ingestd publish: {raw}: no such file", file=sys.stderr)
             problems += 1
-    publisher = Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit),
+    publisher = Publisher(config.amqp_url, Topology.for_config(config),
                           config.heartbeat_seconds, "publish")
     published = 0
     try:
@@ -607,22 +607,17 @@ def cmd_publish(config, args) -> int:
 
 def cmd_check(config, args) -> int:
     from .broker import Topology, TopologyMismatch, open_connection
-    from .db import connect, migration_files
+    from .db import connect, pending_migrations
     from .logs import redact_url
 
     results: list[tuple[bool, str, str]] = []
     results.append((True, "config", f"{config.path} ({len(config.sources)} source(s))"))
     try:
         conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-check")
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL")
-            if cur.fetchone()[0]:
-                cur.execute("SELECT name FROM ops.schema_migrations")
-                done = {r[0] for r in cur.fetchall()}
-            else:
-                done = set()
-        conn.close()
-        missing = [n for n, _ in migration_files() if n not in done]
+        try:
+            missing = pending_migrations(conn)
+        finally:
+            conn.close()
         if missing:
             results.append((False, "database", f"{redact_url(config.database_url)} reachable, but "
                             f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
@@ -639,7 +634,7 @@ def cmd_check(config, args) -> int:
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
         try:
-            Topology(config.prefix, config.delivery_limit).declare(connection.channel())
+            Topology.for_config(config).declare(connection.channel())
             results.append((True, "broker", f"{redact_url(config.amqp_url)} reachable, topology declared"))
         except TopologyMismatch as exc:
             results.append((False, "broker", str(exc)))

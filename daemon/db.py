@@ -32,7 +32,7 @@ _REFUSALS = (
      "fix the password in database.url (or INGESTD_DATABASE_URL)"),
     (re.compile(r'role "([^"]*)" does not exist'),
      "database user {0} does not exist",
-     "create it (README: database roles: createuser --createdb {0}), or fix the user in database.url"),
+     "create it (README, Quick start: createuser --createdb {0}), or fix the user in database.url"),
     (re.compile(r'no pg_hba\.conf entry for host "([^"]*)", user "([^"]*)"'),
      "the server's pg_hba.conf admits no connection from {0} for user {1}",
      "add a line for it to pg_hba.conf and reload PostgreSQL"),
@@ -84,6 +84,33 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
         raise ConfigError(f"database URL {redact_url(url)} is not valid: {redact_text(str(exc).strip())}") from None
 
 
+class OnDemand:
+    """One connection of a long-lived role, opened when first needed and
+    again after it was dropped (the database went away)."""
+
+    def __init__(self, url: str, timeout: int, application_name: str, autocommit: bool = False) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.application_name = application_name
+        self.autocommit = autocommit
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def get(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, self.timeout, self.application_name)
+            self._conn.autocommit = self.autocommit
+        return self._conn
+
+    def drop(self) -> None:
+        """Close the connection (it is opened again when next needed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+
+
 # SQLSTATE classes (https://www.postgresql.org/docs/current/errcodes-appendix.html)
 # whose errors are the data's fault: retrying the same bytes cannot succeed.
 DATA_FAULT_CLASSES = ("22", "23", "54")
@@ -119,6 +146,17 @@ def migration_files() -> list[tuple[str, str]]:
     folder = files("ingestd.sql")
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
     return [(n, folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
+
+
+def pending_migrations(conn: psycopg2.extensions.connection) -> list[str]:
+    """Names of the migrations not applied to the database of ``conn``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL")
+        done: set[str] = set()
+        if cur.fetchone()[0]:
+            cur.execute("SELECT name FROM ops.schema_migrations")
+            done = {r[0] for r in cur.fetchall()}
+    return [name for name, _ in migration_files() if name not in done]
 
 
 def ensure_database(url: str, timeout: int = 10) -> bool:

@@ -16,128 +16,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from .broker import Publisher, Topology
-from .errors import REASONS, TransientError
-from .events import FileEvent, routing_key
+from .broker import Publisher, Topology, open_connection
+from .errors import TransientError
+from .events import FileEvent, is_uuid, routing_key
 from .landing import QUARANTINE_DIR, from_display, resolve_in_landing
+from .ledger import DeadLetter, Ledger, Selector
 
-COLUMNS = ("id", "event_id", "source", "reason", "error", "detail", "event", "run_id", "file_path",
-           "dead_lettered_at", "replayed_at", "replay_count", "discarded_at", "note")
 # Bounds one scan of ingest.dead (messages held unacked while it runs).
 MAX_QUEUE_SCAN = 100_000
-
-
-@dataclass
-class DeadLetter:
-    id: int
-    event_id: str | None
-    source: str | None
-    reason: str
-    error: str
-    detail: dict[str, Any]
-    event: Any
-    run_id: str | None
-    file_path: str | None
-    dead_lettered_at: datetime
-    replayed_at: datetime | None
-    replay_count: int
-    discarded_at: datetime | None
-    note: str | None
-
-    @property
-    def state(self) -> str:
-        if self.discarded_at:
-            return "discarded"
-        return "replayed" if self.replayed_at else "waiting"
-
-    def as_json(self) -> dict[str, Any]:
-        out = {c: getattr(self, c) for c in COLUMNS}
-        for key in ("event_id", "run_id"):
-            out[key] = None if out[key] is None else str(out[key])
-        for key in ("dead_lettered_at", "replayed_at", "discarded_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        out["state"] = self.state
-        return out
-
-
-@dataclass
-class Selector:
-    """Which dead letters an operation applies to. Values are SQL parameters."""
-
-    ids: list[int] | None = None
-    source: str | None = None
-    reason: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    include_replayed: bool = False
-    include_discarded: bool = False
-
-    def __post_init__(self) -> None:
-        if self.reason is not None and self.reason not in REASONS:
-            raise ValueError(f"unknown reason {self.reason!r}; one of: {', '.join(REASONS)}")
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.ids or self.source or self.reason or self.since or self.until)
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.ids:
-            clauses.append("id = ANY(%s)")
-            params.append(list(self.ids))
-        if self.source:
-            clauses.append("source = %s")
-            params.append(self.source)
-        if self.reason:
-            clauses.append("reason = %s")
-            params.append(self.reason)
-        if self.since:
-            clauses.append("dead_lettered_at >= %s")
-            params.append(self.since)
-        if self.until:
-            clauses.append("dead_lettered_at < %s")
-            params.append(self.until)
-        if not self.include_replayed:
-            clauses.append("replayed_at IS NULL")
-        if not self.include_discarded:
-            clauses.append("discarded_at IS NULL")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _rows(cur) -> list[DeadLetter]:
-    return [DeadLetter(*row) for row in cur.fetchall()]
-
-
-def select(conn, selector: Selector, limit: int | None = None) -> list[DeadLetter]:
-    where, params = selector.where()
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM ops.dead_letters{where} ORDER BY id"
-                    + (" LIMIT %s" if limit else ""), params + ([limit] if limit else []))
-        return _rows(cur)
-
-
-def get(conn, dead_letter_id: int) -> DeadLetter | None:
-    found = select(conn, Selector(ids=[dead_letter_id], include_replayed=True, include_discarded=True))
-    return found[0] if found else None
-
-
-def history(conn, event_id: str | None) -> list[DeadLetter]:
-    """Every dead letter of one event: the first failure and each failed replay."""
-    if event_id is None:
-        return []
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM ops.dead_letters WHERE event_id = %s ORDER BY id",
-                    (event_id,))
-        return _rows(cur)
-
-
-def waiting_count(conn) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL")
-        return cur.fetchone()[0]
+__all__ = ["DeadLetter", "Selector", "discard", "queue_depth", "remove_settled_messages", "replay",
+           "replay_message", "wait_for_outcomes"]
 
 
 def queue_depth(channel, queue: str) -> tuple[int, int]:
@@ -200,7 +89,7 @@ class ReplayReport:
     removed_from_queue: int = 0
 
 
-def replay(conn, publisher: Publisher, landing_dir: Path, rows: Iterable[DeadLetter], replay_limit: int,
+def replay(ledger: Ledger, publisher: Publisher, landing_dir: Path, rows: Iterable[DeadLetter], replay_limit: int,
            progress: Callable[[DeadLetter], None] = lambda d: None) -> ReplayReport:
     """Replay each waiting dead letter: stamp it, publish its event, and take
     its message off the dead queue.
@@ -224,29 +113,22 @@ def replay(conn, publisher: Publisher, landing_dir: Path, rows: Iterable[DeadLet
         except NotReplayable as exc:
             report.refused.append((dead, str(exc)))
             continue
-        with conn.cursor() as cur:
-            cur.execute("UPDATE ops.dead_letters SET replayed_at = now() WHERE id = %s AND replayed_at IS NULL"
-                        " AND discarded_at IS NULL RETURNING id", (dead.id,))
-            stamped = cur.fetchone() is not None
-        conn.commit()
-        if not stamped:
+        if not ledger.mark_replayed(dead.id):
             report.refused.append((dead, "replayed or discarded meanwhile by someone else"))
             continue
         try:
             publisher.publish(publisher.topology.events_exchange, key, body, message_id,
                               {"x-ingestd-replay-of": dead.id})
         except TransientError as exc:
-            with conn.cursor() as cur:
-                cur.execute("UPDATE ops.dead_letters SET replayed_at = NULL WHERE id = %s", (dead.id,))
-            conn.commit()
+            ledger.unmark_replayed(dead.id)
             report.refused.append((dead, f"could not publish: {exc}"))
             continue
         report.published.append(dead)
-    report.removed_from_queue = remove_settled_messages(conn, publisher.url, publisher.topology)
+    report.removed_from_queue = remove_settled_messages(ledger, publisher.url, publisher.topology)
     return report
 
 
-def discard(conn, broker_url: str, topology: Topology, landing_dir: Path, rows: Iterable[DeadLetter],
+def discard(ledger: Ledger, broker_url: str, topology: Topology, landing_dir: Path, rows: Iterable[DeadLetter],
             note: str | None, delete_file: bool) -> tuple[list[DeadLetter], list[str], int]:
     """Mark waiting dead letters discarded (with ``note``), drop their messages,
     and delete their quarantined files if asked. Returns (discarded, problems,
@@ -256,14 +138,9 @@ def discard(conn, broker_url: str, topology: Topology, landing_dir: Path, rows: 
         if dead.state != "waiting":
             problems.append(f"#{dead.id}: already {dead.state}")
             continue
-        with conn.cursor() as cur:
-            cur.execute("UPDATE ops.dead_letters SET discarded_at = now(), note = %s WHERE id = %s"
-                        " AND replayed_at IS NULL AND discarded_at IS NULL RETURNING id", (note, dead.id))
-            if cur.fetchone() is None:
-                problems.append(f"#{dead.id}: replayed or discarded meanwhile")
-                conn.commit()
-                continue
-        conn.commit()
+        if not ledger.mark_discarded(dead.id, note):
+            problems.append(f"#{dead.id}: replayed or discarded meanwhile")
+            continue
         discarded.append(dead)
         if delete_file and dead.file_path and PurePosixPath(dead.file_path).parts[0] == QUARANTINE_DIR:
             try:
@@ -272,7 +149,7 @@ def discard(conn, broker_url: str, topology: Topology, landing_dir: Path, rows: 
                 pass
             except Exception as exc:  # noqa: BLE001 - reported, the discard stands
                 problems.append(f"#{dead.id}: file not deleted: {exc}")
-    removed = remove_settled_messages(conn, broker_url, topology)
+    removed = remove_settled_messages(ledger, broker_url, topology)
     return discarded, problems, removed
 
 
@@ -285,7 +162,7 @@ def _message_replay_count(body: bytes) -> int:
     return value if isinstance(value, int) else 0
 
 
-def remove_settled_messages(conn, broker_url: str, topology: Topology) -> int:
+def remove_settled_messages(ledger: Ledger, broker_url: str, topology: Topology) -> int:
     """Take off ``ingest.dead`` every message whose dead letter is replayed or
     discarded. A message is matched by its id and the replay count in its
     body, so a fresh failure of a replay (same event id, next count) stays.
@@ -293,8 +170,6 @@ def remove_settled_messages(conn, broker_url: str, topology: Topology) -> int:
     AMQP cannot delete one message: the queue is read without acks, the
     settled ones are acked, and closing the channel returns the rest.
     """
-    from .broker import open_connection
-
     connection = open_connection(broker_url, name=topology.connection_name("dlq"))
     try:
         channel = connection.channel()
@@ -304,15 +179,10 @@ def remove_settled_messages(conn, broker_url: str, topology: Topology) -> int:
             if method is None:
                 break
             held.append((method.delivery_tag, properties.message_id, _message_replay_count(body)))
-        ids = sorted({m for _, m, _ in held if m and _is_uuid(m)})
+        ids = sorted({m for _, m, _ in held if m and is_uuid(m)})
         if not ids:
             return 0
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT event_id::text, replay_count, bool_or(replayed_at IS NULL AND discarded_at IS NULL)"
-                " FROM ops.dead_letters WHERE event_id = ANY(%s::uuid[]) GROUP BY 1, 2", (ids,))
-            settled = {(e, n) for e, n, waiting in cur.fetchall() if not waiting}
-        conn.commit()
+        settled = ledger.settled_messages(ids)
         removed = 0
         for tag, message_id, count in held:
             if (message_id, count) in settled:
@@ -324,37 +194,12 @@ def remove_settled_messages(conn, broker_url: str, topology: Topology) -> int:
             connection.close()  # unacked messages go back to the queue
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-        return True
-    except ValueError:
-        return False
-
-
-def outcomes(conn, event_ids: list[str], since: datetime) -> dict[str, int]:
-    """Final statuses of the runs of these events since ``since``."""
-    if not event_ids:
-        return {}
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT DISTINCT ON (event_id) event_id, status FROM ops.pipeline_runs"
-            " WHERE event_id = ANY(%s::uuid[]) AND started_at >= %s AND status <> 'running'"
-            " ORDER BY event_id, started_at DESC", (event_ids, since))
-        rows = cur.fetchall()
-    conn.commit()
-    counts: dict[str, int] = {}
-    for _, status in rows:
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def wait_for_outcomes(conn, event_ids: list[str], since: datetime, timeout: float,
+def wait_for_outcomes(ledger: Ledger, event_ids: list[str], since: datetime, timeout: float,
                       tick: Callable[[int], None] = lambda n: None) -> dict[str, int]:
     deadline = time.monotonic() + timeout
-    counts = outcomes(conn, event_ids, since)
+    counts = ledger.run_outcomes(event_ids, since)
     while sum(counts.values()) < len(event_ids) and time.monotonic() < deadline:
         time.sleep(0.25)
-        counts = outcomes(conn, event_ids, since)
+        counts = ledger.run_outcomes(event_ids, since)
         tick(sum(counts.values()))
     return counts

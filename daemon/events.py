@@ -82,6 +82,15 @@ class PayloadEvent(_Message):
 Event = FileEvent | PayloadEvent
 
 
+def is_uuid(value: object) -> bool:
+    """True when ``value`` reads as a UUID (an event id, a message id)."""
+    try:
+        uuid.UUID(str(value))
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
 def routing_key(kind: str, source: str) -> str:
     # A folder name that is not a valid source name still needs a routable key;
     # the consumer will dead-letter it as unknown_source.

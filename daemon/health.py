@@ -132,7 +132,7 @@ def sample_queues(config, stop: threading.Event, every: float = 10.0) -> None:
     from .errors import TransientError
     from .metrics import QUEUE_CONSUMERS, QUEUE_MESSAGES
 
-    topology = Topology(config.prefix, config.delivery_limit)
+    topology = Topology.for_config(config)
     connection = None
     while not stop.is_set():
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .backoff import compute_backoff
+from .backoff import sleep as stop_aware_sleep
 from .errors import PermanentError, Shutdown
 from .providers import scrub
 
@@ -88,8 +89,7 @@ def _get_once(url: str, headers: Mapping[str, str], timeout: float, secrets: tup
 
 def get_with_retries(url: str, headers: Mapping[str, str], policy: RetryPolicy, secrets: tuple[str, ...] = (),
                      stop: Callable[[], bool] = lambda: False,
-                     on_retry: Callable[[int, str, float], None] = lambda attempt, what, delay: None,
-                     sleep: Callable[[float], None] = time.sleep) -> Answer:
+                     on_retry: Callable[[int, str, float], None] = lambda attempt, what, delay: None) -> Answer:
     """GET ``url``. Returns the answer of the first success; raises
     ``PermanentError(api_error)`` with the status and a body excerpt once the
     attempts or the time budget are spent, or at once for a 4xx other than 429."""
@@ -113,11 +113,8 @@ def get_with_retries(url: str, headers: Mapping[str, str], policy: RetryPolicy, 
                               last.status, last.retry_after, last.excerpt)
             break
         on_retry(attempt, str(last), delay)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline:
-            if stop():
-                raise Shutdown()
-            sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        if stop_aware_sleep(delay, stop):
+            raise Shutdown()
     assert last is not None
     detail = {"attempts": attempt, "status": last.status, "excerpt": last.excerpt}
     message = f"gave up after {attempt} attempt(s) in {time.monotonic() - started:.1f} s: {last}"

@@ -14,7 +14,8 @@ from typing import Any
 from . import dlq
 from .broker import Publisher, Topology, open_connection
 from .db import connect
-from .reports import gather_status, recent_runs
+from .ledger import Ledger
+from .reports import gather_status
 from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
 
@@ -58,8 +59,8 @@ def build_selector(args, waiting_only: bool) -> dlq.Selector:
     )
 
 
-def _db(config):
-    return connect(config.database_url, config.connect_timeout_seconds, "ingestd-cli")
+def _ledger(config) -> Ledger:
+    return Ledger(connect(config.database_url, config.connect_timeout_seconds, "ingestd-cli"))
 
 
 def cmd_dlq_list(config, args) -> int:
@@ -68,13 +69,13 @@ def cmd_dlq_list(config, args) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    conn = _db(config)
+    ledger = _ledger(config)
     try:
-        rows = dlq.select(conn, selector, limit=args.limit)
-        waiting = dlq.waiting_count(conn)
+        rows = ledger.dead_letters(selector, limit=args.limit)
+        waiting = ledger.waiting_count()
     finally:
-        conn.close()
-    topology = Topology(config.prefix, config.delivery_limit)
+        ledger.conn.close()
+    topology = Topology.for_config(config)
     depth: int | None = None
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, topology.connection_name("dlq"))
@@ -107,35 +108,23 @@ def _endpoint(dead: dlq.DeadLetter) -> str | None:
 
 
 def cmd_dlq_show(config, args) -> int:
-    conn = _db(config)
+    ledger = _ledger(config)
     try:
-        dead = dlq.get(conn, args.id)
+        found = ledger.dead_letters(dlq.Selector(ids=[args.id], include_replayed=True, include_discarded=True))
+        dead = found[0] if found else None
         if dead is None:
             _err(f"no dead letter with id {args.id}")
             return EXIT_FAILED
-        chain = dlq.history(conn, dead.event_id)
-        run = None
-        if dead.run_id:
-            with conn.cursor() as cur:
-                cur.execute("SELECT status, started_at, finished_at, worker, error_summary FROM ops.pipeline_runs"
-                            " WHERE run_id = %s", (dead.run_id,))
-                row = cur.fetchone()
-            run = dict(zip(("status", "started_at", "finished_at", "worker", "error_summary"), row, strict=True)) \
-                if row else None
-        replay_runs = []
-        if dead.replayed_at and dead.event_id:
-            with conn.cursor() as cur:
-                cur.execute("SELECT run_id, status, finished_at, error_summary FROM ops.pipeline_runs"
-                            " WHERE event_id = %s AND trigger = 'replay' AND started_at >= %s ORDER BY started_at"
-                            " LIMIT 1", (dead.event_id, dead.replayed_at))
-                replay_runs = [dict(zip(("run_id", "status", "finished_at", "error_summary"), r, strict=True))
-                               for r in cur.fetchall()]
+        chain = ledger.dead_letter_history(dead.event_id) if dead.event_id else []
+        run = ledger.run(dead.run_id) if dead.run_id else None
+        replay_run = ledger.replay_run(dead.event_id, dead.replayed_at) if dead.replayed_at and dead.event_id \
+            else None
     finally:
-        conn.close()
+        ledger.conn.close()
     location = _file_state(config, dead.file_path)
     if args.json:
         print_json({**dead.as_json(), "file_exists": location, "run": run,
-                    "replay_run": replay_runs[0] if replay_runs else None,
+                    "replay_run": replay_run,
                     "history": [d.as_json() for d in chain]})
         return EXIT_OK
     lines = [
@@ -154,8 +143,8 @@ def cmd_dlq_show(config, args) -> int:
     if run:
         lines.append(f"  failed run    {dead.run_id}  {run['status']} at {cell(run['finished_at'])}"
                      f" on {cell(run['worker'])}")
-    if replay_runs:
-        outcome = replay_runs[0]
+    if replay_run:
+        outcome = replay_run
         lines.append(f"  replay run    {outcome['run_id']}  {outcome['status']} at {cell(outcome['finished_at'])}"
                      + (f"  ({outcome['error_summary']})" if outcome["error_summary"] else ""))
     lines.append("  detail")
@@ -183,7 +172,7 @@ def _file_state(config, file_path: str | None) -> bool | None:
     return path.exists() or path.is_symlink()
 
 
-def _selected(config, args, conn) -> list[dlq.DeadLetter] | None:
+def _selected(config, args, ledger: Ledger) -> list[dlq.DeadLetter] | None:
     """The waiting dead letters an operation applies to; None (after a message) on bad usage."""
     try:
         selector = build_selector(args, waiting_only=True)
@@ -193,13 +182,13 @@ def _selected(config, args, conn) -> list[dlq.DeadLetter] | None:
     if selector.is_empty and not args.all:
         _err("say which dead letters: --id ID, a filter (--source, --reason, --since, --until), or --all")
         return None
-    return dlq.select(conn, selector)
+    return ledger.dead_letters(selector)
 
 
-def _plan(config, args, conn, action: str) -> list[dlq.DeadLetter] | int:
+def _plan(config, args, ledger: Ledger, action: str) -> list[dlq.DeadLetter] | int:
     """The waiting dead letters ``action`` applies to, or the exit status when
     there is nothing to do (bad usage, --dry-run, none selected)."""
-    rows = _selected(config, args, conn)
+    rows = _selected(config, args, ledger)
     if rows is None:
         return EXIT_USAGE
     if args.dry_run or not rows:
@@ -212,18 +201,18 @@ def _plan(config, args, conn, action: str) -> list[dlq.DeadLetter] | int:
 def cmd_dlq_replay(config, args) -> int:
     from tqdm import tqdm
 
-    conn = _db(config)
+    ledger = _ledger(config)
     try:
-        rows = _plan(config, args, conn, "replay")
+        rows = _plan(config, args, ledger, "replay")
         if isinstance(rows, int):
             return rows
-        topology = Topology(config.prefix, config.delivery_limit)
+        topology = Topology.for_config(config)
         publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "dlq-replay")
         # disable=None: tqdm draws only on a terminal.
         bar = tqdm(total=len(rows), unit="dead letter", desc="replaying", file=sys.stderr,
                    disable=True if args.json or len(rows) < 2 else None)
         try:
-            report = dlq.replay(conn, publisher, config.landing_dir, rows, config.replay_limit,
+            report = dlq.replay(ledger, publisher, config.landing_dir, rows, config.replay_limit,
                                 progress=lambda d: bar.update(1))
         finally:
             bar.close()
@@ -233,11 +222,11 @@ def cmd_dlq_replay(config, args) -> int:
             ids = [str(d.event_id) for d in report.published]
             wait_bar = tqdm(total=len(ids), unit="event", desc="waiting for consumers", file=sys.stderr,
                             disable=True if args.json or len(ids) < 2 else None)
-            counts = dlq.wait_for_outcomes(conn, ids, report.started_at, args.wait,
+            counts = dlq.wait_for_outcomes(ledger, ids, report.started_at, args.wait,
                                            tick=lambda n: wait_bar.update(n - wait_bar.n))
             wait_bar.close()
     finally:
-        conn.close()
+        ledger.conn.close()
     summary = {
         "selected": len(rows), "replayed": len(report.published), "refused": len(report.refused),
         "loaded": counts.get("success", 0), "skipped": counts.get("skipped", 0),
@@ -276,16 +265,16 @@ def _print_selection(rows, verb: str, as_json: bool) -> None:
 
 
 def cmd_dlq_discard(config, args) -> int:
-    conn = _db(config)
+    ledger = _ledger(config)
     try:
-        rows = _plan(config, args, conn, "discard")
+        rows = _plan(config, args, ledger, "discard")
         if isinstance(rows, int):
             return rows
-        topology = Topology(config.prefix, config.delivery_limit)
-        discarded, problems, removed = dlq.discard(conn, config.amqp_url, topology, config.landing_dir, rows,
+        topology = Topology.for_config(config)
+        discarded, problems, removed = dlq.discard(ledger, config.amqp_url, topology, config.landing_dir, rows,
                                                    args.note, args.delete_file)
     finally:
-        conn.close()
+        ledger.conn.close()
     if args.json:
         print_json({"discarded": [d.id for d in discarded], "problems": problems, "removed_from_queue": removed})
     else:
@@ -302,11 +291,11 @@ def cmd_runs(config, args) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    conn = _db(config)
+    ledger = _ledger(config)
     try:
-        rows = recent_runs(conn, args.status, args.source, since, args.limit)
+        rows = ledger.recent_runs(args.status, args.source, since, args.limit)
     finally:
-        conn.close()
+        ledger.conn.close()
     if args.json:
         print_json({"runs": rows})
         return EXIT_OK

@@ -13,21 +13,20 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg2.extensions
-from psycopg2.extras import Json
-
 from . import db
+from .backoff import Backoff
+from .backoff import sleep as stop_aware_sleep
 from .broker import Publisher
 from .config import Config, LiveConfig, SourceConfig
 from .errors import PermanentError, Shutdown, TransientError
 from .events import PayloadEvent
 from .http import RetryPolicy, get_with_retries
 from .landing import PAYLOADS_DIR
+from .ledger import FailedRun, Ledger
 from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES
 from .providers import ApiRequest, advance_cursor, build_requests, check_answer, scrub, secrets_of
 
@@ -41,12 +40,10 @@ class RateLimiter:
         self._last: dict[str, float] = {}
         self._clock = clock
 
-    def wait(self, provider: str, interval: float, stop: Callable[[], bool]) -> None:
+    def wait(self, provider: str, interval: float, stop: threading.Event) -> None:
         due = self._last.get(provider, float("-inf")) + interval
-        while (now := self._clock()) < due:
-            if stop():
-                raise Shutdown()
-            time.sleep(min(0.1, due - now))
+        if stop_aware_sleep(due - self._clock(), stop):
+            raise Shutdown()
         self._last[provider] = self._clock()
 
 
@@ -72,7 +69,9 @@ class Poller:
         self.environ = os.environ if environ is None else environ
         self.worker = worker
         self.rate = RateLimiter()
-        self._conn: psycopg2.extensions.connection | None = None
+        config = self.config
+        self.database = db.OnDemand(config.database_url, config.connect_timeout_seconds, f"ingestd-{worker}",
+                                    autocommit=True)
         self.heartbeat: Callable[[], None] = lambda: None
         self.report: Callable[[str | None], None] = lambda problem: None
 
@@ -88,34 +87,22 @@ class Poller:
     def config(self) -> Config:
         return self.settings.get() if isinstance(self.settings, LiveConfig) else self.settings
 
-    def _db(self):
-        config = self.config
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(config.database_url, config.connect_timeout_seconds, f"ingestd-{self.worker}")
-            self._conn.autocommit = True
-        return self._conn
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.database.get())
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self.database.drop()
         self.publisher.close()
 
     # -- state ---------------------------------------------------------------
     def _state(self, source: str) -> tuple[dict, datetime | None]:
-        with self._db().cursor() as cur:
-            cur.execute("SELECT cursor, next_poll_at FROM ops.poll_state WHERE source = %s", (source,))
-            row = cur.fetchone()
-        return (row[0], row[1]) if row else ({}, None)
+        cursor, next_poll, _ = self.ledger.poll_state(source)
+        return cursor, next_poll
 
     def _save_state(self, source: SourceConfig, cursor: dict, status: str) -> None:
         next_poll = datetime.now(UTC) + timedelta(seconds=source.interval_seconds)
-        with self._db().cursor() as cur:
-            cur.execute(
-                "INSERT INTO ops.poll_state (source, cursor, last_polled_at, last_status, next_poll_at, updated_at)"
-                " VALUES (%s, %s, now(), %s, %s, now()) ON CONFLICT (source) DO UPDATE SET cursor = EXCLUDED.cursor,"
-                " last_polled_at = now(), last_status = EXCLUDED.last_status,"
-                " next_poll_at = EXCLUDED.next_poll_at, updated_at = now()",
-                (source.name, Json(cursor), status[:500], next_poll))
+        self.ledger.save_poll_state(source.name, cursor, status, next_poll)
 
     def _record_failure(self, source: SourceConfig, request: ApiRequest | None, exc: PermanentError) -> None:
         POLL_FAILURES.labels(source.name).inc()
@@ -123,12 +110,8 @@ class Poller:
         summary = exc.failure.message
         if detail.get("status") and f"HTTP {detail['status']}" not in summary:
             summary = f"HTTP {detail['status']}: {summary}"
-        with self._db().cursor() as cur:
-            cur.execute(
-                "INSERT INTO ops.pipeline_runs (run_id, source, trigger, status, finished_at, error_summary, reason,"
-                " worker, file_path) VALUES (%s, %s, 'api', 'failure', now(), %s, %s, %s, %s)",
-                (uuid.uuid4(), source.name, summary[:2000], exc.reason, self.worker,
-                 request.endpoint if request else None))
+        self.ledger.record_failed_run(FailedRun(source.name, "api", summary, exc.reason, self.worker,
+                                                file_path=request.endpoint if request else None))
         log.warning("poll failed", extra={"source": source.name, "step": "poll", "status": "failure",
                                           "reason": exc.reason, "detail": summary,
                                           "endpoint": request.endpoint if request else None})
@@ -159,7 +142,7 @@ class Poller:
             started = time.monotonic()
             try:
                 self.rate.wait(source.provider or "", config.poller.interval_for(source.provider or ""),
-                               self.stop.is_set)
+                               self.stop)
                 answer = get_with_retries(request.url, request.headers, policy, secrets, stop=self._still_beating,
                                           on_retry=self._retry_logger(source.name, request.endpoint, secrets))
                 records = check_answer(answer.body, source)
@@ -210,45 +193,46 @@ class Poller:
         return all(results)
 
     def run(self) -> None:
-        """Poll every API source at its interval until ``stop``."""
+        """Poll every API source at its interval until ``stop``. Trouble with
+        the database (or a bug) is logged and retried with backoff; polling
+        never ends of it."""
         due: dict[str, float] = {}
+        backoff = Backoff(base=1.0, cap=60.0)
         while not self.stop.is_set():
             self.heartbeat()
             if not self.publisher.connected:
                 self.report(self.publisher.connect())
             try:
-                sources = {s.name: s for s in self.config.api_sources}
-                now_wall = datetime.now(UTC)
-                for name in sources:
-                    if name not in due:
-                        _, next_poll = self._state(name)
-                        wait = (next_poll - now_wall).total_seconds() if next_poll else 0.0
-                        due[name] = time.monotonic() + max(0.0, wait)
-                for name in [n for n in due if n not in sources]:
-                    del due[name]
-                for name, when in sorted(due.items(), key=lambda kv: kv[1]):
-                    if self.stop.is_set() or time.monotonic() < when:
-                        continue
-                    self.poll_source(sources[name])
-                    due[name] = time.monotonic() + sources[name].interval_seconds
-            except (TransientError, OSError) as exc:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                log.warning("poller cannot reach the database; retrying", extra={
-                    "step": "poll", "status": "retry", "error": str(exc)})
-                self.stop.wait(5)
-                continue
+                self._poll_due(due)
+                backoff.reset()
             except Shutdown:
                 break
             except Exception as exc:  # noqa: BLE001 - database errors and the like must not end polling
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                log.error("poller error; retrying", extra={"step": "poll", "status": "error",
-                                                           "error": f"{type(exc).__name__}: {exc}"})
-                self.stop.wait(5)
+                self.database.drop()
+                delay = backoff.next_delay()
+                log.warning("poller cannot go on; retrying", extra={
+                    "step": "poll", "status": "retry", "error": f"{type(exc).__name__}: {exc}",
+                    "retry_in_s": round(delay, 2)})
+                stop_aware_sleep(delay, self.stop)
                 continue
             next_due = min(due.values(), default=time.monotonic() + 5)
-            self.stop.wait(max(0.05, min(5.0, next_due - time.monotonic())))
+            stop_aware_sleep(max(0.05, min(5.0, next_due - time.monotonic())), self.stop)
         self.close()
+
+    def _poll_due(self, due: dict[str, float]) -> None:
+        """Poll the sources whose time has come; ``due`` (monotonic times)
+        follows the configured sources, starting from ``ops.poll_state``."""
+        sources = {s.name: s for s in self.config.api_sources}
+        now_wall = datetime.now(UTC)
+        for name in sources:
+            if name not in due:
+                _, next_poll = self._state(name)
+                wait = (next_poll - now_wall).total_seconds() if next_poll else 0.0
+                due[name] = time.monotonic() + max(0.0, wait)
+        for name in [n for n in due if n not in sources]:
+            del due[name]
+        for name, when in sorted(due.items(), key=lambda kv: kv[1]):
+            if self.stop.is_set() or time.monotonic() < when:
+                continue
+            self.poll_source(sources[name])
+            due[name] = time.monotonic() + sources[name].interval_seconds

@@ -9,30 +9,8 @@ from .broker import Topology, open_connection
 from .config import Config
 from .db import connect
 from .errors import TransientError
+from .ledger import Ledger
 from .logs import redact_url
-
-RUN_COLUMNS = ("run_id", "event_id", "source", "trigger", "status", "started_at", "finished_at", "rows_total",
-               "rows_valid", "rows_invalid", "error_summary", "reason", "worker", "file_path")
-
-
-def recent_runs(conn, status: str | None = None, source: str | None = None, since: datetime | None = None,
-                limit: int = 20) -> list[dict[str, Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if status:
-        clauses.append("status = %s")
-        params.append(status)
-    if source:
-        clauses.append("source = %s")
-        params.append(source)
-    if since:
-        clauses.append("started_at >= %s")
-        params.append(since)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM ops.pipeline_runs{where}"
-                    " ORDER BY started_at DESC LIMIT %s", params + [limit])
-        return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur.fetchall()]
 
 
 @dataclass
@@ -53,7 +31,7 @@ class Status:
 def gather_status(config: Config) -> Status:
     """Everything ``ingestd status`` shows; never raises for an unreachable service."""
     status = Status()
-    topology = Topology(config.prefix, config.delivery_limit)
+    topology = Topology.for_config(config)
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, topology.connection_name("status"))
         try:
@@ -80,37 +58,16 @@ def gather_status(config: Config) -> Status:
         status.problems.append(str(exc))
         return status
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('ops.pipeline_runs') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                status.database = "not migrated"
-                status.problems.append(f"database {redact_url(config.database_url)} has no ingestd tables: "
-                                       "run ingestd migrate")
-                return status
-            status.database = "ok"
-            cur.execute("""
-                WITH names AS (
-                    SELECT unnest(%s::text[]) AS source
-                    UNION SELECT DISTINCT source FROM ops.pipeline_runs WHERE started_at > now() - interval '7 days'
-                    UNION SELECT DISTINCT source FROM ops.dead_letters
-                        WHERE source IS NOT NULL AND replayed_at IS NULL AND discarded_at IS NULL)
-                SELECT n.source,
-                    (SELECT max(finished_at) FROM ops.pipeline_runs r WHERE r.source = n.source AND status = 'success'),
-                    (SELECT max(finished_at) FROM ops.pipeline_runs r WHERE r.source = n.source AND status = 'failure'),
-                    (SELECT coalesce(sum(rows_total), 0) FROM ops.pipeline_runs r WHERE r.source = n.source
-                        AND status = 'success' AND finished_at >= date_trunc('day', now())),
-                    (SELECT count(*) FROM ops.dead_letters d WHERE d.source = n.source
-                        AND replayed_at IS NULL AND discarded_at IS NULL)
-                FROM names n ORDER BY n.source""", (sorted(config.sources),))
-            for name, last_ok, last_fail, rows_today, waiting in cur.fetchall():
-                status.sources.append({"source": name, "configured": name in config.sources,
-                                       "last_success": last_ok, "last_failure": last_fail,
-                                       "rows_today": int(rows_today), "dead_letters_waiting": waiting})
-            cur.execute("SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL")
-            status.dead_letters_waiting = cur.fetchone()[0]
-            cur.execute("SELECT source, next_poll_at, last_polled_at, last_status FROM ops.poll_state ORDER BY 1")
-            status.pollers = [{"source": s, "next_poll_at": n, "last_polled_at": p, "last_status": st}
-                              for s, n, p, st in cur.fetchall()]
+        ledger = Ledger(conn)
+        if not ledger.is_migrated():
+            status.database = "not migrated"
+            status.problems.append(f"database {redact_url(config.database_url)} has no ingestd tables: "
+                                   "run ingestd migrate")
+            return status
+        status.database = "ok"
+        status.sources = ledger.source_summaries(sorted(config.sources))
+        status.dead_letters_waiting = ledger.waiting_count()
+        status.pollers = ledger.poll_states()
     finally:
         conn.close()
     if status.dead_letters_waiting:

@@ -1,0 +1,106 @@
+"""What a consumer worker carries from event to event, and how an event ended."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2.extensions
+
+from ingestd.daemon import db
+from ingestd.daemon.broker import Topology
+from ingestd.daemon.config import Config, LiveConfig, SourceConfig
+from ingestd.daemon.ledger import Ledger
+
+from .validation import RecordValidator
+
+
+@dataclass
+class Outcome:
+    """How an event ended: ``success``, ``skipped`` or ``failure`` (dead-lettered)."""
+
+    status: str
+    run_id: uuid.UUID | None
+    rows: int = 0
+    reason: str | None = None
+    message: str = ""
+    rows_valid: int = 0
+    rows_invalid: int = 0
+    bytes_read: int = 0
+
+
+class IngestContext:
+    """What a worker needs to handle events; one per worker thread.
+
+    ``publisher`` is anything with ``publish``, ``topology``,
+    ``process_events`` and ``close`` (``broker.Publisher``, or a recording one
+    in tests)."""
+
+    def __init__(self, settings: Config | LiveConfig, publisher: Any, worker: str) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.worker = worker
+        config = self.config
+        self.database = db.OnDemand(config.database_url, config.connect_timeout_seconds, f"ingestd-{worker}")
+        self._validators: dict[str, tuple[SourceConfig, RecordValidator]] = {}
+        # Sources whose bronze table is known to exist (after a commit).
+        self.tables: set[str] = set()
+        # Seam for fault tests: called between COPY and COMMIT.
+        self.before_commit: Callable[[], None] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration now (a live one follows edits of the file)."""
+        return self.settings.get() if isinstance(self.settings, LiveConfig) else self.settings
+
+    @property
+    def topology(self) -> Topology:
+        return self.publisher.topology
+
+    def conn(self) -> psycopg2.extensions.connection:
+        return self.database.get()
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.database.get())
+
+    def drop_connection(self) -> None:
+        self.database.drop()
+
+    def validator(self, source: SourceConfig) -> RecordValidator:
+        cached = self._validators.get(source.name)
+        if cached is None or cached[0] is not source:  # new, or the config was reloaded
+            cached = (source, RecordValidator(source.schema, source.name, source.format_keyword))
+            self._validators[source.name] = cached
+        return cached[1]
+
+    def close(self) -> None:
+        self.drop_connection()
+        self.publisher.close()
+
+
+@dataclass
+class RecordingPublisher:
+    """A publisher that keeps what it is given, for tests of the consumer
+    without a broker: ``(exchange, routing key, body, message id, headers)``."""
+
+    topology: Topology = field(default_factory=Topology)
+    sent: list[tuple[str, str, bytes, str, dict[str, Any] | None]] = field(default_factory=list)
+    url: str = "amqp://recording"
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
+                headers: dict[str, Any] | None = None) -> None:
+        self.sent.append((exchange, routing_key, body, message_id, headers))
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def connect(self) -> str | None:
+        return None
+
+    def process_events(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
