@@ -32,7 +32,7 @@ FITBIT = SHARED_DATA / "fitbit"
 # Hermetic: the user's own settings (the Quick start exports
 # INGESTD_DATABASE_URL) must reach neither the tests nor the ingestd
 # processes they start, which inherit this environment. INGESTD_TEST_* are
-# the tests' own knobs (README: Tests).
+# the tests' own knobs (docs/design.md: Tests).
 CLEARED_SETTINGS = sorted(name for name in os.environ
                           if name.startswith("INGESTD_") and not name.startswith("INGESTD_TEST_"))
 for _name in CLEARED_SETTINGS:

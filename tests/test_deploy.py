@@ -194,7 +194,7 @@ def test_every_role_has_the_same_memory_bound_under_systemd_and_compose(compose)
         compose_limit = doc["services"][role]["mem_limit"]
         assert int(compose_limit[:-1]) * units[compose_limit[-1].upper()] == limit_mb, role
     # A consumer's bound leaves room for the measured worst case of one
-    # record of the default max_record_bytes (README: sizing memory).
+    # record of the default max_record_bytes (docs/configuration.md: sizing memory).
     from ingestd.daemon.config import Config
     default_record = Config(path=None, landing_dir=REPO).max_record_bytes
     assert 40 * default_record + 200 * 2**20 <= 1024 * 2**20

@@ -127,9 +127,9 @@ def test_an_unknown_config_key_gets_a_did_you_mean(tmp_path):
     assert "'max_invalid_ration' (did you mean 'max_invalid_ratio'?)" in result.stderr
 
 
-def test_the_readme_config_table_names_every_key_of_the_config_schema():
+def test_the_configuration_doc_names_every_key_of_the_config_schema():
     schema = json.loads((REPO / "daemon" / "config.schema.json").read_text())
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "configuration.md").read_text()
     missing = []
     for section, spec in schema["properties"].items():
         if section == "sources":
