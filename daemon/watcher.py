@@ -8,14 +8,12 @@ periodically. Handlers only enqueue; all decisions happen in ``Watcher.run``.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from watchdog.events import (
@@ -32,13 +30,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .backoff import compute_backoff
+from .backoff import Backoff
 from .broker import Publisher
 from .config import Config
 from .errors import TransientError
 from .events import FileEvent
 from .landing import NO_SOURCE, is_ignored, is_ignored_name, source_of
 from .metrics import EVENTS_PUBLISHED, source_label
+from .settle import Pending, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +62,6 @@ class _Hints(FileSystemEventHandler):
             self.hints.put(("deleted", os.fsdecode(event.src_path)))
 
 
-@dataclass
-class Pending:
-    size: int
-    mtime_ns: int
-    stable_since: float
-    complete: bool = False  # closed after write, or renamed into place
-
-
-def open_for_writing_elsewhere(path: Path) -> bool | None:
-    """True if some process holds the file open for writing (Linux lease
-    check), False if none does, None when the check is not permitted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        return False
-    except OSError as exc:
-        return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
-    finally:
-        os.close(fd)
-
-
 class Watcher:
     """Publishes a ``FileEvent`` for each complete file in the landing zone."""
 
@@ -100,18 +74,21 @@ class Watcher:
         self.clock = clock
         self.wall_clock = wall_clock
         self.hints: queue.Queue = queue.Queue()
-        self.pending: dict[str, Pending] = {}
-        # What was published, so rescans do not publish the same file again.
-        self.published: dict[str, tuple[int, int]] = {}
+        self.readiness = Readiness(self.root, config.settle_seconds, clock=clock, wall_clock=wall_clock)
         self._observer: BaseObserver | None = None
         # Root folders with a watch ("" is the root itself): (watch, inode).
         self._watched: dict[str, tuple[object, int]] = {}
         self._next_publish_try = 0.0
-        self._publish_failures = 0
+        # One backoff for the broker, whether publishing or connecting failed.
+        self._broker_backoff = Backoff(cap=30)
         self.heartbeat: Callable[[], None] = lambda: None
         # Told None when the broker connection is up, else the problem.
         self.report: Callable[[str | None], None] = lambda problem: None
         self._next_connect_try = 0.0
+
+    @property
+    def pending(self) -> dict[str, Pending]:
+        return self.readiness.pending
 
     def relative(self, path: str | Path) -> PurePosixPath | None:
         try:
@@ -220,58 +197,13 @@ class Watcher:
     def note(self, path: str | Path, complete: bool) -> bool:
         """Take a hint about ``path``. Returns True when it became pending."""
         rel = self.relative(path)
-        if rel is None:
-            return False
-        key = rel.as_posix()
-        try:
-            st = os.lstat(path)
-        except OSError:
-            self.pending.pop(key, None)
-            return False
-        identity = (st.st_size, st.st_mtime_ns)
-        if self.published.get(key) == identity:
-            return False
-        entry = self.pending.get(key)
-        now = self.clock()
-        if entry is None:
-            self.pending[key] = Pending(st.st_size, st.st_mtime_ns, now, complete)
-            return True
-        if (entry.size, entry.mtime_ns) != identity:
-            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
-            entry.complete = complete
-        else:
-            entry.complete = entry.complete or complete
-        return False
-
-    def ready(self) -> list[str]:
-        """Pending files that are complete now (or vanished: dropped)."""
-        out = []
-        now, wall = self.clock(), self.wall_clock()
-        settle = self.config.settle_seconds
-        for key, entry in list(self.pending.items()):
-            due = (entry.complete or now - entry.stable_since >= settle
-                   or wall - entry.mtime_ns / 1e9 >= settle)
-            if not due:
-                continue  # nothing to decide before its settle time: no stat on every pass
-            path = self.root / key
-            try:
-                st = os.lstat(path)
-            except OSError:
-                del self.pending[key]
-                continue
-            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-                entry.size, entry.mtime_ns, entry.stable_since, entry.complete = st.st_size, st.st_mtime_ns, now, False
-                continue
-            still = now - entry.stable_since >= settle or wall - st.st_mtime_ns / 1e9 >= settle
-            if entry.complete or (still and open_for_writing_elsewhere(path) is not True):
-                out.append(key)
-        return out
+        return False if rel is None else self.readiness.note(rel.as_posix(), complete)
 
     def publish_ready(self) -> int:
         if self.clock() < self._next_publish_try:
             return 0
         sent = 0
-        for key in self.ready():
+        for key in self.readiness.ready():
             entry = self.pending[key]
             rel = PurePosixPath(key)
             event = FileEvent(source=source_of(rel) or NO_SOURCE, path=key, size=entry.size,
@@ -281,18 +213,16 @@ class Watcher:
                                        event.to_json(), event.event_id)
             except TransientError as exc:
                 self.report(str(exc))
-                delay = compute_backoff(self._publish_failures, cap=30)
-                self._publish_failures += 1
+                delay = self._broker_backoff.next_delay()
                 self._next_publish_try = self.clock() + delay
                 log.warning("broker unavailable; files wait in the landing zone",
                             extra={"step": "publish", "status": "retry", "error": str(exc),
                                    "pending": len(self.pending), "retry_in_s": round(delay, 2)})
                 return sent
-            self._publish_failures = 0
+            self._broker_backoff.reset()
             self.report(None)
-            self.published[key] = (entry.size, entry.mtime_ns)
+            self.readiness.published_now(key)
             EVENTS_PUBLISHED.labels(source_label(event.source, self.config.sources), "file").inc()
-            del self.pending[key]
             sent += 1
             log.info("file published", extra={"event_id": event.event_id, "source": event.source,
                                                "step": "publish", "status": "published", "path": key,
@@ -307,13 +237,7 @@ class Watcher:
         problem = self.publisher.connect()
         self.report(problem)
         if problem:
-            self._next_connect_try = self.clock() + compute_backoff(self._publish_failures, cap=30)
-            self._publish_failures += 1
-
-    def forget_missing(self) -> None:
-        """Drop published entries whose file is gone (loaded and archived)."""
-        for key in [k for k in self.published if not os.path.lexists(self.root / k)]:
-            del self.published[key]
+            self._next_connect_try = self.clock() + self._broker_backoff.next_delay()
 
     def drain_hints(self, timeout: float) -> None:
         try:
@@ -329,8 +253,7 @@ class Watcher:
             elif kind == "deleted":
                 rel = self.relative(path)
                 if rel is not None:
-                    self.pending.pop(rel.as_posix(), None)
-                    self.published.pop(rel.as_posix(), None)
+                    self.readiness.forget(rel.as_posix())
             else:
                 self.note(path, complete=(kind == "complete"))
             try:
@@ -353,7 +276,7 @@ class Watcher:
                 self.heartbeat()
                 self.drain_hints(timeout=0.05 if self.pending else 0.5)
                 if self.clock() >= next_rescan:
-                    self.forget_missing()
+                    self.readiness.forget_missing()
                     self._watch_source_folders()
                     self.scan()
                     next_rescan = self.clock() + self.config.rescan_seconds
