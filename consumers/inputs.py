@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
-from ingestd.daemon.config import Config, SourceConfig
+from ingestd.daemon.config import ApiSource, Config, FileSource, SourceConfig
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent
 from ingestd.daemon.landing import (
@@ -40,7 +40,7 @@ from ingestd.daemon.landing import (
     resolve_in_landing,
 )
 from ingestd.daemon.ledger import Ledger
-from ingestd.daemon.providers import record_identity
+from ingestd.daemon.providers import provider_for
 
 from .checksum import sha256_file
 from .jsontext import with_context
@@ -134,7 +134,7 @@ class FileInput:
         # its own source's folder (the folder decides where rows go).
         self.location = check_event_path(event.source, event.path, event.trigger)
         self.label = display_path(event.path)
-        self.source = _source(config, event.source, "file", self.label)
+        self.source = cast(FileSource, _source(config, event.source, "file", self.label))
         self.config = config
         self.event = event
         self.path = resolve_in_landing(config.landing_dir, event.path)
@@ -222,7 +222,8 @@ class PayloadInput:
         self.size = 0
         self.lineage: dict[str, Any] = {}
         self._stat: os.stat_result | None = None
-        self._identity = record_identity(self.source)
+        provider = provider_for(cast(ApiSource, self.source))
+        self._identity = provider.identity if provider.has_identity else None
         self._seen: set[tuple[str, str]] = set()
         self._fresh: list[tuple[str, str]] = []
         self._repeated = 0

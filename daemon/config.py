@@ -7,10 +7,11 @@ live in an environment file rather than in the TOML.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -19,6 +20,10 @@ from typing import Any
 import jsonschema
 
 from .errors import ConfigError
+from .sources import ApiSource, FileSource, SourceConfig
+
+__all__ = ["ApiSource", "Config", "FileSource", "LiveConfig", "PollerConfig", "SourceConfig", "build_config",
+           "load_config"]
 
 DEFAULT_CONFIG_PATH = "ingestd.toml"
 ENV_CONFIG = "INGESTD_CONFIG"
@@ -31,44 +36,33 @@ ENV_OVERRIDES = {
 }
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    format: str = "json"
-    schema_path: Path | None = None
-    max_invalid_ratio: float = 0.1
-    # The JSON Schema "format" keyword: "assert" (checked) or "annotate".
-    format_keyword: str = "assert"
-    records_path: str | None = None
-    delimiter: str = ","
-    skip_lines: int = 0
-    # The JSON Schema document itself, read once at start.
-    schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-    kind: str = "file"
-    # API sources (kind = "api"); see daemon/providers.py.
-    provider: str | None = None
-    series: tuple[str, ...] = ()
-    group: str | None = None
-    api_key_env: str | None = None
-    base_url: str | None = None
-    url: str | None = None
-    params: tuple[tuple[str, str], ...] = ()
-    headers_env: tuple[tuple[str, str], ...] = ()
-    interval_seconds: float = 3600.0
-    lookback_days: int = 0
-    start_date: str | None = None
-    record_key: tuple[str, ...] = ()
+def setting(default: Any, key: str, convert: Callable[[Any], Any] | None = None) -> Any:
+    """A field of ``Config`` or ``PollerConfig`` read from the TOML key ``key``
+    ("section.name"); ``convert`` turns the value as written into the field's.
+
+    The dataclasses below are the one table of settings and defaults: the
+    loader reads every key from it, ``ingestd config show`` lists it, and a
+    test checks docs/configuration.md and ingestd.example.toml against it."""
+    return field(default=default, metadata={"key": key, "convert": convert})
+
+
+def _request_intervals(raw: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((dict(DEFAULT_REQUEST_INTERVALS) | {k: float(v) for k, v in raw.items()}).items()))
+
+
+# Seconds between two requests to the same provider (FRED allows 120 a minute).
+DEFAULT_REQUEST_INTERVALS = (("fred", 0.5), ("valet", 0.2), ("http_json", 0.0))
 
 
 @dataclass(frozen=True)
 class PollerConfig:
-    timeout_seconds: float = 30.0
-    max_attempts: int = 5
-    max_retry_seconds: float = 120.0
-    retry_base_seconds: float = 1.0
-    inline_payload_bytes: int = 256 * 1024
-    # Seconds between two requests to the same provider (FRED allows 120 a minute).
-    min_request_interval: tuple[tuple[str, float], ...] = (("fred", 0.5), ("valet", 0.2), ("http_json", 0.0))
+    timeout_seconds: float = setting(30.0, "poller.timeout_seconds", float)
+    max_attempts: int = setting(5, "poller.max_attempts", int)
+    max_retry_seconds: float = setting(120.0, "poller.max_retry_seconds", float)
+    retry_base_seconds: float = setting(1.0, "poller.retry_base_seconds", float)
+    inline_payload_bytes: int = setting(256 * 1024, "poller.inline_payload_bytes", int)
+    min_request_interval: tuple[tuple[str, float], ...] = setting(
+        DEFAULT_REQUEST_INTERVALS, "poller.min_request_interval", _request_intervals)
 
     def interval_for(self, provider: str) -> float:
         return dict(self.min_request_interval).get(provider, 0.0)
@@ -77,47 +71,72 @@ class PollerConfig:
 @dataclass(frozen=True)
 class Config:
     path: Path | None
-    landing_dir: Path
-    settle_seconds: float = 0.5
-    after_load: str = "archive"
-    polling: bool = False
-    poll_interval_seconds: float = 1.0
-    rescan_seconds: float = 60.0
-    max_file_bytes: int | None = None
+    landing_dir: Path  # landing.dir, relative to the config file; default data_lake
+    settle_seconds: float = setting(0.5, "landing.settle_seconds", float)
+    after_load: str = setting("archive", "landing.after_load")
+    polling: bool = setting(False, "landing.polling", bool)
+    poll_interval_seconds: float = setting(1.0, "landing.poll_interval_seconds", float)
+    rescan_seconds: float = setting(60.0, "landing.rescan_seconds", float)
+    max_file_bytes: int | None = setting(None, "landing.max_file_bytes", int)
     # One record (a JSON record, a JSON Lines line, a CSV row): a consumer
     # holds it whole while it is parsed and validated, which may take up to
     # about 32 times its size in memory (nested JSON of tiny values).
-    max_record_bytes: int = 16 * 1024 * 1024
-    database_url: str = "postgresql://localhost/ingest"
-    connect_timeout_seconds: int = 10
-    amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
-    prefix: str = ""
-    delivery_limit: int = 5
-    prefetch: int = 2
-    heartbeat_seconds: int = 30
-    workers: int = 1
-    stop_timeout_seconds: float = 60.0
-    log_level: str = "INFO"
-    replay_limit: int = 5
-    health_host: str = "127.0.0.1"
-    health_port: int = 9464  # 0: no health and metrics server
+    max_record_bytes: int = setting(16 * 1024 * 1024, "landing.max_record_bytes", int)
+    database_url: str = setting("postgresql://localhost/ingest", "database.url")
+    connect_timeout_seconds: int = setting(10, "database.connect_timeout_seconds", int)
+    amqp_url: str = setting("amqp://guest:guest@localhost:5672/%2F", "broker.url")
+    prefix: str = setting("", "broker.prefix")
+    delivery_limit: int = setting(5, "broker.delivery_limit", int)
+    prefetch: int = setting(2, "broker.prefetch", int)
+    heartbeat_seconds: int = setting(30, "broker.heartbeat_seconds", int)
+    workers: int = setting(1, "consumer.workers", int)
+    stop_timeout_seconds: float = setting(60.0, "consumer.stop_timeout_seconds", float)
+    log_level: str = setting("INFO", "log.level", lambda v: str(v).upper())
+    replay_limit: int = setting(5, "dlq.replay_limit", int)
+    health_host: str = setting("127.0.0.1", "health.host", str)
+    health_port: int = setting(9464, "health.port", int)  # 0: no health and metrics server
     poller: PollerConfig = field(default_factory=PollerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     # Where each setting came from ("file", "environment (INGESTD_...)");
     # absent keys are defaults. Keys as in the file: "landing.dir",
-    # "sources.<name>.<field>".
+    # "sources.<name>.<key>".
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def source(self, name: str) -> SourceConfig | None:
         return self.sources.get(name)
 
     @property
-    def api_sources(self) -> list[SourceConfig]:
-        return [s for s in self.sources.values() if s.kind == "api"]
+    def api_sources(self) -> list[ApiSource]:
+        return [s for s in self.sources.values() if isinstance(s, ApiSource)]
 
 
-def _config_schema() -> dict[str, Any]:
-    return json.loads(files("ingestd.daemon").joinpath("config.schema.json").read_text())
+def settings_of(cls: type) -> list[tuple[str, dataclasses.Field]]:
+    """(TOML key, field) of every setting of ``Config`` or ``PollerConfig``."""
+    return [(f.metadata["key"], f) for f in dataclasses.fields(cls) if "key" in f.metadata]
+
+
+def _read_settings(cls: type, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Field values of ``cls`` for the keys present in ``sections``."""
+    values = {}
+    for key, f in settings_of(cls):
+        section, name = key.split(".")
+        if name in sections.get(section, {}):
+            raw = sections[section][name]
+            values[f.name] = f.metadata["convert"](raw) if f.metadata["convert"] else raw
+    return values
+
+
+def config_schema() -> dict[str, Any]:
+    """``config.schema.json`` with the keys and rules of every API provider."""
+    from .providers import PROVIDERS, source_schema_parts
+
+    schema = json.loads(files("ingestd.daemon").joinpath("config.schema.json").read_text())
+    source = schema["properties"]["sources"]["items"]
+    properties, rules = source_schema_parts()
+    source["properties"].update(properties)
+    source["properties"]["provider"] = {"enum": sorted(PROVIDERS)}
+    source["allOf"] = source.get("allOf", []) + rules
+    return schema
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -152,7 +171,7 @@ def _did_you_mean(key: str, known: list[str]) -> str:
 
 def check_config_document(doc: Mapping[str, Any]) -> list[str]:
     """Every problem of a parsed config document, as messages naming the key."""
-    validator = jsonschema.Draft202012Validator(_config_schema())
+    validator = jsonschema.Draft202012Validator(config_schema())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     messages = [describe_config_error(e) for e in errors]
     names = [s.get("name") for s in doc.get("sources", []) if isinstance(s, dict)]
@@ -200,7 +219,7 @@ def build_config(
     where_from = {f"{section}.{key}": "file" for section, values in sections.items() for key in values}
     for raw in doc.get("sources", []):
         for key in raw:
-            where_from[f"sources.{raw.get('name')}.{_SOURCE_FIELD.get(key, key)}"] = "file"
+            where_from[f"sources.{raw.get('name')}.{key}"] = "file"
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             sections.setdefault(section, {})[key] = env[var]
@@ -216,50 +235,12 @@ def build_config(
     if problems:
         raise ConfigError((f"{path}: " if path else "") + "; ".join(problems))
 
-    landing = sections.get("landing", {})
-    database = sections.get("database", {})
-    broker = sections.get("broker", {})
-    consumer = sections.get("consumer", {})
-    log = sections.get("log", {})
-    dlq = sections.get("dlq", {})
-    poller = sections.get("poller", {})
-    health = sections.get("health", {})
-
-    landing_dir = Path(landing.get("dir", "data_lake"))
+    landing_dir = Path(sections.get("landing", {}).get("dir", "data_lake"))
     if not landing_dir.is_absolute():
         landing_dir = base_dir / landing_dir
-    sources = {}
-    for raw in doc.get("sources", []):
-        sources[raw["name"]] = _build_source(raw, base_dir)
-
-    defaults = Config(path=None, landing_dir=Path("."))
-    return Config(
-        path=path,
-        landing_dir=landing_dir.resolve(),
-        settle_seconds=float(landing.get("settle_seconds", defaults.settle_seconds)),
-        after_load=landing.get("after_load", defaults.after_load),
-        polling=bool(landing.get("polling", defaults.polling)),
-        poll_interval_seconds=float(landing.get("poll_interval_seconds", defaults.poll_interval_seconds)),
-        rescan_seconds=float(landing.get("rescan_seconds", defaults.rescan_seconds)),
-        max_file_bytes=landing.get("max_file_bytes"),
-        max_record_bytes=int(landing.get("max_record_bytes", defaults.max_record_bytes)),
-        database_url=database.get("url", defaults.database_url),
-        connect_timeout_seconds=int(database.get("connect_timeout_seconds", defaults.connect_timeout_seconds)),
-        amqp_url=broker.get("url", defaults.amqp_url),
-        prefix=broker.get("prefix", defaults.prefix),
-        delivery_limit=int(broker.get("delivery_limit", defaults.delivery_limit)),
-        prefetch=int(broker.get("prefetch", defaults.prefetch)),
-        heartbeat_seconds=int(broker.get("heartbeat_seconds", defaults.heartbeat_seconds)),
-        workers=int(consumer.get("workers", defaults.workers)),
-        stop_timeout_seconds=float(consumer.get("stop_timeout_seconds", defaults.stop_timeout_seconds)),
-        log_level=str(log.get("level", defaults.log_level)).upper(),
-        replay_limit=int(dlq.get("replay_limit", defaults.replay_limit)),
-        poller=_build_poller(poller),
-        health_host=str(health.get("host", defaults.health_host)),
-        health_port=int(health.get("port", defaults.health_port)),
-        sources=sources,
-        origins=where_from,
-    )
+    sources = {raw["name"]: _build_source(raw, base_dir) for raw in doc.get("sources", [])}
+    return Config(path=path, landing_dir=landing_dir.resolve(), poller=PollerConfig(**_read_settings(PollerConfig,
+                  sections)), sources=sources, origins=where_from, **_read_settings(Config, sections))
 
 
 def check_database_url(url: str) -> str | None:
@@ -298,23 +279,6 @@ def check_broker_url(url: str) -> str | None:
     return None
 
 
-# Keys of a [[sources]] table whose SourceConfig field has another name.
-_SOURCE_FIELD = {"schema": "schema_path", "interval": "interval_seconds"}
-
-
-def _build_poller(raw: Mapping[str, Any]) -> PollerConfig:
-    base = PollerConfig()
-    intervals = dict(base.min_request_interval) | {k: float(v) for k, v in raw.get("min_request_interval", {}).items()}
-    return PollerConfig(
-        timeout_seconds=float(raw.get("timeout_seconds", base.timeout_seconds)),
-        max_attempts=int(raw.get("max_attempts", base.max_attempts)),
-        max_retry_seconds=float(raw.get("max_retry_seconds", base.max_retry_seconds)),
-        retry_base_seconds=float(raw.get("retry_base_seconds", base.retry_base_seconds)),
-        inline_payload_bytes=int(raw.get("inline_payload_bytes", base.inline_payload_bytes)),
-        min_request_interval=tuple(sorted(intervals.items())),
-    )
-
-
 def parse_duration(value: float | int | str) -> float:
     """Seconds from a number or ``90s``, ``15m``, ``1h``, ``1d``."""
     if isinstance(value, (int, float)):
@@ -323,63 +287,53 @@ def parse_duration(value: float | int | str) -> float:
     return float(value[:-1]) * units[value[-1]]
 
 
-# Where each provider keeps its records, unless the source says otherwise.
-DEFAULT_RECORDS_PATH = {"fred": "observations", "valet": "observations"}
+def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """A source's JSON Schema, checked: readable JSON, a valid schema of its
+    draft, ECMA-262 patterns."""
+    schema_path = Path(raw_path)
+    if not schema_path.is_absolute():
+        schema_path = (base_dir / schema_path).resolve()
+    try:
+        schema_doc = json.loads(schema_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
+    from ingestd.consumers.validation import check_patterns, format_checker, validator_class
+
+    problems = check_patterns(schema_doc)
+    if problems:
+        raise ConfigError(f"sources[{name}].schema: {schema_path}: patterns are ECMA-262 regular expressions; "
+                          + "; ".join(problems))
+    try:
+        # Against its draft's metaschema, "regex" formats being ECMA-262 too.
+        validator_cls = validator_class(schema_doc)
+        validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
+    except jsonschema.SchemaError as exc:
+        raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
+                          f"{exc.message}") from None
+    return schema_path, schema_doc
+
+
+_COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path"}
 
 
 def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
     name = raw["name"]
-    schema_doc = None
-    schema_path = None
-    if raw.get("schema"):
-        schema_path = Path(raw["schema"])
-        if not schema_path.is_absolute():
-            schema_path = (base_dir / schema_path).resolve()
-        try:
-            schema_doc = json.loads(schema_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
-        from ingestd.consumers.validation import check_patterns, format_checker, validator_class
+    schema_path, schema_doc = _read_schema(name, raw["schema"], base_dir) if raw.get("schema") else (None, None)
+    common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
+              "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
+              "format_keyword": raw.get("format_keyword", "assert")}
+    if raw.get("kind", "file") == "file":
+        return FileSource(format=raw["format"], records_path=raw.get("records_path"),
+                          delimiter=raw.get("delimiter", ","), skip_lines=int(raw.get("skip_lines", 0)), **common)
+    from .providers import PROVIDERS
 
-        problems = check_patterns(schema_doc)
-        if problems:
-            raise ConfigError(f"sources[{name}].schema: {schema_path}: patterns are ECMA-262 regular expressions; "
-                              + "; ".join(problems))
-        try:
-            # Against its draft's metaschema, "regex" formats being ECMA-262 too.
-            validator_cls = validator_class(schema_doc)
-            validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
-                              f"{exc.message}") from None
-    kind = raw.get("kind", "file")
-    provider = raw.get("provider")
-    return SourceConfig(
-        name=name,
-        format=raw.get("format", "json"),
-        schema_path=schema_path,
-        max_invalid_ratio=float(raw.get("max_invalid_ratio", 0.1)),
-        format_keyword=raw.get("format_keyword", "assert"),
-        records_path=raw.get("records_path", DEFAULT_RECORDS_PATH.get(provider or "")),
-        delimiter=raw.get("delimiter", ","),
-        skip_lines=int(raw.get("skip_lines", 0)),
-        schema=schema_doc,
-        kind=kind,
-        provider=provider,
-        series=tuple(raw.get("series", ())),
-        group=raw.get("group"),
-        api_key_env=raw.get("api_key_env"),
-        base_url=raw.get("base_url"),
-        url=raw.get("url"),
-        params=tuple(sorted((k, str(v)) for k, v in raw.get("params", {}).items())),
-        headers_env=tuple(sorted(raw.get("headers_env", {}).items())),
-        interval_seconds=parse_duration(raw.get("interval", 3600)),
-        lookback_days=int(raw.get("lookback_days", 0)),
-        start_date=raw.get("start_date"),
-        record_key=tuple(raw.get("record_key", ())),
-    )
+    provider = PROVIDERS[raw["provider"]]
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
+               if k not in _COMMON_KEYS | {"provider", "interval"}}
+    return ApiSource(records_path=raw.get("records_path", provider.default_records_path), provider=provider.name,
+                     interval_seconds=parse_duration(raw.get("interval", 3600)), options=options, **common)
 
 
 # Settings a running daemon picks up when the config file changes; the rest

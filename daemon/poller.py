@@ -16,19 +16,20 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from . import db
 from .backoff import Backoff
 from .backoff import sleep as stop_aware_sleep
 from .broker import Publisher
-from .config import Config, LiveConfig, SourceConfig
+from .config import ApiSource, Config, LiveConfig
 from .errors import PermanentError, Shutdown, TransientError
 from .events import PayloadEvent
 from .http import RetryPolicy, get_with_retries
 from .landing import PAYLOADS_DIR
 from .ledger import FailedRun, Ledger
 from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES
-from .providers import ApiRequest, advance_cursor, build_requests, check_answer, scrub, secrets_of
+from .providers import ApiRequest, Provider, provider_for, scrub
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ class Poller:
         cursor, next_poll, _ = self.ledger.poll_state(source)
         return cursor, next_poll
 
-    def _save_state(self, source: SourceConfig, cursor: dict, status: str) -> None:
+    def _save_state(self, source: ApiSource, cursor: dict, status: str) -> None:
         next_poll = datetime.now(UTC) + timedelta(seconds=source.interval_seconds)
         self.ledger.save_poll_state(source.name, cursor, status, next_poll)
 
-    def _record_failure(self, source: SourceConfig, request: ApiRequest | None, exc: PermanentError) -> None:
+    def _record_failure(self, source: ApiSource, request: ApiRequest | None, exc: PermanentError) -> None:
         POLL_FAILURES.labels(source.name).inc()
         detail = exc.failure.detail
         summary = exc.failure.message
@@ -122,55 +123,60 @@ class Poller:
         return self.stop.is_set()
 
     # -- one poll ------------------------------------------------------------
-    def poll_source(self, source: SourceConfig) -> bool:
+    def poll_source(self, source: ApiSource) -> bool:
         """Poll ``source`` now; True when every request succeeded."""
-        config = self.config
-        secrets = secrets_of(source, self.environ)
+        provider = provider_for(source)
         cursor, _ = self._state(source.name)
-        policy = RetryPolicy(max_attempts=config.poller.max_attempts,
-                             max_total_seconds=config.poller.max_retry_seconds,
-                             base_seconds=config.poller.retry_base_seconds,
-                             timeout_seconds=config.poller.timeout_seconds)
         try:
-            requests = build_requests(source, cursor, self.environ)
+            requests = provider.requests(cursor, self.environ)
         except PermanentError as exc:
             self._record_failure(source, None, exc)
             self._save_state(source, cursor, f"failure: {exc.failure.message}")
             return False
         ok = True
         for request in requests:
-            started = time.monotonic()
-            try:
-                self.rate.wait(source.provider or "", config.poller.interval_for(source.provider or ""),
-                               self.stop)
-                answer = get_with_retries(request.url, request.headers, policy, secrets, stop=self._still_beating,
-                                          on_retry=self._retry_logger(source.name, request.endpoint, secrets))
-                records = check_answer(answer.body, source)
-                event = self._payload_event(source, request, answer.status, answer.body)
-                self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key, event.to_json(),
-                                       event.event_id)
-            except PermanentError as exc:
+            records = self._fetch(provider, request)
+            if records is None:
                 ok = False
-                POLL_ATTEMPTS.labels(source.name).inc(exc.failure.detail.get("attempts", 1))
-                self._record_failure(source, request, exc)
-                continue
-            except TransientError as exc:
-                ok = False
-                self._record_failure(source, request, PermanentError(
-                    "api_error", f"fetched, but could not publish the payload: {exc}"))
-                continue
-            POLL_ATTEMPTS.labels(source.name).inc(answer.attempts)
-            EVENTS_PUBLISHED.labels(source.name, "payload").inc()
-            self.report(None)
-            cursor = advance_cursor(source, request, records, cursor)
-            log.info("payload published", extra={
-                "source": source.name, "event_id": event.event_id, "step": "poll", "status": "published",
-                "endpoint": request.endpoint, "records": len(records), "bytes": len(answer.body),
-                "attempts": answer.attempts, "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+            else:
+                cursor = provider.advance_cursor(request, records, cursor)
         self._save_state(source, cursor, "success" if ok else "failure: api_error (see ingestd runs)")
         return ok
 
-    def _payload_event(self, source: SourceConfig, request: ApiRequest, status: int, body: bytes) -> PayloadEvent:
+    def _fetch(self, provider: Provider, request: ApiRequest) -> list[dict[str, Any]] | None:
+        """One request: call, check, publish the payload event. Its records;
+        None when it failed (recorded as a failure run)."""
+        source, poller = provider.source, self.config.poller
+        secrets = provider.secrets(self.environ)
+        policy = RetryPolicy(max_attempts=poller.max_attempts, max_total_seconds=poller.max_retry_seconds,
+                             base_seconds=poller.retry_base_seconds, timeout_seconds=poller.timeout_seconds)
+        started = time.monotonic()
+        try:
+            self.rate.wait(provider.name, poller.interval_for(provider.name), self.stop)
+            answer = get_with_retries(request.url, request.headers, policy, secrets, stop=self._still_beating,
+                                      on_retry=self._retry_logger(source.name, request.endpoint, secrets))
+            records = provider.check_answer(answer.body)
+            event = self._payload_event(source, request, answer.status, answer.body)
+            self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key, event.to_json(),
+                                   event.event_id)
+        except PermanentError as exc:
+            POLL_ATTEMPTS.labels(source.name).inc(exc.failure.detail.get("attempts", 1))
+            self._record_failure(source, request, exc)
+            return None
+        except TransientError as exc:
+            self._record_failure(source, request, PermanentError(
+                "api_error", f"fetched, but could not publish the payload: {exc}"))
+            return None
+        POLL_ATTEMPTS.labels(source.name).inc(answer.attempts)
+        EVENTS_PUBLISHED.labels(source.name, "payload").inc()
+        self.report(None)
+        log.info("payload published", extra={
+            "source": source.name, "event_id": event.event_id, "step": "poll", "status": "published",
+            "endpoint": request.endpoint, "records": len(records), "bytes": len(answer.body),
+            "attempts": answer.attempts, "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        return records
+
+    def _payload_event(self, source: ApiSource, request: ApiRequest, status: int, body: bytes) -> PayloadEvent:
         now = datetime.now(UTC)
         digest = hashlib.sha256(body).hexdigest()
         inline = len(body) <= self.config.poller.inline_payload_bytes

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .broker import Topology, open_connection
-from .config import Config
+from .config import ApiSource, Config
 from .db import connect
 from .errors import TransientError
 from .ledger import Ledger
@@ -80,7 +80,7 @@ def gather_status(config: Config) -> Status:
     for poller in status.pollers:
         source = config.source(poller["source"])
         due = poller["next_poll_at"]
-        if source is None or source.kind != "api" or due is None:
+        if not isinstance(source, ApiSource) or due is None:
             continue
         grace = timedelta(seconds=max(60.0, source.interval_seconds / 2))
         if now - due > grace:

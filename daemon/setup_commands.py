@@ -2,13 +2,12 @@
 show`` prints the configuration in force and where each value came from."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .config import Config, SourceConfig
+from .config import ApiSource, Config, FileSource, PollerConfig, SourceConfig, settings_of
 from .logs import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -76,32 +75,25 @@ def effective_settings(config: Config) -> list[tuple[str, Any, str]]:
     return out
 
 
-_SECTION_OF = {
-    "landing_dir": "landing.dir", "settle_seconds": "landing.settle_seconds", "after_load": "landing.after_load",
-    "polling": "landing.polling", "poll_interval_seconds": "landing.poll_interval_seconds",
-    "rescan_seconds": "landing.rescan_seconds", "max_file_bytes": "landing.max_file_bytes",
-    "max_record_bytes": "landing.max_record_bytes", "database_url": "database.url",
-    "connect_timeout_seconds": "database.connect_timeout_seconds", "amqp_url": "broker.url",
-    "prefix": "broker.prefix", "delivery_limit": "broker.delivery_limit", "prefetch": "broker.prefetch",
-    "heartbeat_seconds": "broker.heartbeat_seconds", "workers": "consumer.workers",
-    "stop_timeout_seconds": "consumer.stop_timeout_seconds", "log_level": "log.level",
-    "replay_limit": "dlq.replay_limit", "health_host": "health.host", "health_port": "health.port",
-}
-
-
 def _flat_settings(config: Config):
-    for field in dataclasses.fields(Config):
-        key = _SECTION_OF.get(field.name)
-        if key:
-            yield key, getattr(config, field.name)
-    for field in dataclasses.fields(type(config.poller)):
-        yield f"poller.{field.name}", getattr(config.poller, field.name)
+    """(TOML key, value) of every setting, as ``config.py`` reads them."""
+    yield "landing.dir", config.landing_dir
+    for key, field in settings_of(Config):
+        yield key, getattr(config, field.name)
+    for key, field in settings_of(PollerConfig):
+        yield key, getattr(config.poller, field.name)
     for source in config.sources.values():
-        for field in dataclasses.fields(SourceConfig):
-            if field.name in ("name", "schema"):
-                continue
-            value = getattr(source, field.name)
-            if value in (None, (), "") and field.name != "format":
-                continue
-            yield f"sources.{source.name}.{field.name}", value
+        for key, value in _source_settings(source):
+            if value not in (None, (), "") or key == "format":
+                yield f"sources.{source.name}.{key}", value
 
+
+def _source_settings(source: SourceConfig):
+    yield "kind", source.kind
+    if isinstance(source, FileSource):
+        yield from (("format", source.format), ("delimiter", source.delimiter), ("skip_lines", source.skip_lines))
+    yield from (("schema", source.schema_path), ("max_invalid_ratio", source.max_invalid_ratio),
+                ("format_keyword", source.format_keyword), ("records_path", source.records_path))
+    if isinstance(source, ApiSource):
+        yield from (("provider", source.provider), ("interval", source.interval_seconds))
+        yield from sorted(source.options.items())

@@ -1,0 +1,44 @@
+"""A source's configuration: what every source has, then the file and the
+API kinds. Built by ``config.py`` from a ``[[sources]]`` table."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """What every source has: a name (its bronze table), a format, a schema."""
+
+    name: str
+    format: str = "json"
+    schema_path: Path | None = None
+    max_invalid_ratio: float = 0.1
+    # The JSON Schema "format" keyword: "assert" (checked) or "annotate".
+    format_keyword: str = "assert"
+    records_path: str | None = None
+    # The JSON Schema document itself, read once at start.
+    schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    kind: str = "file"
+
+
+@dataclass(frozen=True)
+class FileSource(SourceConfig):
+    """A folder of the landing zone: ``data_lake/<name>/``."""
+
+    kind: str = "file"
+    delimiter: str = ","
+    skip_lines: int = 0
+
+
+@dataclass(frozen=True)
+class ApiSource(SourceConfig):
+    """An API polled every ``interval_seconds``; ``options`` are the keys its
+    provider reads (see ``daemon/providers/``), as written in the file."""
+
+    kind: str = "api"
+    provider: str = ""
+    interval_seconds: float = 3600.0
+    options: Mapping[str, Any] = field(default_factory=dict)
