@@ -51,7 +51,7 @@ def _request_intervals(raw: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
 
 
 # Seconds between two requests to the same provider (FRED allows 120 a minute).
-DEFAULT_REQUEST_INTERVALS = (("fred", 0.5), ("valet", 0.2), ("http_json", 0.0))
+DEFAULT_REQUEST_INTERVALS = (("fred", 0.5), ("http_json", 0.0), ("valet", 0.2))
 
 
 @dataclass(frozen=True)
