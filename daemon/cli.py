@@ -2,18 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
 import os
 import sys
-import threading
-from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, IngestError, NotPermittedError, PermanentError, StartupError, TransientError
-
-log = logging.getLogger("ingestd")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, IngestError, StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser, argparse.SUPPRESS)
     parser.set_defaults(config=None, log_level=None, log_format=None, verbose=0, quiet=0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_role_commands(sub)
+    _add_setup_commands(sub)
+    _add_operator_commands(sub)
+    _spread_global_options(parser)
+    return parser
 
+
+def _add_role_commands(sub) -> None:
     sub.add_parser("migrate", help="create the database if needed and apply sql/ migrations",
                    description="Apply the numbered SQL migrations (idempotent; safe to run concurrently).")
     p = sub.add_parser("run", help="watcher and consumers in one process",
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="files or folders inside the landing zone (folders are walked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_setup_commands(sub) -> None:
     sub.add_parser("check", help="check config, database, broker and landing folder",
                    description="Check the configuration and connectivity; say what is wrong and how to fix it.")
     p = sub.add_parser("validate", help="read and validate files without loading them: what would happen",
@@ -90,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Every setting in force, its value (secrets redacted) and where it came from: "
                                     "the file, the environment, or the default.")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
-    _add_operator_commands(sub)
-    _spread_global_options(parser)
-    return parser
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
@@ -168,27 +169,28 @@ def _add_operator_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
 
+# The command (or "dlq <action>", "config <action>") → "module:function".
+# Modules load on demand: `ingestd status` does not import pyarrow.
+COMMANDS = {
+    "migrate": "roles:cmd_migrate", "run": "roles:cmd_run", "watch": "roles:cmd_watch",
+    "consume": "roles:cmd_consume", "poll": "roles:cmd_poll",
+    "check": "setup_commands:cmd_check", "validate": "setup_commands:cmd_validate",
+    "config show": "setup_commands:cmd_config_show",
+    "publish": "operate:cmd_publish", "runs": "operate:cmd_runs", "status": "operate:cmd_status",
+    "dlq list": "operate:cmd_dlq_list", "dlq show": "operate:cmd_dlq_show", "dlq replay": "operate:cmd_dlq_replay",
+    "dlq discard": "operate:cmd_dlq_discard",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import load_config
     from .logs import setup_logging
 
-    if args.command == "completion":
-        print(completion_script(parser, args.shell))
-        return EXIT_OK
-    if args.command == "infer-schema":
-        setup_logging("WARNING", sys.stderr, args.log_format)
-        return cmd_infer_schema(args)
-    if args.command == "init":
-        from .setup_commands import cmd_init
-        setup_logging("WARNING", sys.stderr, args.log_format)
-        try:
-            return cmd_init(args)
-        except (ConfigError, OSError) as exc:
-            print(f"ingestd init: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
+    done = _without_config(parser, args)
+    if done is not None:
+        return done
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -202,18 +204,35 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "workers", None) is not None and args.workers < 1:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    from . import operate
-    handlers = {"validate": cmd_validate, "migrate": cmd_migrate, "run": cmd_run, "watch": cmd_watch,
-                "consume": cmd_consume, "poll": cmd_poll, "publish": cmd_publish, "check": cmd_check,
-                "runs": operate.cmd_runs, "status": operate.cmd_status}
-    if args.command == "config":
-        from .setup_commands import cmd_config_show
-        handler = cmd_config_show
-    elif args.command == "dlq":
-        handler = {"list": operate.cmd_dlq_list, "show": operate.cmd_dlq_show, "replay": operate.cmd_dlq_replay,
-                   "discard": operate.cmd_dlq_discard}[args.dlq_command]
-    else:
-        handler = handlers[args.command]
+    action = getattr(args, "dlq_command", None) or getattr(args, "config_command", None)
+    module, function = COMMANDS[f"{args.command} {action}" if action else args.command].split(":")
+    handler = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    return _call(handler, config, args)
+
+
+def _without_config(parser: argparse.ArgumentParser, args) -> int | None:
+    """Run the commands that need no config file; None for the others."""
+    from .logs import setup_logging
+
+    if args.command == "completion":
+        print(completion_script(parser, args.shell))
+        return EXIT_OK
+    if args.command not in ("infer-schema", "init"):
+        return None
+    from .setup_commands import cmd_infer_schema, cmd_init
+
+    setup_logging("WARNING", sys.stderr, args.log_format)
+    if args.command == "infer-schema":
+        return cmd_infer_schema(args)
+    try:
+        return cmd_init(args)
+    except (ConfigError, OSError) as exc:
+        print(f"ingestd init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _call(handler, config, args) -> int:
+    """A command's exit status; the errors every command may meet, said in one line."""
     try:
         return handler(config, args)
     except BrokenPipeError:
@@ -284,416 +303,3 @@ complete -F _ingestd ingestd"""
     return script
 
 
-def cmd_validate(config, args) -> int:
-    import json
-
-    from ingestd.consumers.dry_run import judge_file
-    from ingestd.consumers.validation import RecordValidator, plan_for
-
-    from .table import printable
-    source = config.source(args.source)
-    if source is None or source.kind != "file":
-        known = ", ".join(sorted(s.name for s in config.sources.values() if s.kind == "file")) or "none"
-        print(f"ingestd validate: {args.source!r} is not a file source of {config.path} (file sources: {known})",
-              file=sys.stderr)
-        return EXIT_USAGE
-    validator = RecordValidator(source.schema, source.name, source.format_keyword)
-    verdicts = [judge_file(config, source, Path(f), validator) for f in args.files]
-    if args.json:
-        print(json.dumps({"source": source.name, "files": [v.as_json() for v in verdicts]}, indent=2))
-    else:
-        plan = plan_for(source.schema, source.format_keyword).describe() if source.schema else "no schema"
-        print(f"source {source.name}: {source.format}, {plan}")
-        for v in verdicts:
-            print(printable(f"{v.path}: {v.outcome}; {v.rows} record(s), {v.rows_valid} valid, "
-                            f"{v.rows_invalid} invalid" + (f"; {v.message}" if v.message else "")))
-            for example in v.invalid_examples:
-                for error in example["errors"]:
-                    print(printable(f"  record {example['record']}: {error['pointer']} ({error['keyword']}): "
-                                    f"{error['message']}"))
-    return EXIT_OK if all(v.reason is None for v in verdicts) else EXIT_FAILED
-
-
-def cmd_infer_schema(args) -> int:
-    import itertools
-    import json
-
-    from ingestd.consumers.infer import infer_schema
-    from ingestd.consumers.readers import read_records
-
-    path = Path(args.file)
-    fmt = args.format or _format_of(path.name)
-    if fmt is None:
-        print(f"ingestd infer-schema: cannot tell the format of {path.name}; pass --format", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        records = read_records(path, fmt, None, args.records_path, args.delimiter, args.skip_lines)
-        values = [value for value, _ in itertools.islice(records, max(1, args.sample))]
-    except PermanentError as exc:
-        print(f"ingestd infer-schema: {path}: {exc.reason}: {exc.failure.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"ingestd infer-schema: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(json.dumps(infer_schema(values, args.title or path.name), indent=2, ensure_ascii=False))
-    return EXIT_OK
-
-
-def _format_of(name: str) -> str | None:
-    base = name[:-3] if name.endswith(".gz") else name
-    for suffix, fmt in ((".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"),
-                        (".parquet", "parquet")):
-        if base.endswith(suffix):
-            return fmt
-    return None
-
-
-def cmd_migrate(config, args) -> int:
-    from .db import migrate
-    applied = migrate(config.database_url, config.connect_timeout_seconds)
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; up to date"))
-    return EXIT_OK
-
-
-def _migrate_with_retry(config, stop: threading.Event) -> None:
-    """Migrate, waiting out an unreachable database; a refusal (login, role,
-    permission) stops the start with its fix."""
-    from .backoff import keep_trying, log_retry
-    from .db import migrate
-
-    def attempt() -> None:
-        try:
-            migrate(config.database_url, config.connect_timeout_seconds)
-        except NotPermittedError as exc:
-            raise StartupError(f"{exc}; fix: {exc.fix}") from None
-    keep_trying(attempt, stop=stop, errors=(TransientError,),
-                on_retry=log_retry(logging.getLogger(__name__), "migrate failed, retrying", step="migrate"))
-
-
-def _check_broker_access(config) -> None:
-    """One connection at start: a refusal (login, virtual host) stops the
-    start with its fix; an unreachable broker is left to the roles, which
-    retry (files wait in the landing zone meanwhile)."""
-    from .broker import open_connection
-    try:
-        open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-start").close()
-    except NotPermittedError as exc:
-        raise StartupError(f"{exc}; fix: {exc.fix}") from None
-    except TransientError as exc:
-        log.warning("broker not reachable yet; the roles keep trying",
-                    extra={"step": "start", "status": "retry", "error": str(exc)})
-
-
-def _prepare_landing(config) -> None:
-    try:
-        config.landing_dir.mkdir(parents=True, exist_ok=True)
-        for name in config.sources:
-            (config.landing_dir / name).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"landing folder {config.landing_dir}: {exc.strerror} ({exc.filename}); fix: create it "
-                           f"and give this user ({_user()}) write access, e.g. chown -R {_user()} "
-                           f"{config.landing_dir}") from None
-    if not os.access(config.landing_dir, os.W_OK | os.X_OK):
-        raise StartupError(f"landing folder {config.landing_dir} is not writable by this user ({_user()}): loaded "
-                           f"files move to _archive/ and failed ones to _quarantine/ there; fix: chown -R {_user()} "
-                           f"{config.landing_dir} (or chmod u+w)")
-
-
-def _user() -> str:
-    import pwd
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
-
-
-def _run_roles(config, watch: bool, consumers: int, poll: bool = False) -> int:
-    from .broker import Publisher, Topology
-    from .config import LiveConfig
-    from .errors import Shutdown
-    from .health import Health, HealthServer, database_checker
-    from .logs import redact_url
-    from .runner import Supervisor
-    from .watcher import Watcher
-
-    needs_database = bool(consumers or poll)
-    health = Health(database_check=database_checker(config.database_url) if needs_database else None)
-    server = None
-    if config.health_port:
-        try:
-            server = HealthServer(health, config.health_host, config.health_port)
-        except OSError as exc:
-            print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
-                  f"{exc.strerror}; set [health] port (or INGESTD_HEALTH_PORT; 0 turns it off)", file=sys.stderr)
-            return EXIT_USAGE
-    supervisor = Supervisor(health)
-    supervisor.install_signal_handlers()
-    log.info("ingestd starting", extra={
-        "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
-        "poller": poll, "config": str(config.path), "landing_dir": str(config.landing_dir),
-        "sources": sorted(config.sources), "database": redact_url(config.database_url),
-        "broker": redact_url(config.amqp_url), "prefix": config.prefix,
-        "health": f"{config.health_host}:{config.health_port}" if server else "off"})
-    if consumers:
-        from ingestd.consumers.validation import log_validation_plans
-        log_validation_plans(config.sources.values())
-    if server is not None:
-        server.start()
-    try:
-        _prepare_landing(config)
-        if needs_database:
-            _migrate_with_retry(config, supervisor.stop)
-        _check_broker_access(config)
-    except Shutdown:
-        return EXIT_OK
-    topology = Topology.for_config(config)
-    live = LiveConfig(config)
-
-    def reporter(component: str):
-        health.set_ready(component, "connecting")
-        return lambda problem: health.set_ready(component, problem)
-
-    if poll:
-        from .poller import Poller
-        poll_report = reporter("broker (poller)")
-
-        def poll_role() -> None:
-            poller = Poller(live, Publisher(config.amqp_url, topology, config.heartbeat_seconds, "poller"),
-                            supervisor.stop)
-            poller.heartbeat = lambda: health.beat("poller")
-            poller.report = poll_report
-            poller.run()
-        supervisor.start("poller", poll_role)
-    if watch:
-        watch_report = reporter("broker (watcher)")
-
-        def watch_role() -> None:
-            publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "watcher")
-            watcher = Watcher(config, publisher, supervisor.stop)
-            watcher.heartbeat = lambda: health.beat("watcher")
-            watcher.report = watch_report
-            watcher.run()
-        supervisor.start("watcher", watch_role)
-    if consumers:
-        from ingestd.consumers.recorder import DeadLetterRecorder
-        from ingestd.consumers.worker import ConsumerWorker
-
-        from .health import sample_queues
-        supervisor.start("recorder", DeadLetterRecorder(config, supervisor.stop).run)
-        supervisor.start("queue-sampler", lambda: sample_queues(config, supervisor.stop))
-        for n in range(1, consumers + 1):
-            name = f"{os.uname().nodename}-{os.getpid()}-c{n}"
-            worker = ConsumerWorker(config, name, supervisor.stop, live=live)
-            worker.heartbeat = (lambda role: lambda: health.beat(role))(f"consumer-{n}")
-            worker.report = reporter(f"broker (consumer-{n})")
-            supervisor.start(f"consumer-{n}", worker.run)
-    try:
-        return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
-    finally:
-        if server is not None:
-            server.stop()
-
-
-def cmd_run(config, args) -> int:
-    return _run_roles(config, watch=True, consumers=args.workers or config.workers, poll=bool(config.api_sources))
-
-
-def cmd_poll(config, args) -> int:
-    if not config.api_sources and args.once:
-        print("ingestd poll: no API sources (kind = \"api\") in the config", file=sys.stderr)
-        return EXIT_USAGE
-    if not config.api_sources:
-        # As a service the poller idles until API sources appear in the
-        # (re-read) config, rather than failing and being restarted in a loop.
-        log.warning("no API sources configured yet; the poller waits for the config to gain some",
-                    extra={"step": "poll", "status": "idle"})
-    unknown = sorted(set(args.sources) - {s.name for s in config.api_sources})
-    if unknown:
-        print(f"ingestd poll: not API sources of this config: {', '.join(unknown)}", file=sys.stderr)
-        return EXIT_USAGE
-    if not args.once:
-        if args.sources:
-            print("ingestd poll: naming sources needs --once", file=sys.stderr)
-            return EXIT_USAGE
-        return _run_roles(config, watch=False, consumers=0, poll=True)
-    import threading
-
-    from .broker import Publisher, Topology
-    from .db import migrate
-    from .poller import Poller
-    migrate(config.database_url, config.connect_timeout_seconds)
-    poller = Poller(config, Publisher(config.amqp_url, Topology.for_config(config),
-                                      config.heartbeat_seconds, "poller"), threading.Event())
-    try:
-        ok = poller.poll_once(args.sources or None)
-    finally:
-        poller.close()
-    for source in [s for s in config.api_sources if not args.sources or s.name in args.sources]:
-        print(f"{source.name}: {_last_status(config, source.name)}")
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-def _last_status(config, source: str) -> str:
-    from .db import connect
-    from .ledger import Ledger
-    conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-poll")
-    try:
-        _, next_poll, last_status = Ledger(conn).poll_state(source)
-    finally:
-        conn.close()
-    return "never polled" if next_poll is None else f"{last_status} (next poll {next_poll:%Y-%m-%d %H:%M:%S %Z})"
-
-
-def cmd_watch(config, args) -> int:
-    return _run_roles(config, watch=True, consumers=0)
-
-
-def cmd_consume(config, args) -> int:
-    return _run_roles(config, watch=False, consumers=args.workers or config.workers)
-
-
-def cmd_publish(config, args) -> int:
-    from pathlib import PurePosixPath
-
-    from tqdm import tqdm
-
-    from .broker import Publisher, Topology
-    from .events import FileEvent
-    from .landing import NO_SOURCE, is_ignored, source_of
-
-    root = config.landing_dir.resolve()
-    files: list[Path] = []
-    problems = 0
-    for raw in args.paths:
-        path = Path(raw).absolute()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()))
-        elif path.exists() or path.is_symlink():
-            files.append(path)
-        else:
-            print(f"ingestd publish: {raw}: no such file", file=sys.stderr)
-            problems += 1
-    publisher = Publisher(config.amqp_url, Topology.for_config(config),
-                          config.heartbeat_seconds, "publish")
-    published = 0
-    try:
-        # disable=None: tqdm draws only on a terminal.
-        bar = tqdm(files, unit="file", disable=True if args.no_progress or not files else None, file=sys.stderr)
-        for path in bar:
-            try:
-                rel = PurePosixPath(path.parent.resolve().joinpath(path.name).relative_to(root).as_posix())
-            except ValueError:
-                tqdm.write(f"ingestd publish: {path}: not inside the landing zone {root}", file=sys.stderr)
-                problems += 1
-                continue
-            if is_ignored(rel):
-                continue
-            st = os.lstat(path)
-            event = FileEvent(source=source_of(rel) or NO_SOURCE, path=rel.as_posix(), size=st.st_size,
-                              mtime_ns=st.st_mtime_ns, trigger="manual")
-            try:
-                publisher.publish(publisher.topology.events_exchange, event.routing_key, event.to_json(),
-                                  event.event_id)
-            except TransientError as exc:
-                tqdm.write(f"ingestd publish: {path}: {exc}", file=sys.stderr)
-                problems += 1
-                continue
-            published += 1
-    finally:
-        publisher.close()
-    print(f"published {published} file(s)" + (f", {problems} problem(s)" if problems else ""))
-    return EXIT_FAILED if problems else EXIT_OK
-
-
-def cmd_check(config, args) -> int:
-    from .broker import Topology, TopologyMismatch, open_connection
-    from .db import connect, pending_migrations
-    from .logs import redact_url
-
-    results: list[tuple[bool, str, str]] = []
-    results.append((True, "config", f"{config.path} ({len(config.sources)} source(s))"))
-    try:
-        conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-check")
-        try:
-            missing = pending_migrations(conn)
-        finally:
-            conn.close()
-        if missing:
-            results.append((False, "database", f"{redact_url(config.database_url)} reachable, but "
-                            f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
-        else:
-            results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
-    except NotPermittedError as exc:
-        results.append((False, "database", f"{exc}; fix: {exc.fix}"))
-    except TransientError as exc:
-        if "does not exist" in str(exc):
-            results.append(_missing_database(config))
-        else:
-            results.append((False, "database", f"{exc}; fix: start PostgreSQL or set [database] url / "
-                            "INGESTD_DATABASE_URL"))
-    try:
-        connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
-        try:
-            Topology.for_config(config).declare(connection.channel())
-            results.append((True, "broker", f"{redact_url(config.amqp_url)} reachable, topology declared"))
-        except TopologyMismatch as exc:
-            results.append((False, "broker", str(exc)))
-        finally:
-            if connection.is_open:
-                connection.close()
-    except NotPermittedError as exc:
-        results.append((False, "broker", f"{exc}; fix: {exc.fix}"))
-    except TransientError as exc:
-        results.append((False, "broker", f"{exc}; fix: start RabbitMQ or set [broker] url / INGESTD_AMQP_URL"))
-    landing = config.landing_dir
-    if not landing.is_dir():
-        results.append((False, "landing", f"{landing} does not exist; fix: mkdir -p {landing}"))
-    elif not os.access(landing, os.W_OK | os.X_OK):
-        results.append((False, "landing", f"{landing} is not writable by this user (archive and quarantine "
-                        "moves need it); fix: chown or chmod the folder"))
-    else:
-        results.append((True, "landing", f"{landing} writable"))
-    results += _validation_results(config)
-    for ok, what, message in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
-    return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
-
-
-def _missing_database(config) -> tuple[bool, str, str]:
-    """The server answers but the database is not there yet: fine if this
-    user may create it (ingestd run and migrate do), else the fix."""
-    import psycopg2
-    import psycopg2.extensions
-
-    from .logs import redact_url
-    dsn = psycopg2.extensions.parse_dsn(config.database_url)
-    name = dsn.get("dbname", "?")
-    try:
-        conn = psycopg2.connect(connect_timeout=config.connect_timeout_seconds, **dict(dsn, dbname="postgres"))
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
-                row = cur.fetchone()
-        finally:
-            conn.close()
-    except psycopg2.Error:
-        row = None
-    if row and row[0]:
-        return (True, "database", f"{redact_url(config.database_url)}: the server answers; database {name!r} does "
-                "not exist yet: ingestd run (or ingestd migrate) creates it with its tables")
-    return (False, "database", f"{redact_url(config.database_url)}: database {name!r} does not exist and this user "
-            f"may not create it; fix: createdb -O {dsn.get('user', '<user>')} {name} (as a superuser), or "
-            "give the user CREATEDB")
-
-
-def _validation_results(config) -> list[tuple[bool, str, str]]:
-    """Per source with a schema: its draft, the format mode, and which path
-    validates it (the compiled one, or jsonschema and why)."""
-    from ingestd.consumers.validation import plan_for
-
-    results = []
-    for source in config.sources.values():
-        if source.schema is not None:
-            plan = plan_for(source.schema, source.format_keyword)
-            results.append((True, "schema", f"{source.name}: {plan.describe()}"))
-    return results

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Exit status of every command: done, failed (or needs attention), bad usage or
+# configuration (and start-up errors that retrying cannot cure).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
 REASONS = {
     "unknown_source": "the file's folder is not a configured source",
     "path_rejected": "the path escapes the landing zone or is a symlink out of it",

@@ -1,4 +1,5 @@
-"""Operator commands: ``ingestd dlq …``, ``ingestd runs``, ``ingestd status``.
+"""Operator commands: ``ingestd dlq …``, ``ingestd runs``, ``ingestd status``,
+``ingestd publish``.
 
 Human output is a table that fits 100 columns; ``--json`` prints JSON for
 scripts. Errors go to stderr. Exit status: 0 done, 1 failed or needs
@@ -7,19 +8,20 @@ attention, 2 bad usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import dlq
 from .broker import Publisher, Topology, open_connection
 from .db import connect
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TransientError
 from .ledger import Ledger
 from .reports import gather_status
 from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _json_default(value: Any) -> Any:
@@ -345,3 +347,56 @@ def cmd_status(config, args) -> int:
         else:
             print("all good")
     return EXIT_FAILED if status.needs_attention else EXIT_OK
+
+
+def cmd_publish(config, args) -> int:
+    from pathlib import PurePosixPath
+
+    from tqdm import tqdm
+
+    from .broker import Publisher, Topology
+    from .events import FileEvent
+    from .landing import NO_SOURCE, is_ignored, source_of
+
+    root = config.landing_dir.resolve()
+    files: list[Path] = []
+    problems = 0
+    for raw in args.paths:
+        path = Path(raw).absolute()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()))
+        elif path.exists() or path.is_symlink():
+            files.append(path)
+        else:
+            print(f"ingestd publish: {raw}: no such file", file=sys.stderr)
+            problems += 1
+    publisher = Publisher(config.amqp_url, Topology.for_config(config),
+                          config.heartbeat_seconds, "publish")
+    published = 0
+    try:
+        # disable=None: tqdm draws only on a terminal.
+        bar = tqdm(files, unit="file", disable=True if args.no_progress or not files else None, file=sys.stderr)
+        for path in bar:
+            try:
+                rel = PurePosixPath(path.parent.resolve().joinpath(path.name).relative_to(root).as_posix())
+            except ValueError:
+                tqdm.write(f"ingestd publish: {path}: not inside the landing zone {root}", file=sys.stderr)
+                problems += 1
+                continue
+            if is_ignored(rel):
+                continue
+            st = os.lstat(path)
+            event = FileEvent(source=source_of(rel) or NO_SOURCE, path=rel.as_posix(), size=st.st_size,
+                              mtime_ns=st.st_mtime_ns, trigger="manual")
+            try:
+                publisher.publish(publisher.topology.events_exchange, event.routing_key, event.to_json(),
+                                  event.event_id)
+            except TransientError as exc:
+                tqdm.write(f"ingestd publish: {path}: {exc}", file=sys.stderr)
+                problems += 1
+                continue
+            published += 1
+    finally:
+        publisher.close()
+    print(f"published {published} file(s)" + (f", {problems} problem(s)" if problems else ""))
+    return EXIT_FAILED if problems else EXIT_OK

@@ -31,6 +31,14 @@ class Status:
 def gather_status(config: Config) -> Status:
     """Everything ``ingestd status`` shows; never raises for an unreachable service."""
     status = Status()
+    _read_queues(config, status)
+    _read_ledger(config, status)
+    if status.database == "ok":
+        _judge(config, status)
+    return status
+
+
+def _read_queues(config: Config, status: Status) -> None:
     topology = Topology.for_config(config)
     try:
         connection = open_connection(config.amqp_url, config.heartbeat_seconds, topology.connection_name("status"))
@@ -51,25 +59,32 @@ def gather_status(config: Config) -> Status:
     except TransientError as exc:
         status.broker = "unreachable"
         status.problems.append(str(exc))
+
+
+def _read_ledger(config: Config, status: Status) -> None:
     try:
         conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-status")
     except TransientError as exc:
         status.database = "unreachable"
         status.problems.append(str(exc))
-        return status
+        return
     try:
         ledger = Ledger(conn)
         if not ledger.is_migrated():
             status.database = "not migrated"
             status.problems.append(f"database {redact_url(config.database_url)} has no ingestd tables: "
                                    "run ingestd migrate")
-            return status
+            return
         status.database = "ok"
         status.sources = ledger.source_summaries(sorted(config.sources))
         status.dead_letters_waiting = ledger.waiting_count()
         status.pollers = ledger.poll_states()
     finally:
         conn.close()
+
+
+def _judge(config: Config, status: Status) -> None:
+    """The problems an operator should hear of."""
     if status.dead_letters_waiting:
         status.problems.append(f"{status.dead_letters_waiting} dead letter(s) waiting: ingestd dlq list")
     events = status.queues.get("events", {})
@@ -91,4 +106,3 @@ def gather_status(config: Config) -> Status:
     if dead is not None and dead != status.dead_letters_waiting:
         status.problems.append(f"the dead-letter queue holds {dead} message(s) but {status.dead_letters_waiting} "
                                "dead letter(s) wait in ops.dead_letters")
-    return status

@@ -1,16 +1,18 @@
 """Getting started: ``ingestd init`` writes a starting point, ``ingestd config
-show`` prints the configuration in force and where each value came from."""
+show`` prints the configuration in force and where each value came from,
+``ingestd check`` says what is missing, ``ingestd validate`` and
+``ingestd infer-schema`` try files and schemas without loading anything."""
 from __future__ import annotations
 
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from .config import ApiSource, Config, FileSource, PollerConfig, SourceConfig, settings_of
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NotPermittedError, PermanentError, TransientError
 from .logs import redact
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_init(args) -> int:
@@ -97,3 +99,161 @@ def _source_settings(source: SourceConfig):
     if isinstance(source, ApiSource):
         yield from (("provider", source.provider), ("interval", source.interval_seconds))
         yield from sorted(source.options.items())
+
+
+def cmd_check(config, args) -> int:
+    from .broker import Topology, TopologyMismatch, open_connection
+    from .db import connect, pending_migrations
+    from .logs import redact_url
+
+    results: list[tuple[bool, str, str]] = []
+    results.append((True, "config", f"{config.path} ({len(config.sources)} source(s))"))
+    try:
+        conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-check")
+        try:
+            missing = pending_migrations(conn)
+        finally:
+            conn.close()
+        if missing:
+            results.append((False, "database", f"{redact_url(config.database_url)} reachable, but "
+                            f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
+        else:
+            results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
+    except NotPermittedError as exc:
+        results.append((False, "database", f"{exc}; fix: {exc.fix}"))
+    except TransientError as exc:
+        if "does not exist" in str(exc):
+            results.append(_missing_database(config))
+        else:
+            results.append((False, "database", f"{exc}; fix: start PostgreSQL or set [database] url / "
+                            "INGESTD_DATABASE_URL"))
+    try:
+        connection = open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-check")
+        try:
+            Topology.for_config(config).declare(connection.channel())
+            results.append((True, "broker", f"{redact_url(config.amqp_url)} reachable, topology declared"))
+        except TopologyMismatch as exc:
+            results.append((False, "broker", str(exc)))
+        finally:
+            if connection.is_open:
+                connection.close()
+    except NotPermittedError as exc:
+        results.append((False, "broker", f"{exc}; fix: {exc.fix}"))
+    except TransientError as exc:
+        results.append((False, "broker", f"{exc}; fix: start RabbitMQ or set [broker] url / INGESTD_AMQP_URL"))
+    landing = config.landing_dir
+    if not landing.is_dir():
+        results.append((False, "landing", f"{landing} does not exist; fix: mkdir -p {landing}"))
+    elif not os.access(landing, os.W_OK | os.X_OK):
+        results.append((False, "landing", f"{landing} is not writable by this user (archive and quarantine "
+                        "moves need it); fix: chown or chmod the folder"))
+    else:
+        results.append((True, "landing", f"{landing} writable"))
+    results += _validation_results(config)
+    for ok, what, message in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
+    return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
+
+
+def _missing_database(config) -> tuple[bool, str, str]:
+    """The server answers but the database is not there yet: fine if this
+    user may create it (ingestd run and migrate do), else the fix."""
+    import psycopg2
+    import psycopg2.extensions
+
+    from .logs import redact_url
+    dsn = psycopg2.extensions.parse_dsn(config.database_url)
+    name = dsn.get("dbname", "?")
+    try:
+        conn = psycopg2.connect(connect_timeout=config.connect_timeout_seconds, **dict(dsn, dbname="postgres"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+    except psycopg2.Error:
+        row = None
+    if row and row[0]:
+        return (True, "database", f"{redact_url(config.database_url)}: the server answers; database {name!r} does "
+                "not exist yet: ingestd run (or ingestd migrate) creates it with its tables")
+    return (False, "database", f"{redact_url(config.database_url)}: database {name!r} does not exist and this user "
+            f"may not create it; fix: createdb -O {dsn.get('user', '<user>')} {name} (as a superuser), or "
+            "give the user CREATEDB")
+
+
+def _validation_results(config) -> list[tuple[bool, str, str]]:
+    """Per source with a schema: its draft, the format mode, and which path
+    validates it (the compiled one, or jsonschema and why)."""
+    from ingestd.consumers.validation import plan_for
+
+    results = []
+    for source in config.sources.values():
+        if source.schema is not None:
+            plan = plan_for(source.schema, source.format_keyword)
+            results.append((True, "schema", f"{source.name}: {plan.describe()}"))
+    return results
+
+
+def cmd_validate(config, args) -> int:
+    import json
+
+    from ingestd.consumers.dry_run import judge_file
+    from ingestd.consumers.validation import RecordValidator, plan_for
+
+    from .table import printable
+    source = config.source(args.source)
+    if source is None or source.kind != "file":
+        known = ", ".join(sorted(s.name for s in config.sources.values() if s.kind == "file")) or "none"
+        print(f"ingestd validate: {args.source!r} is not a file source of {config.path} (file sources: {known})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    validator = RecordValidator(source.schema, source.name, source.format_keyword)
+    verdicts = [judge_file(config, source, Path(f), validator) for f in args.files]
+    if args.json:
+        print(json.dumps({"source": source.name, "files": [v.as_json() for v in verdicts]}, indent=2))
+    else:
+        plan = plan_for(source.schema, source.format_keyword).describe() if source.schema else "no schema"
+        print(f"source {source.name}: {source.format}, {plan}")
+        for v in verdicts:
+            print(printable(f"{v.path}: {v.outcome}; {v.rows} record(s), {v.rows_valid} valid, "
+                            f"{v.rows_invalid} invalid" + (f"; {v.message}" if v.message else "")))
+            for example in v.invalid_examples:
+                for error in example["errors"]:
+                    print(printable(f"  record {example['record']}: {error['pointer']} ({error['keyword']}): "
+                                    f"{error['message']}"))
+    return EXIT_OK if all(v.reason is None for v in verdicts) else EXIT_FAILED
+
+
+def cmd_infer_schema(args) -> int:
+    import itertools
+    import json
+
+    from ingestd.consumers.infer import infer_schema
+    from ingestd.consumers.readers import read_records
+
+    path = Path(args.file)
+    fmt = args.format or _format_of(path.name)
+    if fmt is None:
+        print(f"ingestd infer-schema: cannot tell the format of {path.name}; pass --format", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        records = read_records(path, fmt, None, args.records_path, args.delimiter, args.skip_lines)
+        values = [value for value, _ in itertools.islice(records, max(1, args.sample))]
+    except PermanentError as exc:
+        print(f"ingestd infer-schema: {path}: {exc.reason}: {exc.failure.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"ingestd infer-schema: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(infer_schema(values, args.title or path.name), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _format_of(name: str) -> str | None:
+    base = name[:-3] if name.endswith(".gz") else name
+    for suffix, fmt in ((".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"),
+                        (".parquet", "parquet")):
+        if base.endswith(suffix):
+            return fmt
+    return None

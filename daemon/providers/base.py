@@ -22,6 +22,15 @@ from ingestd.daemon.sources import ApiSource
 # Query parameters that carry secrets, removed from every URL that is shown.
 SECRET_PARAMS = {"api_key", "apikey", "key", "token", "access_token", "password", "secret"}
 Identity = tuple[str, str]
+ENV_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+SERIES_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+# Keys of providers of dated observations: where to ask, and from when.
+DATED_OPTIONS: dict[str, Any] = {
+    "series": {"type": "array", "minItems": 1, "items": SERIES_ID},
+    "base_url": {"type": "string", "pattern": "^https?://"},
+    "lookback_days": {"type": "integer", "minimum": 0, "maximum": 3660},
+    "start_date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+}
 
 
 @dataclass(frozen=True)

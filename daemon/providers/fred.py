@@ -5,9 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .base import ApiRequest, Identity, Provider, redact_endpoint
-
-SERIES_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+from .base import DATED_OPTIONS, ENV_NAME, ApiRequest, Identity, Provider, redact_endpoint
 
 
 class Fred(Provider):
@@ -18,13 +16,7 @@ class Fred(Provider):
     name = "fred"
     default_base_url = "https://api.stlouisfed.org"
     default_records_path = "observations"
-    options = {
-        "series": {"type": "array", "minItems": 1, "items": SERIES_ID},
-        "api_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-        "base_url": {"type": "string", "pattern": "^https?://"},
-        "lookback_days": {"type": "integer", "minimum": 0, "maximum": 3660},
-        "start_date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
-    }
+    options = {**DATED_OPTIONS, "api_key_env": ENV_NAME}
     required = [["series"]]
 
     def requests(self, cursor: Mapping[str, Any], environ: Mapping[str, str]) -> list[ApiRequest]:

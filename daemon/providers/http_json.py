@@ -9,9 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ingestd.daemon.errors import PermanentError
 
-from .base import ApiRequest, Identity, Provider, canonical, redact_endpoint
-
-ENV_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+from .base import ENV_NAME, ApiRequest, Identity, Provider, canonical, redact_endpoint
 
 
 class HttpJson(Provider):

@@ -5,8 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .base import ApiRequest, Identity, Provider, canonical, redact_endpoint
-from .fred import SERIES_ID
+from .base import DATED_OPTIONS, SERIES_ID, ApiRequest, Identity, Provider, canonical, redact_endpoint
 
 
 class Valet(Provider):
@@ -17,13 +16,7 @@ class Valet(Provider):
     name = "valet"
     default_base_url = "https://www.bankofcanada.ca"
     default_records_path = "observations"
-    options = {
-        "series": {"type": "array", "minItems": 1, "items": SERIES_ID},
-        "group": SERIES_ID,
-        "base_url": {"type": "string", "pattern": "^https?://"},
-        "lookback_days": {"type": "integer", "minimum": 0, "maximum": 3660},
-        "start_date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
-    }
+    options = {**DATED_OPTIONS, "group": SERIES_ID}
     required = [["series"], ["group"]]
 
     def requests(self, cursor: Mapping[str, Any], environ: Mapping[str, str]) -> list[ApiRequest]:

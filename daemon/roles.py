@@ -1,0 +1,241 @@
+"""The long-running roles and how they start: ``ingestd run``, ``watch``,
+``consume``, ``poll`` (and ``migrate``, which they do first).
+
+Start-up checks that retrying cannot cure (a login refused, a landing folder
+that cannot be written) stop the start with their fix (``StartupError``);
+servers not answering yet are waited for.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .backoff import keep_trying, log_retry
+from .broker import Publisher, Topology, open_connection
+from .config import Config, LiveConfig
+from .db import connect, migrate
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NotPermittedError, Shutdown, StartupError, TransientError
+from .health import Health, HealthServer, database_checker
+from .ledger import Ledger
+from .logs import redact_url
+from .runner import Supervisor
+
+if TYPE_CHECKING:
+    from .poller import Poller
+    from .watcher import Watcher
+
+log = logging.getLogger("ingestd")
+
+
+def cmd_migrate(config, args) -> int:
+    applied = migrate(config.database_url, config.connect_timeout_seconds)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; up to date"))
+    return EXIT_OK
+
+
+def _migrate_with_retry(config, stop: threading.Event) -> None:
+    """Migrate, waiting out an unreachable database; a refusal (login, role,
+    permission) stops the start with its fix."""
+
+    def attempt() -> None:
+        try:
+            migrate(config.database_url, config.connect_timeout_seconds)
+        except NotPermittedError as exc:
+            raise StartupError(f"{exc}; fix: {exc.fix}") from None
+    keep_trying(attempt, stop=stop, errors=(TransientError,),
+                on_retry=log_retry(logging.getLogger(__name__), "migrate failed, retrying", step="migrate"))
+
+
+def _check_broker_access(config) -> None:
+    """One connection at start: a refusal (login, virtual host) stops the
+    start with its fix; an unreachable broker is left to the roles, which
+    retry (files wait in the landing zone meanwhile)."""
+    try:
+        open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-start").close()
+    except NotPermittedError as exc:
+        raise StartupError(f"{exc}; fix: {exc.fix}") from None
+    except TransientError as exc:
+        log.warning("broker not reachable yet; the roles keep trying",
+                    extra={"step": "start", "status": "retry", "error": str(exc)})
+
+
+def _prepare_landing(config) -> None:
+    try:
+        config.landing_dir.mkdir(parents=True, exist_ok=True)
+        for name in config.sources:
+            (config.landing_dir / name).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"landing folder {config.landing_dir}: {exc.strerror} ({exc.filename}); fix: create it "
+                           f"and give this user ({_user()}) write access, e.g. chown -R {_user()} "
+                           f"{config.landing_dir}") from None
+    if not os.access(config.landing_dir, os.W_OK | os.X_OK):
+        raise StartupError(f"landing folder {config.landing_dir} is not writable by this user ({_user()}): loaded "
+                           f"files move to _archive/ and failed ones to _quarantine/ there; fix: chown -R {_user()} "
+                           f"{config.landing_dir} (or chmod u+w)")
+
+
+def _user() -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def cmd_run(config, args) -> int:
+    return run_roles(config, watch=True, consumers=args.workers or config.workers, poll=bool(config.api_sources))
+
+
+def cmd_poll(config, args) -> int:
+    if not config.api_sources and args.once:
+        print("ingestd poll: no API sources (kind = \"api\") in the config", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.api_sources:
+        # As a service the poller idles until API sources appear in the
+        # (re-read) config, rather than failing and being restarted in a loop.
+        log.warning("no API sources configured yet; the poller waits for the config to gain some",
+                    extra={"step": "poll", "status": "idle"})
+    unknown = sorted(set(args.sources) - {s.name for s in config.api_sources})
+    if unknown:
+        print(f"ingestd poll: not API sources of this config: {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.once:
+        if args.sources:
+            print("ingestd poll: naming sources needs --once", file=sys.stderr)
+            return EXIT_USAGE
+        return run_roles(config, watch=False, consumers=0, poll=True)
+    from .poller import Poller
+
+    migrate(config.database_url, config.connect_timeout_seconds)
+    poller = Poller(config, Publisher(config.amqp_url, Topology.for_config(config),
+                                      config.heartbeat_seconds, "poller"), threading.Event())
+    try:
+        ok = poller.poll_once(args.sources or None)
+    finally:
+        poller.close()
+    for source in [s for s in config.api_sources if not args.sources or s.name in args.sources]:
+        print(f"{source.name}: {_last_status(config, source.name)}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _last_status(config, source: str) -> str:
+    conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-poll")
+    try:
+        _, next_poll, last_status = Ledger(conn).poll_state(source)
+    finally:
+        conn.close()
+    return "never polled" if next_poll is None else f"{last_status} (next poll {next_poll:%Y-%m-%d %H:%M:%S %Z})"
+
+
+def cmd_watch(config, args) -> int:
+    return run_roles(config, watch=True, consumers=0)
+
+
+def cmd_consume(config, args) -> int:
+    return run_roles(config, watch=False, consumers=args.workers or config.workers)
+
+def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -> int:
+    """Run the watcher, ``consumers`` consumer workers and the poller, as
+    asked, in one process, until a signal; the process's exit status."""
+    needs_database = bool(consumers or poll)
+    health = Health(database_check=database_checker(config.database_url) if needs_database else None)
+    server = None
+    if config.health_port:
+        try:
+            server = HealthServer(health, config.health_host, config.health_port)
+        except OSError as exc:
+            print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
+                  f"{exc.strerror}; set [health] port (or INGESTD_HEALTH_PORT; 0 turns it off)", file=sys.stderr)
+            return EXIT_USAGE
+    supervisor = Supervisor(health)
+    supervisor.install_signal_handlers()
+    _log_start(config, watch, consumers, poll, health_on=server is not None)
+    if server is not None:
+        server.start()
+    try:
+        try:
+            _prepare_landing(config)
+            if needs_database:
+                _migrate_with_retry(config, supervisor.stop)
+            _check_broker_access(config)
+        except Shutdown:
+            return EXIT_OK
+        roles = _Roles(config, supervisor, health)
+        if poll:
+            roles.start_poller()
+        if watch:
+            roles.start_watcher()
+        if consumers:
+            roles.start_consumers(consumers)
+        return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_on: bool) -> None:
+    log.info("ingestd starting", extra={
+        "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
+        "poller": poll, "config": str(config.path), "landing_dir": str(config.landing_dir),
+        "sources": sorted(config.sources), "database": redact_url(config.database_url),
+        "broker": redact_url(config.amqp_url), "prefix": config.prefix,
+        "health": f"{config.health_host}:{config.health_port}" if health_on else "off"})
+    if consumers:
+        from ingestd.consumers.validation import log_validation_plans
+        log_validation_plans(config.sources.values())
+
+
+class _Roles:
+    """Starts each role in its thread, with its heartbeat and readiness."""
+
+    def __init__(self, config: Config, supervisor: Supervisor, health: Health) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.health = health
+        self.topology = Topology.for_config(config)
+        self.live = LiveConfig(config)
+
+    def reporter(self, component: str) -> Callable[[str | None], None]:
+        self.health.set_ready(component, "connecting")
+        return lambda problem: self.health.set_ready(component, problem)
+
+    def publisher(self, role: str) -> Publisher:
+        return Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds, role)
+
+    def start_poller(self) -> None:
+        from .poller import Poller
+        self._start_publishing("poller", lambda publisher: Poller(self.live, publisher, self.supervisor.stop))
+
+    def start_watcher(self) -> None:
+        from .watcher import Watcher
+        self._start_publishing("watcher", lambda publisher: Watcher(self.config, publisher, self.supervisor.stop))
+
+    def _start_publishing(self, name: str, make: Callable[[Publisher], Poller | Watcher]) -> None:
+        """A role that publishes events: its own publisher, made in its thread."""
+        report = self.reporter(f"broker ({name})")
+
+        def role() -> None:
+            worker = make(self.publisher(name))
+            worker.heartbeat = lambda: self.health.beat(name)
+            worker.report = report
+            worker.run()
+        self.supervisor.start(name, role)
+
+    def start_consumers(self, count: int) -> None:
+        from ingestd.consumers.recorder import DeadLetterRecorder
+        from ingestd.consumers.worker import ConsumerWorker
+
+        from .health import sample_queues
+        config, stop = self.config, self.supervisor.stop
+        self.supervisor.start("recorder", DeadLetterRecorder(config, stop).run)
+        self.supervisor.start("queue-sampler", lambda: sample_queues(config, stop))
+        for n in range(1, count + 1):
+            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", stop, live=self.live)
+            worker.heartbeat = (lambda role: lambda: self.health.beat(role))(f"consumer-{n}")
+            worker.report = self.reporter(f"broker (consumer-{n})")
+            self.supervisor.start(f"consumer-{n}", worker.run)
