@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 # One bronze source per format, all with the Fitbit daily-activity schema.
 SOURCES = {"daily_activity": "csv", "daily_jsonl": "jsonl", "daily_parquet": "parquet"}
 SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
-FITBIT = Path(os.environ.get("INGESTD_SHARED_DATA", REPO.parent / "shared" / "data")) / "fitbit"
+FITBIT = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data") / "fitbit"
 
 
 def with_db(url: str, name: str) -> str:

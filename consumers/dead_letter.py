@@ -74,8 +74,10 @@ def dead_letter_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: 
             reason=failure.reason, error=failure.message, detail=failure.detail,
             event=json.loads(event.to_json()), run_id=run_id,
             file_path=display_path(event.path) if event.path else None, replay_count=event.replay_count)
-        ledger.finish_run(run_id, "failure", error=failure.message, reason=failure.reason,
-                          rows_total=failure.detail.get("rows_total"), rows_invalid=failure.detail.get("rows_invalid"))
+        total, invalid = failure.detail.get("rows_total"), failure.detail.get("rows_invalid")
+        valid = total - invalid if isinstance(total, int) and isinstance(invalid, int) else None
+        ledger.finish_run(run_id, "failure", error=failure.message, reason=failure.reason, rows_total=total,
+                          rows_valid=valid, rows_invalid=invalid)
     else:
         dead_letter_id = existing["id"]
         ledger.finish_run(run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: {failure.message}",

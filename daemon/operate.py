@@ -304,7 +304,8 @@ def cmd_runs(config, args) -> int:
     table = []
     for r in rows:
         duration = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
-        counts = "-" if r["rows_total"] is None else f"{r['rows_total']}/{r['rows_valid']}/{r['rows_invalid']}"
+        counts = "-" if r["rows_total"] is None else "/".join(
+            "-" if n is None else str(n) for n in (r["rows_total"], r["rows_valid"], r["rows_invalid"]))
         note = " ".join(x for x in (r["reason"], r["error_summary"]) if x) or cell(r["file_path"])
         table.append([r["started_at"], r["status"], r["source"], r["trigger"], counts,
                       "-" if duration is None else f"{duration:.2f}s", note])

@@ -25,8 +25,7 @@ import pytest
 from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or os.environ.get("INGESTD_SHARED_DATA")
-                   or REPO.parent / "shared" / "data")
+SHARED_DATA = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
 FITBIT = SHARED_DATA / "fitbit"
 
 # Hermetic: the user's own settings (the Quick start exports

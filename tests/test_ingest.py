@@ -118,6 +118,8 @@ def test_invalid_records_are_kept_and_too_many_reject_the_file(ctx, config, db):
     drop_file(config.landing_dir, "heart_rate/many.csv", many_bad)
     outcome = ingest(ctx, "heart_rate/many.csv")
     assert outcome.status == "failure" and outcome.reason == "schema_rejected"
+    assert query(db, "SELECT rows_total, rows_valid, rows_invalid FROM ops.pipeline_runs WHERE run_id = %s",
+                 (outcome.run_id,)) == [(10, 0, 10)]
     assert query(db, "SELECT count(*) FROM bronze.heart_rate") == [(50,)]
     assert (config.landing_dir / "_quarantine" / "heart_rate" / "many.csv").exists()
 
