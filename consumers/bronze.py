@@ -6,9 +6,7 @@ disk to the server without ever being held whole in memory.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import decimal
 import hashlib
 import struct
 import uuid
@@ -85,27 +83,11 @@ def ensure_bronze_table(cur: psycopg2.extensions.cursor, source: str) -> None:
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE bronze._template INCLUDING ALL)").format(table))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw).decode("ascii")
-    if isinstance(value, (dt.timedelta,)):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"cannot store a {type(value).__name__} in JSON")
-
-
 def encode_record(record: Any, number: int) -> bytes:
-    """JSON text of a record read as values (CSV, Parquet), or the reason
+    """JSON text of a record read as values (a CSV row), or the reason
     PostgreSQL could not store it."""
     try:
-        raw = orjson.dumps(record, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        raw = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise PermanentError("parse_error", f"record {number}: cannot be stored as JSON: {exc}",
                              record=number) from None

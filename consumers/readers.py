@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
 import os
 import zlib
 from collections.abc import Iterator
@@ -20,12 +19,11 @@ from typing import IO, Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingestd.daemon.errors import PermanentError
 
-from .bronze import encode_record
+from .arrowjson import ColumnError, batch_texts, record_error
 from .jsontext import json_type, parse_record, read_json_records, too_large_message
 
 Record = dict[str, Any]
@@ -270,39 +268,35 @@ def read_json(stream: IO[bytes], records_path: str | None = None, max_record_byt
         raise _gzip_guard(exc) from None
 
 
-def _parquet_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        # jsonb has no NaN/Infinity: kept as the strings PostgreSQL itself uses.
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
+def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = True) -> Iterator[TextRecord]:
+    """Parquet via pyarrow, a batch of rows at a time, each row as JSON text
+    built from the Arrow columns (one form per type: consumers/arrowjson.py).
+    The value validation sees is read back from that text (one view of the
+    row, the stored one); with ``values`` False (nothing validates) it is {}.
 
-
-def _stringify_temporal(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Timestamps as ISO text, decided by Arrow, so INT96 values outside
-    Python's datetime range (years past 9999) still load."""
-    columns = []
-    for column in batch.columns:
-        if pa.types.is_timestamp(column.type):
-            column = pc.cast(column, pa.string())
-        columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-
-
-def read_parquet(path) -> Iterator[TextRecord]:
-    """Parquet via pyarrow, a row group batch at a time. Each row is turned
-    into its JSON text once (binary as UTF-8 or ``base64:``, decimals and
-    dates as text, docs/configuration.md: Formats), and the value validation sees is read
-    back from that text: one view of the row, the stored one."""
+    Whatever pyarrow raises on a file it cannot read whole is a ``parse_error``
+    naming what failed; a value without a JSON form names its record."""
     number = 0
     try:
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for row in _stringify_temporal(batch).to_pylist():
+            try:
+                texts = batch_texts(batch)
+            except ColumnError as exc:
+                raise record_error(exc, number + 1) from None
+            for text in texts:
                 number += 1
-                text = encode_record({k: _parquet_value(v) for k, v in row.items()}, number)
-                yield orjson.loads(text), text
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise PermanentError("parse_error", f"not a readable Parquet file: {exc}") from None
+                if len(text) > max_record_bytes:
+                    raise PermanentError("too_large", too_large_message(f"record {number}", max_record_bytes),
+                                         record=number)
+                yield (orjson.loads(text) if values else {}), text
+    except PermanentError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, OverflowError, TypeError, KeyError, IndexError,
+            NotImplementedError) as exc:
+        where = f" (after record {number})" if number else ""
+        raise PermanentError("parse_error", f"not a readable Parquet file{where}: {type(exc).__name__}: {exc}",
+                             record=number or None) from None
 
 
 def read_records(path, fmt: str, limit: int | None, records_path: str | None = None,
@@ -311,16 +305,37 @@ def read_records(path, fmt: str, limit: int | None, records_path: str | None = N
     """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz``
     suffix); ``limit`` bounds the whole (expanded) content. Values of JSON
     records have exact integers unless ``exact_numbers`` is False (nothing
-    validates them); their text is exact either way."""
+    validates them); their text is exact either way.
+
+    Whatever a reader raises ends here as a reason code: a file that cannot
+    be read is ``unreadable_file``, anything else unforeseen a
+    ``parse_error`` naming the record reached, never an error that has the
+    event redelivered until the broker gives up on it."""
+    if fmt not in ("csv", "json", "jsonl", "parquet"):
+        raise ValueError(f"unknown format {fmt!r}")
+    number = 0
+    try:
+        for number, record in enumerate(_records(path, fmt, limit, records_path, delimiter,  # noqa: B007 - read below
+                                                  skip_lines, max_record_bytes, exact_numbers), 1):
+            yield record
+    except (PermanentError, MemoryError):
+        raise  # a MemoryError is ours to see: memory is bounded by the limits
+    except OSError as exc:
+        raise PermanentError("unreadable_file", f"cannot read the file: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - one bad file must not loop through redeliveries
+        raise PermanentError("parse_error", f"record {number + 1}: the {fmt} reader failed: "
+                             f"{type(exc).__name__}: {exc}", record=number + 1) from None
+
+
+def _records(path, fmt: str, limit: int | None, records_path: str | None, delimiter: str, skip_lines: int,
+             max_record_bytes: int, exact_numbers: bool) -> Iterator[TextRecord]:
     if fmt == "parquet":
-        yield from read_parquet(path)
+        yield from read_parquet(path, max_record_bytes, exact_numbers)
         return
     with open_content(path, limit) as stream:
         if fmt == "csv":
             yield from read_csv(stream, delimiter, skip_lines, max_record_bytes)
         elif fmt == "jsonl":
             yield from read_jsonl(stream, max_record_bytes, exact_numbers)
-        elif fmt == "json":
-            yield from read_json(stream, records_path, max_record_bytes, exact_numbers)
         else:
-            raise ValueError(f"unknown format {fmt!r}")
+            yield from read_json(stream, records_path, max_record_bytes, exact_numbers)
