@@ -62,6 +62,22 @@ class _Hints(FileSystemEventHandler):
             self.hints.put(("deleted", os.fsdecode(event.src_path)))
 
 
+# watchdog holds an inotify IN_MOVED_FROM for 0.5 s to pair it with its
+# IN_MOVED_TO, and its queue is first in, first out: every file archived out
+# of a source folder (its IN_MOVED_TO lands in the unwatched _archive/) held
+# the next file's events back by half a second. The kernel writes both halves
+# of a rename together, so pairing needs far less.
+MOVE_PAIRING_SECONDS = 0.02
+
+
+def _shorten_move_pairing() -> None:
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # another watchdog: its own pairing stands
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
+
+
 class Watcher:
     """Publishes a ``FileEvent`` for each complete file in the landing zone."""
 
@@ -104,6 +120,7 @@ class Watcher:
         a folder a day for ever (inotify watches are a bounded resource),
         and watchdog would re-register the nested folders that the archive
         creates at once (its "Callback with id ... already exists" warning)."""
+        _shorten_move_pairing()
         observer_cls = PollingObserver if self.config.polling else Observer
         kwargs = {"timeout": self.config.poll_interval_seconds} if self.config.polling else {}
         observer = observer_cls(**kwargs)
