@@ -273,20 +273,25 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _any_of(*checks: Callable[[pa.DataType], bool]) -> Callable[[pa.DataType], bool]:
+    return lambda kind: any(check(kind) for check in checks)
+
+
+_t = pa.types
+# (type test, encoder), in order; a type no test claims goes through Python.
+_ENCODERS: tuple[tuple[Callable[[pa.DataType], bool], Encoder], ...] = (
+    (_t.is_boolean, _bool), (_t.is_integer, _number), (_t.is_floating, _float), (_t.is_decimal, _decimal),
+    (_any_of(_t.is_string, _t.is_large_string, _t.is_string_view), _string),
+    (_any_of(_t.is_binary, _t.is_large_binary, _t.is_fixed_size_binary, _t.is_binary_view), _binary),
+    (_any_of(_t.is_date32, _t.is_date64), _date), (_t.is_timestamp, _timestamp),
+    (_any_of(_t.is_time32, _t.is_time64), _time), (_t.is_duration, _duration),
+    (_t.is_map, _map), (_t.is_struct, _struct),
+    (_any_of(_t.is_list, _t.is_large_list, _t.is_fixed_size_list, _t.is_list_view, _t.is_large_list_view), _list),
+)
+
+
 def _encoder(kind: pa.DataType) -> Encoder:
-    t = pa.types
-    checks: list[tuple[Callable[[pa.DataType], bool], Encoder]] = [
-        (t.is_boolean, _bool), (t.is_integer, _number), (t.is_floating, _float), (t.is_decimal, _decimal),
-        (lambda k: t.is_string(k) or t.is_large_string(k) or t.is_string_view(k), _string),
-        (lambda k: t.is_binary(k) or t.is_large_binary(k) or t.is_fixed_size_binary(k) or t.is_binary_view(k),
-         _binary),
-        (lambda k: t.is_date32(k) or t.is_date64(k), _date), (t.is_timestamp, _timestamp),
-        (lambda k: t.is_time32(k) or t.is_time64(k), _time), (t.is_duration, _duration),
-        (t.is_map, _map), (t.is_struct, _struct),
-        (lambda k: t.is_list(k) or t.is_large_list(k) or t.is_fixed_size_list(k) or t.is_list_view(k)
-         or t.is_large_list_view(k), _list),
-    ]
-    return next((encoder for check, encoder in checks if check(kind)), _python)
+    return next((encoder for check, encoder in _ENCODERS if check(kind)), _python)
 
 
 def encode_array(array: pa.Array, where: str) -> pa.Array:

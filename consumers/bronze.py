@@ -7,7 +7,6 @@ disk to the server without ever being held whole in memory.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import struct
 import uuid
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from ingestd.daemon.db import lock_key
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.landing import SOURCE_NAME
 
@@ -78,8 +78,7 @@ def ensure_bronze_table(cur: psycopg2.extensions.cursor, source: str) -> None:
     """Create ``bronze.<source>`` if missing. Serialised by a transaction-level
     advisory lock, since concurrent CREATE TABLE IF NOT EXISTS can still fail."""
     table = bronze_table(source)
-    lock_key = int.from_bytes(hashlib.sha256(f"bronze:{source}".encode()).digest()[:8], "big", signed=True)
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("bronze", source),))
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE bronze._template INCLUDING ALL)").format(table))
 
 

@@ -49,6 +49,7 @@ def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: 
 
 
 def _note_move(ledger: Ledger, dead_letter_id: int, moved: Moved | None) -> None:
+    """Record where quarantine put a dead letter's file (nothing when nothing moved)."""
     if moved is not None:
         ledger.note_file_moved(dead_letter_id, moved.relative, moved.error)
 

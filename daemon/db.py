@@ -17,9 +17,15 @@ from .logs import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key of the migration runner: the first 8 bytes of a hash
-# of a fixed name, so that it cannot collide with an application's small ints.
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ingestd.migrate").digest()[:8], "big", signed=True)
+def lock_key(*parts: str) -> int:
+    """A ``pg_advisory_lock`` key for a name (parts joined by ``:``): the
+    first 8 bytes of its hash, so that it cannot collide with an
+    application's small ints."""
+    return int.from_bytes(hashlib.sha256(":".join(parts).encode()).digest()[:8], "big", signed=True)
+
+
+# The migration runner's lock.
+MIGRATION_LOCK_KEY = lock_key("ingestd.migrate")
 
 psycopg2.extras.register_uuid()
 

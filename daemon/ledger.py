@@ -14,7 +14,6 @@ data): it is made storable first, so that recording a failure cannot fail.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -27,6 +26,8 @@ import psycopg2.extras
 from psycopg2.extras import Json
 
 from . import landing
+from .db import lock_key
+from .errors import REASONS
 
 # A dead letter still waiting for an operator: neither replayed nor discarded.
 WAITING = "replayed_at IS NULL AND discarded_at IS NULL"
@@ -53,11 +54,6 @@ def storable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [storable(v) for v in value]
     return value
-
-
-def lock_key(*parts: str) -> int:
-    """A ``pg_advisory_xact_lock`` key for a name: 8 bytes of its hash."""
-    return int.from_bytes(hashlib.sha256(":".join(parts).encode()).digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -131,8 +127,6 @@ class Selector:
     include_discarded: bool = False
 
     def __post_init__(self) -> None:
-        from .errors import REASONS
-
         if self.reason is not None and self.reason not in REASONS:
             raise ValueError(f"unknown reason {self.reason!r}; one of: {', '.join(REASONS)}")
 

@@ -239,31 +239,40 @@ format = "parquet"
 """
 
 
+def config_text(landing: Path, database_url: str, amqp_url: str, prefix: str, *, landing_extra: str = "",
+                broker_extra: str = "", extra: str = "", sources: str | None = None, health_port: int = 0) -> str:
+    """The ingestd.toml of a test: short settle and rescan times, its own
+    database and broker prefix; ``sources`` defaults to ``SOURCES_TOML``."""
+    return textwrap.dedent(f"""
+        [landing]
+        dir = "{landing}"
+        settle_seconds = 0.3
+        rescan_seconds = 2
+        {landing_extra}
+        [database]
+        url = "{database_url}"
+        [broker]
+        url = "{amqp_url}"
+        prefix = "{prefix}"
+        delivery_limit = 5
+        {broker_extra}
+        [consumer]
+        stop_timeout_seconds = 20
+        [health]
+        port = {health_port}
+        {extra}
+    """) + (sources if sources is not None else SOURCES_TOML.format(schemas=REPO / "schemas"))
+
+
 @pytest.fixture
 def write_config(tmp_path, database_url, amqp_url, prefix):
     """Write an ingestd.toml for this test; returns its path."""
 
     def write(extra: str = "", landing_extra: str = "", sources: str | None = None, health_port: int = 0) -> Path:
         path = tmp_path / "ingestd.toml"
-        body = textwrap.dedent(f"""
-            [landing]
-            dir = "{tmp_path / 'data_lake'}"
-            settle_seconds = 0.3
-            rescan_seconds = 2
-            {landing_extra}
-            [database]
-            url = "{database_url}"
-            [broker]
-            url = "{amqp_url}"
-            prefix = "{prefix}"
-            delivery_limit = 5
-            [consumer]
-            stop_timeout_seconds = 20
-            [health]
-            port = {health_port}
-            {extra}
-        """) + (sources if sources is not None else SOURCES_TOML.format(schemas=REPO / "schemas"))
-        path.write_text(body)
+        path.write_text(config_text(tmp_path / "data_lake", database_url, amqp_url, prefix,
+                                    landing_extra=landing_extra, extra=extra, sources=sources,
+                                    health_port=health_port))
         (tmp_path / "data_lake").mkdir(exist_ok=True)
         return path
 

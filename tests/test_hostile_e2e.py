@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import time
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ import psycopg2
 import pytest
 
 from .conftest import USED_PREFIXES, clone_database, delete_broker_names, drop_database, drop_file, ingestd_cmd, query
+from .conftest import config_text as shared_config_text
 from .test_e2e import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -44,23 +44,10 @@ format = "csv"
 
 def config_text(landing: Path, database_url: str, amqp_url: str, prefix: str, extra: str = "",
                 health_port: int = 0) -> str:
-    return textwrap.dedent(f"""
-        [landing]
-        dir = "{landing}"
-        settle_seconds = 0.3
-        rescan_seconds = 2
-        [database]
-        url = "{database_url}"
-        [broker]
-        url = "{amqp_url}"
-        prefix = "{prefix}"
-        delivery_limit = 5
-        {extra}
-        [consumer]
-        stop_timeout_seconds = 20
-        [health]
-        port = {health_port}
-    """) + SOURCES
+    """The config of these tests' daemon: three sources without schemas;
+    ``extra`` goes into [broker]."""
+    return shared_config_text(landing, database_url, amqp_url, prefix, broker_extra=extra, sources=SOURCES,
+                              health_port=health_port)
 
 
 class Daemon:
