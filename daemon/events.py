@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from .errors import PermanentError
@@ -98,9 +99,14 @@ def routing_key(kind: str, source: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
+def event_checks() -> tuple[Any, jsonschema.Draft202012Validator]:
+    """The event schema compiled (fastjsonschema: a verdict in a few
+    microseconds, where jsonschema takes a quarter of a millisecond, a tenth
+    of a small file's whole load) and as jsonschema's validator, which words
+    the reason when the compiled check refuses. Formats are annotations in
+    both; the schema's keywords mean the same in draft 7 and 2020-12."""
     schema = json.loads(files("ingestd.daemon").joinpath("event.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return fastjsonschema.compile(schema, use_formats=False), jsonschema.Draft202012Validator(schema)
 
 
 def parse_event(body: bytes) -> Event:
@@ -113,7 +119,12 @@ def parse_event(body: bytes) -> Event:
         raise PermanentError("bad_event", f"message body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise PermanentError("bad_event", "message body is not a JSON object")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    fast, reference = event_checks()
+    try:
+        fast(doc)
+        error = None
+    except fastjsonschema.JsonSchemaValueException:
+        error = jsonschema.exceptions.best_match(reference.iter_errors(doc))
     if error is not None:
         pointer = "/" + "/".join(str(p) for p in error.absolute_path)
         raise PermanentError("bad_event", f"event is invalid at {pointer}: {error.message}", pointer=pointer,

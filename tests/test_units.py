@@ -1,15 +1,19 @@
 """Pure steps: config checking, landing-zone rules, validation, events, backoff."""
 import json
 import os
+import uuid
 from pathlib import PurePosixPath
 
+import fastjsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestd.consumers.validation import RecordValidator
 from ingestd.daemon.backoff import compute_backoff
 from ingestd.daemon.config import build_config, load_config
 from ingestd.daemon.errors import ConfigError, PermanentError
-from ingestd.daemon.events import FileEvent, parse_event
+from ingestd.daemon.events import FileEvent, PayloadEvent, event_checks, parse_event
 from ingestd.daemon.landing import is_ignored, resolve_in_landing
 from ingestd.daemon.logs import redact_text, redact_url
 
@@ -104,6 +108,34 @@ def test_event_round_trip_and_bad_events():
         with pytest.raises(PermanentError) as info:
             parse_event(body)
         assert info.value.reason == "bad_event"
+
+
+_ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**70), st.floats(allow_nan=False),
+                        st.text(max_size=70), st.sampled_from(["file", "payload", "replay", "0" * 64, "a" * 4097, 1.0,
+                                                               str(uuid.uuid4())]),
+                        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from(["file", "payload"]), changes=st.dictionaries(st.sampled_from(
+    ["version", "event_id", "kind", "source", "created_at", "trigger", "replay_count", "path", "size", "mtime_ns",
+     "endpoint", "status_code", "fetched_at", "body_sha256", "body_size", "body", "body_path", "context", "extra"]),
+    _ODD_VALUES, max_size=4), dropped=st.sets(st.sampled_from(["version", "path", "body", "body_path", "size",
+                                                                "endpoint", "kind"]), max_size=2))
+def test_compiled_event_check_gives_jsonschemas_verdict(kind, changes, dropped):
+    """parse_event trusts the compiled check's "valid": it must never say so
+    where jsonschema would not (and refuses only what jsonschema refuses)."""
+    event = FileEvent(source="src", path="src/a.csv", size=3, mtime_ns=5) if kind == "file" else PayloadEvent(
+        source="api", endpoint="https://example.org/x", status_code=200, fetched_at="2026-11-26T00:00:00+00:00",
+        body_sha256="0" * 64, body_size=2, body="[]")
+    doc = {k: v for k, v in {**json.loads(event.to_json()), **changes}.items() if k not in dropped}
+    fast, reference = event_checks()
+    try:
+        fast(doc)
+        fast_valid = True
+    except fastjsonschema.JsonSchemaValueException:
+        fast_valid = False
+    assert fast_valid == reference.is_valid(doc), doc
 
 
 def test_backoff_grows_and_is_capped():
