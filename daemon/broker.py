@@ -161,12 +161,31 @@ def broker_connection_error(url: str, exc: BaseException) -> TransientError:
     return TransientError(f"{where} unreachable: {redact_text(text)}")
 
 
+@dataclass(frozen=True)
+class Message:
+    """One message to publish: where to, its body and its id."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: dict[str, Any] | None = None
+
+
 class Publisher:
     """Publishes persistent, mandatory messages with publisher confirms.
 
     ``publish`` returns only once the broker has confirmed the message; it
     raises ``TransientError`` when it cannot (broker down, message returned or
     nacked), and the caller keeps its input for a later try.
+    ``publish_many`` sends several before it waits: their confirms come back
+    together (a burst of files costs one wait, not one per file).
+
+    pika's blocking channel waits for each confirm in ``basic_publish``; to
+    have several in flight, messages go out and confirms and returns come
+    back on the channel's own asynchronous side (``BlockingChannel._impl``),
+    and the wait is the one pika's blocking calls use (``_flush_output``):
+    internals of pika 1.x, which setup.cfg pins.
     """
 
     def __init__(self, url: str, topology: Topology, heartbeat: int = 30, role: str = "publisher") -> None:
@@ -176,6 +195,14 @@ class Publisher:
         self.name = topology.connection_name(role)
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
+        # Confirm bookkeeping of the current channel: delivery tag -> message
+        # id of what is in flight (acks and nacks take them out), what was
+        # nacked, and the message ids returned as unroutable.
+        self._next_tag = 1
+        self._in_flight: dict[int, str] = {}
+        self._nacked: set[int] = set()
+        self._returned: set[str] = set()
+        self._select_ok = False
 
     def _ensure(self):
         if self._channel is not None and self._channel.is_open and self._connection.is_open:
@@ -185,12 +212,43 @@ class Publisher:
         try:
             channel = self._connection.channel()
             self.topology.declare(channel)
-            channel.confirm_delivery()
+            self._confirm_mode(channel)
         except CONNECTION_ERRORS as exc:
             self.close()
             raise TransientError(f"broker channel failed: {redact_text(str(exc) or type(exc).__name__)}") from None
         self._channel = channel
         return channel
+
+    def _confirm_mode(self, channel) -> None:
+        self._next_tag, self._in_flight, self._nacked, self._returned = 1, {}, set(), set()
+        self._select_ok = False
+        channel._impl.add_on_return_callback(self._on_return)
+        channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_select_ok)
+        self._wait(lambda: self._select_ok, channel)
+
+    def _on_select_ok(self, _frame) -> None:
+        self._select_ok = True
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        tags = [t for t in self._in_flight if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for tag in tags:
+            if self._in_flight.pop(tag, None) is not None and isinstance(method, pika.spec.Basic.Nack):
+                self._nacked.add(tag)
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        # A return comes before the ack of the same message.
+        if properties.message_id:
+            self._returned.add(properties.message_id)
+
+    @staticmethod
+    def _wait(done, channel) -> None:
+        """Serve the connection until ``done()``, as pika's own blocking
+        calls wait (a dead connection shows by its heartbeats); connection
+        and channel errors propagate."""
+        channel._flush_output(done)
+        if not done():
+            raise pika.exceptions.ChannelWrongStateError("channel closed while waiting for confirms")
 
     @property
     def connected(self) -> bool:
@@ -206,30 +264,54 @@ class Publisher:
 
     def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
                 headers: dict[str, Any] | None = None) -> None:
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message_id,
-            timestamp=int(time.time()),
-            headers=headers or None,
-        )
+        problem = self.publish_many([Message(exchange, routing_key, body, message_id, headers)])[0]
+        if problem is not None:
+            raise TransientError(problem)
+
+    def publish_many(self, messages: list[Message]) -> list[str | None]:
+        """Publish all, then wait for their confirms: for each message, None
+        when the broker confirmed it, else why not (the caller keeps it for
+        a later try)."""
         # A connection that sat idle may have been closed by the broker
         # (missed heartbeats) without pika knowing yet: one fresh connection
-        # is tried at once. Nothing unconfirmed can have been delivered, so
-        # sending again keeps at-least-once.
+        # is tried at once. Only confirmed messages count as sent, so sending
+        # the rest again keeps at-least-once.
         for attempt in (1, 2):
             channel = self._ensure()
+            self._in_flight, self._nacked, self._returned = {}, set(), set()
+            tags: list[int] = []
             try:
-                channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-                return
-            except pika.exceptions.UnroutableError:
-                raise TransientError(f"message {message_id} was returned as unroutable by {exchange!r}") from None
-            except pika.exceptions.NackError:
-                raise TransientError(f"broker refused message {message_id} (nack)") from None
+                for message in messages:
+                    channel._impl.basic_publish(message.exchange, message.routing_key, message.body,
+                                                self._properties(message), mandatory=True)
+                    tags.append(self._next_tag)
+                    self._in_flight[self._next_tag] = message.message_id
+                    self._next_tag += 1
+                self._wait(lambda: not self._in_flight, channel)
             except CONNECTION_ERRORS as exc:
+                why = f"publish failed: {redact_text(str(exc) or type(exc).__name__)}"
+                sent = len(tags) - len(self._in_flight)
+                verdicts = [self._verdict(m, t, why) for m, t in zip(messages, tags, strict=False)]
                 self.close()
-                if attempt == 2:
-                    raise TransientError(f"publish failed: {redact_text(str(exc) or type(exc).__name__)}") from None
+                if attempt == 1 and not sent:
+                    continue
+                return verdicts + [why] * (len(messages) - len(tags))
+            return [self._verdict(m, t, "no confirm from the broker") for m, t in zip(messages, tags, strict=True)]
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _properties(message: Message) -> pika.BasicProperties:
+        return pika.BasicProperties(content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
+                                    message_id=message.message_id, timestamp=int(time.time()),
+                                    headers=message.headers or None)
+
+    def _verdict(self, message: Message, tag: int, otherwise: str) -> str | None:
+        """Why ``message`` (sent as ``tag``) was not confirmed, or None."""
+        if message.message_id in self._returned:
+            return f"message {message.message_id} was returned as unroutable by {message.exchange!r}"
+        if tag in self._nacked:
+            return f"broker refused message {message.message_id} (nack)"
+        return otherwise if tag in self._in_flight else None
 
     def process_events(self) -> None:
         """Serve heartbeats while idle (call from the owning thread)."""

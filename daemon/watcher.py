@@ -24,6 +24,7 @@ from watchdog.events import (
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileSystemEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
@@ -31,7 +32,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .backoff import Backoff
-from .broker import Publisher
+from .broker import Message, Publisher
 from .config import Config
 from .errors import TransientError
 from .events import FileEvent
@@ -40,6 +41,13 @@ from .metrics import EVENTS_PUBLISHED, source_label
 from .settle import Pending, Readiness
 
 log = logging.getLogger(__name__)
+
+
+# The events that are hints (below). Asking inotify for these only keeps the
+# consumers' reads of each file (opened, closed without writing: several per
+# file) off the watcher's thread.
+HINTED_EVENTS: list[type[FileSystemEvent]] = [DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileMovedEvent,
+                                               FileCreatedEvent, FileModifiedEvent, FileDeletedEvent]
 
 
 class _Hints(FileSystemEventHandler):
@@ -76,6 +84,10 @@ def _shorten_move_pairing() -> None:
     except ImportError:  # another watchdog: its own pairing stands
         return
     InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
+
+
+# Files published before their confirms are awaited together.
+PUBLISH_BATCH = 256
 
 
 class Watcher:
@@ -146,7 +158,7 @@ class Watcher:
         self._observer = observer
 
     def _schedule(self, observer, folder: Path, recursive: bool) -> None:
-        watch = observer.schedule(_Hints(self.hints), str(folder), recursive=recursive)
+        watch = observer.schedule(_Hints(self.hints), str(folder), recursive=recursive, event_filter=HINTED_EVENTS)
         name = folder.name if folder != self.root else ""
         self._watched[name] = (watch, os.stat(folder).st_ino)
 
@@ -217,34 +229,48 @@ class Watcher:
         return False if rel is None else self.readiness.note(rel.as_posix(), complete)
 
     def publish_ready(self) -> int:
+        """Publish the files that are ready, a batch at a time (their
+        confirms come back together); the rest wait for the next pass."""
         if self.clock() < self._next_publish_try:
             return 0
+        ready = self.readiness.ready()
         sent = 0
-        for key in self.readiness.ready():
-            entry = self.pending[key]
-            rel = PurePosixPath(key)
-            event = FileEvent(source=source_of(rel) or NO_SOURCE, path=key, size=entry.size,
-                              mtime_ns=entry.mtime_ns)
+        for first in range(0, len(ready), PUBLISH_BATCH):
+            batch = ready[first:first + PUBLISH_BATCH]
+            events = [self._event_for(key) for key in batch]
+            exchange = self.publisher.topology.events_exchange
             try:
-                self.publisher.publish(self.publisher.topology.events_exchange, event.routing_key,
-                                       event.to_json(), event.event_id)
+                verdicts = self.publisher.publish_many([Message(exchange, e.routing_key, e.to_json(), e.event_id)
+                                                        for e in events])
             except TransientError as exc:
-                self.report(str(exc))
+                verdicts = [str(exc)] * len(events)
+            for key, event, problem in zip(batch, events, verdicts, strict=True):
+                if problem is None:
+                    self._published(key, event)
+                    sent += 1
+            problem = next((p for p in verdicts if p is not None), None)
+            if problem is not None:
+                self.report(problem)
                 delay = self._broker_backoff.next_delay()
                 self._next_publish_try = self.clock() + delay
                 log.warning("broker unavailable; files wait in the landing zone",
-                            extra={"step": "publish", "status": "retry", "error": str(exc),
+                            extra={"step": "publish", "status": "retry", "error": problem,
                                    "pending": len(self.pending), "retry_in_s": round(delay, 2)})
                 return sent
             self._broker_backoff.reset()
             self.report(None)
-            self.readiness.published_now(key)
-            EVENTS_PUBLISHED.labels(source_label(event.source, self.config.sources), "file").inc()
-            sent += 1
-            log.info("file published", extra={"event_id": event.event_id, "source": event.source,
-                                               "step": "publish", "status": "published", "path": key,
-                                               "size": entry.size})
         return sent
+
+    def _event_for(self, key: str) -> FileEvent:
+        entry = self.pending[key]
+        return FileEvent(source=source_of(PurePosixPath(key)) or NO_SOURCE, path=key, size=entry.size,
+                         mtime_ns=entry.mtime_ns)
+
+    def _published(self, key: str, event: FileEvent) -> None:
+        self.readiness.published_now(key)
+        EVENTS_PUBLISHED.labels(source_label(event.source, self.config.sources), "file").inc()
+        log.info("file published", extra={"event_id": event.event_id, "source": event.source, "step": "publish",
+                                           "status": "published", "path": key, "size": event.size})
 
     def keep_connected(self) -> None:
         """Connect (again) while idle, so that readiness and a broker outage
