@@ -21,7 +21,7 @@ from ingestd.daemon import db
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.landing import display_path
-from ingestd.daemon.ledger import Ledger, ManifestEntry
+from ingestd.daemon.ledger import Ledger, ManifestEntry, RunStart
 from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
 
 from . import bronze
@@ -50,15 +50,29 @@ def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -
         raise
 
 
-def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
-    started = time.monotonic()
-    ledger = ctx.ledger()
-    run_id = uuid.uuid4()
+def run_start(ctx: IngestContext, event: Event) -> RunStart:
+    """The run an event starts: its row in ops.pipeline_runs."""
     shown = display_path(event.path) if isinstance(event, FileEvent) else (event.body_path or event.endpoint)
     size = event.size if isinstance(event, FileEvent) else event.body_size
-    ledger.start_run(run_id, event.event_id, display_path(event.source), event.trigger, ctx.worker, shown, size)
-    extra = {"run_id": str(run_id), "event_id": event.event_id, "source": display_path(event.source)}
-    log.info("run started", extra={**extra, "step": "start", "status": "running", "path": shown})
+    return RunStart(uuid.uuid4(), event.event_id, display_path(event.source), event.trigger, ctx.worker, shown, size)
+
+
+def log_started(run: RunStart) -> None:
+    log.info("run started", extra={"run_id": str(run.run_id), "event_id": run.event_id, "source": run.source,
+                                   "step": "start", "status": "running", "path": run.file_path})
+
+
+def ingest_event(ctx: IngestContext, event: Event, started_run: RunStart | None = None) -> Outcome:
+    """Load one event. ``started_run``: its run, already recorded as running
+    (a small file a group handed back); else the run starts here."""
+    started = time.monotonic()
+    ledger = ctx.ledger()
+    run = started_run
+    if run is None:
+        run = run_start(ctx, event)
+        ledger.start_runs([run])
+        log_started(run)
+    run_id = run.run_id
     try:
         outcome = _load_event(ctx, ledger, event, run_id)
     except PermanentError as exc:
@@ -72,14 +86,19 @@ def ingest_event(ctx: IngestContext, event: Event) -> Outcome:
         # data's fault, so dead-letter it rather than loop.
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000], pgcode=exc.pgcode)
         outcome = dead_letter_event(ctx, ledger, event, run_id, failure)
-    elapsed = time.monotonic() - started
-    _count(ctx, event.source, outcome, elapsed)
+    finished(ctx, run, outcome, time.monotonic() - started)
+    return outcome
+
+
+def finished(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float) -> None:
+    """Count and log how a run ended."""
+    _count(ctx, run.source, outcome, elapsed)
     level = logging.WARNING if outcome.status == "failure" else logging.INFO
     log.log(level, f"run {outcome.status}", extra={
-        **extra, "step": "finish", "status": outcome.status, "duration_ms": round(elapsed * 1000, 1),
-        "rows": outcome.rows, "reason": outcome.reason, "detail": outcome.message or None,
+        "run_id": str(run.run_id), "event_id": run.event_id, "source": run.source, "step": "finish",
+        "status": outcome.status, "duration_ms": round(elapsed * 1000, 1), "rows": outcome.rows,
+        "reason": outcome.reason, "detail": outcome.message or None,
     })
-    return outcome
 
 
 def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.UUID) -> Outcome:
@@ -100,11 +119,11 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
                                         f"{earlier['run_id']}", source_input.checksum)
         source_input.dispose(ctx.config, ledger, run_id)
         return outcome
-    stats = _copy(ctx, ledger, source_input, run_id)
+    stats = copy_input(ctx, ledger, source_input, run_id)
     if stats is None or not source_input.unchanged():
         ledger.conn.rollback()
         return _skip(ledger, run_id, CHANGED_WHILE_LOADING)
-    _record_success(ledger, source_input, event, run_id, stats)
+    record_success(ledger, source_input, event, run_id, stats)
     if ctx.before_commit is not None:
         ctx.before_commit()
     ledger.conn.commit()
@@ -114,7 +133,7 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
                    rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
 
 
-def _copy(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.UUID) -> bronze.LoadStats | None:
+def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.UUID) -> bronze.LoadStats | None:
     """COPY the input's records into bronze (in the open transaction); None
     when reading failed on an input that changed meanwhile (a file cut or
     rewritten while it loads): the newer event that follows decides."""
@@ -139,16 +158,14 @@ def _copy(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.
     return stats
 
 
-def _record_success(ledger: Ledger, source_input: Input, event: Event, run_id: uuid.UUID,
+def record_success(ledger: Ledger, source_input: Input, event: Event, run_id: uuid.UUID,
                     stats: bronze.LoadStats) -> None:
-    ledger.add_to_manifest(ManifestEntry(source_input.source.name, source_input.label, source_input.checksum,
-                                         source_input.size, stats.rows_total, run_id, event.event_id))
     remarks = source_input.notes()
     if stats.rows_invalid:
         remarks.append(f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'")
-    ledger.finish_run(run_id, "success", rows_total=stats.rows_total, rows_valid=stats.rows_valid,
-                      rows_invalid=stats.rows_invalid, error="; ".join(remarks) or None,
-                      checksum=source_input.checksum)
+    ledger.record_load(ManifestEntry(source_input.source.name, source_input.label, source_input.checksum,
+                                     source_input.size, stats.rows_total, run_id, event.event_id),
+                       stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
 
 
 def _skip(ledger: Ledger, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

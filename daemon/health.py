@@ -149,4 +149,7 @@ def sample_queues(config, stop: threading.Event, every: float = 10.0) -> None:
             connection = None
         stop.wait(every)
     if connection is not None and connection.is_open:
-        connection.close()
+        try:
+            connection.close()
+        except CONNECTION_ERRORS:
+            pass  # lost meanwhile: nothing to close

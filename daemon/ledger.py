@@ -68,6 +68,19 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
+class RunStart:
+    """A run as it starts (``Ledger.start_runs``)."""
+
+    run_id: uuid.UUID
+    event_id: str | None
+    source: str
+    trigger: str
+    worker: str
+    file_path: str | None
+    file_size: int | None
+
+
+@dataclass(frozen=True)
 class FailedRun:
     """A run that failed before it could start (a poll, a message that is
     not an event, a message the broker dead-lettered)."""
@@ -147,6 +160,14 @@ class Selector:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+# clock_timestamp(): now() would be the start of the load's transaction.
+_FINISH_RUN = ("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
+               " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
+               " checksum = COALESCE(%s, checksum) WHERE run_id = %s")
+_ADD_TO_MANIFEST = ("INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count,"
+                    " run_id, event_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+
+
 class Ledger:
     """The ``ops`` tables, through one connection."""
 
@@ -179,11 +200,22 @@ class Ledger:
         A run of the same event still marked ``running`` was cut off (worker
         killed, database lost): it is closed as interrupted first, so that
         history stays true."""
-        if event_id is not None:
-            self.close_interrupted(event_id, "the event was redelivered")
-        self._run("INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, worker, file_path,"
-                  " file_size) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)",
-                  (run_id, event_id, storable_text(source), trigger, worker, storable_text(file_path), file_size))
+        self.start_runs([RunStart(run_id, event_id, source, trigger, worker, file_path, file_size)])
+
+    def start_runs(self, runs: list[RunStart]) -> None:
+        """``start_run`` for several runs, in one commit."""
+        event_ids = [run.event_id for run in runs if run.event_id is not None]
+        if event_ids:
+            self._run("UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(), error_summary = %s"
+                      " WHERE event_id = ANY(%s::uuid[]) AND status = 'running'",
+                      (f"{INTERRUPTED}; the event was redelivered", event_ids))
+        with self.conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur, "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, worker,"
+                     " file_path, file_size) VALUES %s",
+                [(run.run_id, run.event_id, storable_text(run.source), run.trigger, run.worker,
+                  storable_text(run.file_path), run.file_size) for run in runs],
+                template="(%s, %s, %s, %s, 'running', %s, %s, %s)")
         self.conn.commit()
 
     def close_interrupted(self, event_id: str, what_followed: str) -> None:
@@ -195,11 +227,17 @@ class Ledger:
                    rows_valid: int | None = None, rows_invalid: int | None = None, error: str | None = None,
                    reason: str | None = None, checksum: str | None = None) -> None:
         """Set a run's final status (no commit)."""
-        # clock_timestamp(): now() would be the start of the load's transaction.
-        self._run("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
-                  " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
-                  " checksum = COALESCE(%s, checksum) WHERE run_id = %s",
-                  (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum, run_id))
+        self._run(_FINISH_RUN, (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum,
+                                run_id))
+
+    def record_load(self, entry: ManifestEntry, rows_valid: int, rows_invalid: int, remarks: str | None) -> None:
+        """A load done: its manifest row, and its run a success (no commit;
+        one round trip)."""
+        self._run(f"{_ADD_TO_MANIFEST}; {_FINISH_RUN}", (
+            entry.source, storable_text(entry.source_filename), entry.checksum, entry.size_bytes, entry.row_count,
+            entry.run_id, entry.event_id,
+            "success", entry.row_count, rows_valid, rows_invalid, storable_text(remarks), None, entry.checksum,
+            entry.run_id))
 
     def skip_run(self, run_id: uuid.UUID, why: str, checksum: str | None = None) -> None:
         """Finish a run as ``skipped``, saying why; commits."""
@@ -287,17 +325,36 @@ class Ledger:
         self.conn.rollback()
         return None if row is None else {"run_id": row[0], "source_filename": row[1]}
 
+    def loaded_events(self, event_ids: list[str]) -> set[str]:
+        """Which of these events are loaded already; ends the transaction."""
+        rows = self._all("SELECT event_id::text FROM ops.raw_ingest_manifest WHERE event_id = ANY(%s::uuid[])",
+                         (event_ids,))
+        self.conn.rollback()
+        return {row[0] for row in rows}
+
+    def begin_one(self, source: str, checksum: str) -> bool:
+        """Open a savepoint for one load of a group and take its dedup lock
+        without waiting (a group never waits on another worker: no deadlock).
+        False when another transaction holds the lock or these bytes are in
+        the manifest already; the caller rolls the savepoint back."""
+        row = self._one("SAVEPOINT ingestd_one; SELECT pg_try_advisory_xact_lock(%s) AND NOT EXISTS"
+                        " (SELECT 1 FROM ops.raw_ingest_manifest WHERE source = %s AND checksum = %s)",
+                        (lock_key(source, checksum), source, checksum))
+        return bool(row and row[0])
+
+    def end_one(self, keep: bool) -> None:
+        """Close the savepoint of ``begin_one``: undo its work (its lock
+        included), or keep it. A kept savepoint is left open, nested under
+        the next one (no round trip to release it): rolling back to the name
+        undoes only the newest, and the commit keeps them all."""
+        if not keep:
+            self._run("ROLLBACK TO SAVEPOINT ingestd_one; RELEASE SAVEPOINT ingestd_one")
+
     def loaded_bytes(self, source: str, checksum: str) -> dict[str, Any] | None:
         """The manifest row of the same bytes loaded into ``source`` (no commit)."""
         row = self._one("SELECT run_id, source_filename, ingested_at FROM ops.raw_ingest_manifest"
                         " WHERE source = %s AND checksum = %s", (source, checksum))
         return None if row is None else {"run_id": row[0], "source_filename": row[1], "ingested_at": row[2]}
-
-    def add_to_manifest(self, entry: ManifestEntry) -> None:
-        self._run("INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count,"
-                  " run_id, event_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                  (entry.source, storable_text(entry.source_filename), entry.checksum, entry.size_bytes,
-                   entry.row_count, entry.run_id, entry.event_id))
 
     # -- dead letters --------------------------------------------------------
     def add_dead_letter(self, *, event_id: str | None, source: str | None, reason: str, error: str,

@@ -113,7 +113,8 @@ def test_event_round_trip_and_bad_events():
 _ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**70), st.floats(allow_nan=False),
                         st.text(max_size=70), st.sampled_from(["file", "payload", "replay", "0" * 64, "a" * 4097, 1.0,
                                                                str(uuid.uuid4())]),
-                        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                        st.lists(st.integers(), max_size=2),
+                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 @settings(max_examples=400, deadline=None)

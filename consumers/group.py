@@ -1,0 +1,157 @@
+"""Small files together: the steps of ``ingest.py`` for several events in
+one transaction.
+
+One by one, a small file costs two commits and a dozen round trips to the
+database, far more than its rows. When a worker holds several events of
+small files (a burst of drops), it takes them as a group: their runs start
+in one commit, each file loads in a savepoint of one transaction, one
+commit makes them all durable, then each file is archived and its message
+acked.
+
+Only a plain success stays in the group. Anything else (an event loaded
+before, bytes another worker is loading or has loaded, a file that changed,
+a bad file) rolls its savepoint back and takes the single way of
+``ingest.ingest_event``, with its run already started: skips, dead letters
+and their reasons are the ones a file alone gets. A group never waits on a
+lock (``Ledger.begin_one``), so two workers' groups cannot deadlock.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg2
+
+from ingestd.daemon import db
+from ingestd.daemon.errors import PermanentError
+from ingestd.daemon.events import Event, FileEvent, parse_event
+from ingestd.daemon.ledger import RunStart
+
+from .context import IngestContext, Outcome
+from .ingest import copy_input, finished, ingest_event, log_started, record_success, run_start
+from .inputs import FileInput
+
+log = logging.getLogger(__name__)
+
+# At most this many events in one transaction (each holds a savepoint, and
+# PostgreSQL keeps 64 subtransactions per backend in shared memory).
+MAX_EVENTS = 32
+# A file above this size loads on its own: a group is for files whose
+# commits cost more than their rows.
+MAX_FILE_BYTES = 256 << 10
+
+
+@dataclass
+class _Member:
+    index: int
+    event: FileEvent
+    run: RunStart
+    started: float
+    source_input: FileInput | None = None
+    outcome: Outcome | None = None
+
+
+def groupable(ctx: IngestContext, event: Event) -> bool:
+    """A first-time event of a small file, for a source whose bronze table
+    this worker has seen (creating a table stays on the single way)."""
+    if not isinstance(event, FileEvent) or event.trigger != "file" or event.size > MAX_FILE_BYTES:
+        return False
+    source = ctx.config.source(event.source)
+    return source is not None and source.kind == "file" and source.name in ctx.tables
+
+
+def small_file_message(body: bytes) -> bool:
+    """Whether a message is a groupable small file's event (a cheap look:
+    the full check comes with ``parse_event``)."""
+    if len(body) > 8192:
+        return False
+    try:
+        doc = json.loads(body)
+        return (doc.get("kind") == "file" and doc.get("trigger") == "file"
+                and 0 <= int(doc.get("size", MAX_FILE_BYTES + 1)) <= MAX_FILE_BYTES)
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, Outcome], None]) -> None:
+    """Load the groupable events among ``bodies`` (message bodies, in order of
+    delivery) together; ``done(index, outcome)`` as each one ends, after its
+    commit. The caller handles the others one by one. Database trouble surfaces as ``psycopg2.Error`` or
+    ``TransientError``, with every event not yet done left to the caller."""
+    events: dict[int, FileEvent] = {}
+    for index, body in enumerate(bodies):
+        try:
+            event = parse_event(body)
+        except PermanentError:
+            continue  # the single way dead-letters it
+        if isinstance(event, FileEvent) and groupable(ctx, event):
+            events[index] = event
+    if len(events) < 2:
+        return
+    ledger = ctx.ledger()
+    now = time.monotonic()
+    members = [_Member(index, event, run_start(ctx, event), now) for index, event in events.items()]
+    ledger.start_runs([m.run for m in members])
+    for member in members:
+        log_started(member.run)
+    loaded = ledger.loaded_events([m.event.event_id for m in members])
+    ready = [m for m in members if m.event.event_id not in loaded and _checked(ctx, ledger, m)]
+    kept = [m for m in ready if _load(ctx, ledger, m)]
+    if kept:
+        if ctx.before_commit is not None:
+            ctx.before_commit()
+        ledger.conn.commit()
+    else:
+        ledger.conn.rollback()
+    for member in kept:
+        assert member.source_input is not None and member.outcome is not None
+        ctx.tables.add(member.source_input.source.name)
+        member.source_input.dispose(ctx.config, ledger, member.run.run_id)
+        finished(ctx, member.run, member.outcome, time.monotonic() - member.started)
+        done(member.index, member.outcome)
+    for member in members:
+        if member.outcome is None:
+            done(member.index, ingest_event(ctx, member.event, started_run=member.run))
+
+
+def _checked(ctx: IngestContext, ledger, member: _Member) -> bool:
+    """Open and check the file, outside the group's transaction (a missing
+    file's lookup ends the transaction it runs in)."""
+    try:
+        source_input = FileInput(ctx.config, member.event)
+        if source_input.check(ledger, member.run.run_id) is not None:
+            return False
+    except PermanentError:
+        return False
+    member.source_input = source_input
+    return True
+
+
+def _load(ctx: IngestContext, ledger, member: _Member) -> bool:
+    """COPY one file in its savepoint; True when it stays in the group."""
+    source_input = member.source_input
+    assert source_input is not None
+    if not ledger.begin_one(source_input.source.name, source_input.checksum):
+        ledger.end_one(keep=False)
+        return False
+    try:
+        stats = copy_input(ctx, ledger, source_input, member.run.run_id)
+        if stats is None or not source_input.unchanged():
+            ledger.end_one(keep=False)
+            return False
+        record_success(ledger, source_input, member.event, member.run.run_id, stats)
+    except PermanentError:
+        ledger.end_one(keep=False)
+        return False
+    except psycopg2.Error as exc:
+        if db.classify_error(exc) != "data":
+            raise
+        ledger.end_one(keep=False)
+        return False
+    ledger.end_one(keep=True)
+    member.outcome = Outcome("success", member.run.run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
+                             rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
+    return True
