@@ -1,10 +1,18 @@
 """Benchmarks of the running pipeline: throughput against PostgreSQL's own
 COPY (CSV, JSON Lines, Parquet; 1 and 2 consumers), latency of small files,
-a burst of small files, and memory on large files.
+bursts of small files, memory on large files, and the cost as the work grows.
 
     python -m bench            # everything at a small size: a few minutes
+    python -m bench --scale    # cost as the work grows: bronze of 0, 1 M,
+                               # 10 M rows; ops tables of 1 M runs; a watcher
+                               # starting on 20,000 waiting files
     python -m bench --full     # 1,000,000 rows x 3 rounds, 200 latency files,
-                               # 10,000 burst files, 1 GB CSV and JSON Lines
+                               # bursts of 100, 1,000 and 10,000 files, 1 GB
+                               # CSV and JSON Lines, and --scale at 10 M and
+                               # 50 M bronze rows and 100,000 waiting files
+
+Writes summary.txt, figures.json and PNG plots (with matplotlib:
+pip install -e ".[bench]") to --out (default ./bench-results).
 
 Prints figures and ratios; asserts nothing. Needs PostgreSQL and RabbitMQ
 (INGESTD_TEST_DATABASE_URL / INGESTD_TEST_AMQP_URL or the local ports).
@@ -12,6 +20,7 @@ Prints figures and ratios; asserts nothing. Needs PostgreSQL and RabbitMQ
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -32,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 # One bronze source per format, all with the Fitbit daily-activity schema.
 SOURCES = {"daily_activity": "csv", "daily_jsonl": "jsonl", "daily_parquet": "parquet"}
 SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+# Throughput rounds number their ids from here (1,000,000,000 + n * 10,000,000).
+ROUND_IDS = itertools.count(1)
 FITBIT = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data") / "fitbit"
 
 
@@ -41,7 +52,8 @@ def with_db(url: str, name: str) -> str:
     return psycopg2.extensions.make_dsn(**dsn)
 
 
-def generate_csv(path: Path, rows: int | None = None, target_bytes: int | None = None, first_id: int = 1000000000) -> int:
+def generate_csv(path: Path, rows: int | None = None, target_bytes: int | None = None,
+                 first_id: int = 1000000000) -> int:
     """A CSV shaped like dailyActivity_merged.csv (its rows repeated, ids varied)."""
     lines = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")
     header, body = lines[0], [line for line in lines[1:] if line]
@@ -221,23 +233,24 @@ def latency(daemon: Daemon, conn, count: int) -> tuple[float, float, float]:
     print(f"  latency, {count} small files dropped one at a time (rename into place): "
           f"p50 {pick(0.50):.3f} s, p95 {pick(0.95):.3f} s, p99 {pick(0.99):.3f} s, max {seconds[-1]:.3f} s",
           flush=True)
-    return pick(0.50), pick(0.95), pick(0.99)
+    return seconds
 
 
-def burst(daemon: Daemon, conn, count: int) -> tuple[float, float, float]:
+def burst(daemon: Daemon, conn, count: int, first_id: int = 3 * 10**9) -> tuple[float, float, float]:
     """Drop ``count`` small files at once; time until every one is committed."""
     landing = daemon.workdir / "data_lake" / "daily_activity"
     header, *body = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:3]
     staging = daemon.workdir / "staging"
     staging.mkdir(exist_ok=True)
+    row = body[0].split(b",", 1)[1]
     for n in range(count):
-        (staging / f"burst-{n}.csv").write_bytes(header + b"\r\n" + b"%d,%s" % (3 * 10**9 + n, body[0].split(b",", 1)[1]))
+        (staging / f"burst-{n}.csv").write_bytes(header + b"\r\n" + b"%d,%s" % (first_id + n, row))
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ops.raw_ingest_manifest")
         before = cur.fetchone()[0]
     started = time.perf_counter()
     for n in range(count):
-        os.replace(staging / f"burst-{n}.csv", landing / f"burst-{n}.csv")
+        os.replace(staging / f"burst-{n}.csv", landing / f"burst-{first_id + n}.csv")
     dropped = time.perf_counter() - started
     while True:
         with conn.cursor() as cur:
@@ -255,16 +268,20 @@ def burst(daemon: Daemon, conn, count: int) -> tuple[float, float, float]:
 
 
 def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows: int, rounds: int,
-               results: list) -> None:
+               results: list, label: str = "") -> dict:
     """Rounds of PostgreSQL's COPY against the pipeline on the same records;
     with N workers the rows are split into N files dropped at once."""
-    ratios, rates = [], []
+    ratios, rates, copies = [], [], []
     for round_no in range(1, rounds + 1):
-        csv_path = workdir / f"{fmt}-{daemon.workers}-{round_no}.csv"
-        generate_csv(csv_path, rows=rows, first_id=10**9 + (round_no * 7 + daemon.workers * 31 + len(fmt) * 101) * 10**6)
+        # A name and ids of this round's own (ids of 10 digits, as the schema
+        # wants): the same bytes twice would be skipped as already loaded.
+        tag = next(ROUND_IDS)
+        csv_path = workdir / f"{fmt}-{daemon.workers}w-{tag}.csv"
+        generate_csv(csv_path, rows=rows, first_id=10**9 + tag * 10**7)
         jsonl = workdir / "raw.jsonl"
         csv_to_jsonl(csv_path, jsonl)
         raw = raw_copy_rate(db_url, jsonl, rows)
+        copies.append(raw)
         parts = split_csv(csv_path, daemon.workers, workdir) if daemon.workers > 1 else [csv_path]
         files = []
         for part in parts:
@@ -276,12 +293,14 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
         elapsed = drop_and_wait(daemon, conn, files, source)
         ratios.append(rows / elapsed / raw)
         rates.append(rows / elapsed)
-        print(f"  {fmt:7} {daemon.workers} worker(s) round {round_no}: COPY {raw:,.0f} rows/s, ingestd "
+        print(f"  {fmt:7} {daemon.workers} worker(s){label} round {round_no}: COPY {raw:,.0f} rows/s, ingestd "
               f"{rows / elapsed:,.0f} rows/s, ratio {rows / elapsed / raw:.2f}", flush=True)
         for path in {csv_path, *parts, *files}:
             path.unlink(missing_ok=True)
-    results.append((f"throughput {fmt}, {daemon.workers} worker(s)", f"{statistics.median(rates):,.0f} rows/s",
+    results.append((f"throughput {fmt}, {daemon.workers} worker(s){label}", f"{statistics.median(rates):,.0f} rows/s",
                     f"ratio {statistics.median(ratios):.2f} (median of {rounds})"))
+    return {"format": fmt, "workers": daemon.workers, "rows_per_s": statistics.median(rates),
+            "ratio": statistics.median(ratios), "copy_rows_per_s": statistics.median(copies), "rounds": ratios}
 
 
 def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -> None:
@@ -299,35 +318,54 @@ def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -
         big.unlink()
         rss = peak_rss_mb(daemon.proc.pid)
         print(f"  memory: {size:,.0f} MB {fmt} in {elapsed:.1f} s; daemon peak RSS {rss:.0f} MB", flush=True)
-        results.append((f"memory, {size:,.0f} MB {fmt}", f"peak RSS {rss:.0f} MB", f"{elapsed:.0f} s (target < 200 MB)"))
+        results.append((f"memory, {size:,.0f} MB {fmt}", f"peak RSS {rss:.0f} MB",
+                        f"{elapsed:.0f} s (target < 200 MB)"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="the reference sizes (about 20 minutes here)")
+    parser.add_argument("--full", action="store_true", help="the reference sizes, --scale included (about an hour "
+                                                           "here)")
     parser.add_argument("--rows", type=int, help="rows per throughput round (default 100,000; full 1,000,000)")
     parser.add_argument("--repeat", type=int, help="throughput rounds (default 1; full 3)")
     parser.add_argument("--formats", default="csv,jsonl,parquet", help="throughput formats (default all)")
     parser.add_argument("--workers", default="1,2", help="consumer counts to measure (default 1,2)")
-    parser.add_argument("--latency", type=int, metavar="N", help="small files dropped one at a time (default 50; full 200)")
-    parser.add_argument("--burst", type=int, metavar="N", help="small files dropped at once (default 1000; full 10000)")
-    parser.add_argument("--memory-mb", type=int, help="size of the large CSV / JSON Lines files (default 0: off; full 1024)")
+    parser.add_argument("--latency", type=int, metavar="N",
+                        help="small files dropped one at a time (default 50; full 200)")
+    parser.add_argument("--burst", metavar="N[,N...]",
+                        help="small files dropped at once, one burst per size (default 1000; full 100,1000,10000)")
+    parser.add_argument("--memory-mb", type=int,
+                        help="size of the large CSV / JSON Lines files (default 0: off; full 1024)")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the cost as the work grows: throughput with rows already in bronze, then "
+                             "python -m bench.scale (ops tables, a watcher starting on many files)")
+    parser.add_argument("--bronze-rows", metavar="N[,N...]",
+                        help="bronze sizes for --scale (default 0,1000000,10000000; full 0,10000000,50000000)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="folder for summary.txt, figures.json and the PNG plots (default ./bench-results)")
     args = parser.parse_args()
     full = args.full
     rows = args.rows or (1_000_000 if full else 100_000)
     rounds = args.repeat or (3 if full else 1)
     latency_files = args.latency if args.latency is not None else (200 if full else 50)
-    burst_files = args.burst if args.burst is not None else (10_000 if full else 1000)
+    bursts = [int(n) for n in (args.burst or ("100,1000,10000" if full else "1000")).split(",") if int(n)]
     memory_mb = args.memory_mb if args.memory_mb is not None else (1024 if full else 0)
     formats = [f for f in args.formats.split(",") if f]
     worker_counts = [int(w) for w in args.workers.split(",") if w]
+    bronze_sizes = [int(n) for n in (args.bronze_rows or ("0,10000000,50000000" if full else "0,1000000,10000000"))
+                    .split(",")]
+    if args.scale:
+        formats, worker_counts, latency_files, bursts, memory_mb = [], [1], 0, [], 0
+    scale = args.scale or full
 
     server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.platform()}", flush=True)
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"{platform.platform()}")
+    print(f"machine: {machine}", flush=True)
     results: list[tuple[str, str, str]] = []
+    figures: dict = {"machine": machine, "rows_per_round": rows, "throughput": [], "burst": [], "growth": []}
     for workers in worker_counts:
         dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
         db_url = with_db(server, dbname)
@@ -346,18 +384,32 @@ def main() -> int:
             daemon.wait_ready(conn)
             print(f"ingestd run with {workers} consumer worker(s):", flush=True)
             for fmt in formats:
-                throughput(daemon, conn, db_url, workdir, fmt, rows, rounds, results)
+                figures["throughput"].append(throughput(daemon, conn, db_url, workdir, fmt, rows, rounds, results))
             if workers == worker_counts[0] and latency_files:
                 seconds = latency(daemon, conn, latency_files)
+                figures["latency"] = {"seconds": seconds}
+                p50, p95, p99 = (seconds[min(len(seconds) - 1, int(q * len(seconds)))] for q in (0.5, 0.95, 0.99))
                 results.append((f"latency, {latency_files} small files one at a time",
-                                f"p50 {seconds[0]:.3f} s, p95 {seconds[1]:.3f} s, p99 {seconds[2]:.3f} s",
-                                "target p50 <= 0.2 s, p99 <= 1.0 s"))
-            if workers == max(worker_counts) and burst_files:
-                rate, elapsed, rss = burst(daemon, conn, burst_files)
-                results.append((f"burst, {burst_files:,} small files at once, {workers} worker(s)",
-                                 f"{rate:,.0f} files/s ({elapsed:.1f} s)", f"peak RSS {rss:.0f} MB (target >= 100 files/s)"))
+                                f"p50 {p50:.3f} s, p95 {p95:.3f} s, p99 {p99:.3f} s",
+                                "goal p50 <= 0.05 s, p99 <= 0.5 s"))
+            if workers == max(worker_counts):
+                for n, count in enumerate(bursts):
+                    rate, elapsed, rss = burst(daemon, conn, count, first_id=(3 + n) * 10**9)
+                    figures["burst"].append({"files": count, "workers": workers, "files_per_s": rate,
+                                             "seconds": elapsed, "rss_mb": rss})
+                    results.append((f"burst, {count:,} small files at once, {workers} worker(s)",
+                                    f"{rate:,.0f} files/s ({elapsed:.1f} s)",
+                                    f"peak RSS {rss:.0f} MB (goal >= 1,000 files/s)"))
             if workers == worker_counts[0] and memory_mb:
                 memory(daemon, conn, workdir, memory_mb, results)
+            if workers == worker_counts[0] and scale:
+                from .growth import fill_bronze
+                print("throughput as the bronze table grows (CSV, 1 round each):", flush=True)
+                for size in bronze_sizes:
+                    fill = fill_bronze(conn, "daily_activity", size) if size else 0.0
+                    label = f" after {size:,} rows"
+                    measured = throughput(daemon, conn, db_url, workdir, "csv", rows, 1, results, label)
+                    figures["growth"].append({"bronze_rows": size, "fill_seconds": fill, **measured})
             conn.close()
         finally:
             if daemon is not None:
@@ -366,11 +418,22 @@ def main() -> int:
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
             admin.close()
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nsummary ({rows:,} rows per throughput round; COPY = PostgreSQL's COPY of the same records as "
-          "JSON lines into a jsonb table; ingestd = drop-to-committed through `ingestd run`, validation on)")
-    width = max(len(r[0]) for r in results)
-    for name, figure, note in results:
-        print(f"  {name:<{width}}  {figure:<34}  {note}")
+    if scale:
+        from .scale import run_scale
+        results.extend(run_scale(server, amqp_url, runs=1_000_000, dead=100_000, files=100_000 if full else 20_000))
+    lines = [f"machine: {machine}",
+             f"summary ({rows:,} rows per throughput round; COPY = PostgreSQL's COPY of the same records as "
+             "JSON lines into a jsonb table; ingestd = drop-to-committed through `ingestd run`, validation on)"]
+    width = max((len(r[0]) for r in results), default=0)
+    lines += [f"  {name:<{width}}  {figure:<34}  {note}" for name, figure, note in results]
+    print("\n" + "\n".join(lines[1:]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.txt").write_text("\n".join(lines) + "\n")
+    (args.out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    from .plots import write_plots
+    written = write_plots(figures, args.out)
+    print(f"\nwritten: {args.out / 'summary.txt'}, {args.out / 'figures.json'}"
+          + "".join(f", {path}" for path in written))
     return 0
 
 

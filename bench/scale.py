@@ -57,8 +57,10 @@ def timed(config: Path, *command: str, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ingestd.daemon", "--config", str(config), *command],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        done = subprocess.run([sys.executable, "-m", "ingestd.daemon", "--config", str(config), *command],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if done.returncode not in (0, 1):  # 1: `status` saying that something needs attention
+            raise RuntimeError(f"ingestd {' '.join(command)} failed: {done.stderr.decode()[-500:]}")
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -115,16 +117,9 @@ def delete_broker_names(amqp_url: str, prefix: str) -> None:
     conn.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=1_000_000, help="rows in ops.pipeline_runs (default 1,000,000)")
-    parser.add_argument("--dead", type=int, default=100_000, help="dead letters (default 100,000; half waiting)")
-    parser.add_argument("--files", type=int, default=100_000, help="files waiting when the watcher starts "
-                        "(default 100,000; 0: skip)")
-    args = parser.parse_args()
-    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+def run_scale(server: str, amqp_url: str, runs: int, dead: int, files: int) -> list[tuple[str, str, str]]:
+    """Fill the ops tables, time the operator's commands, start a watcher on
+    ``files`` waiting files; prints as it goes, returns summary lines."""
     dbname, prefix = f"ingestd_scale_{uuid.uuid4().hex[:6]}", f"scale{uuid.uuid4().hex[:6]}."
     workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-scale-"))
     admin = psycopg2.connect(with_db(server, "postgres"))
@@ -135,29 +130,49 @@ def main() -> int:
     config.write_text(f'[landing]\ndir = "{workdir / "data_lake"}"\n[database]\nurl = "{with_db(server, dbname)}"\n'
                       f'[broker]\nurl = "{amqp_url}"\nprefix = "{prefix}"\n[health]\nport = 0\n'
                       + "".join(f'[[sources]]\nname = "{s}"\nformat = "csv"\n' for s in SOURCES))
+    results = []
     try:
         subprocess.run([sys.executable, "-m", "ingestd.daemon", "--config", str(config), "migrate"], check=True,
                        stdout=subprocess.DEVNULL)
         conn = psycopg2.connect(with_db(server, dbname))
         started = time.perf_counter()
-        fill_ops(conn, args.runs, args.dead)
+        fill_ops(conn, runs, dead)
         conn.close()
-        print(f"ops tables: {args.runs:,} runs, {args.dead:,} dead letters (filled in "
+        print(f"ops tables: {runs:,} runs, {dead:,} dead letters (filled in "
               f"{time.perf_counter() - started:.1f} s)", flush=True)
         for command in (("runs",), ("runs", "--source", "heart_rate"), ("runs", "--status", "failure"),
                         ("status", "--json"), ("dlq", "list", "--limit", "50"),
                         ("dlq", "list", "--source", "sleep_day", "--limit", "50")):
-            print(f"  ingestd {' '.join(command):<40} {timed(config, *command):6.2f} s (best of 3)", flush=True)
-        if args.files:
-            seconds, rss = watcher_start(workdir, config, amqp_url, prefix, args.files)
-            print(f"watcher start on {args.files:,} waiting files: all published after {seconds:.1f} s "
-                  f"({args.files / seconds:,.0f} files/s), watcher peak RSS {rss:.0f} MB", flush=True)
+            seconds = timed(config, *command)
+            print(f"  ingestd {' '.join(command):<40} {seconds:6.2f} s (best of 3)", flush=True)
+            results.append((f"ingestd {' '.join(command)}", f"{seconds:.2f} s",
+                            f"{runs:,} runs, {dead:,} dead letters; best of 3, process start included"))
+        if files:
+            seconds, rss = watcher_start(workdir, config, amqp_url, prefix, files)
+            print(f"watcher start on {files:,} waiting files: all published after {seconds:.1f} s "
+                  f"({files / seconds:,.0f} files/s), watcher peak RSS {rss:.0f} MB", flush=True)
+            results.append((f"watcher start on {files:,} waiting files", f"{seconds:.1f} s ({files / seconds:,.0f}"
+                            " files/s)", f"watcher peak RSS {rss:.0f} MB"))
     finally:
         delete_broker_names(amqp_url, prefix)
         with admin.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
         admin.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1_000_000, help="rows in ops.pipeline_runs (default 1,000,000)")
+    parser.add_argument("--dead", type=int, default=100_000, help="dead letters (default 100,000; half waiting)")
+    parser.add_argument("--files", type=int, default=100_000, help="files waiting when the watcher starts "
+                        "(default 100,000; 0: skip)")
+    args = parser.parse_args()
+    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    run_scale(server, amqp_url, args.runs, args.dead, args.files)
     return 0
 
 
