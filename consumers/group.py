@@ -17,7 +17,6 @@ lock (``Ledger.begin_one``), so two workers' groups cannot deadlock.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -61,19 +60,6 @@ def groupable(ctx: IngestContext, event: Event) -> bool:
         return False
     source = ctx.config.source(event.source)
     return source is not None and source.kind == "file" and source.name in ctx.tables
-
-
-def small_file_message(body: bytes) -> bool:
-    """Whether a message is a groupable small file's event (a cheap look:
-    the full check comes with ``parse_event``)."""
-    if len(body) > 8192:
-        return False
-    try:
-        doc = json.loads(body)
-        return (doc.get("kind") == "file" and doc.get("trigger") == "file"
-                and 0 <= int(doc.get("size", MAX_FILE_BYTES + 1)) <= MAX_FILE_BYTES)
-    except (ValueError, TypeError, AttributeError):
-        return False
 
 
 def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, Outcome], None]) -> None:

@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 # How often, at most, an idle work thread serves its own connections'
 # heartbeats (a third of the heartbeat interval when that is shorter).
 IDLE_TICK_SECONDS = 5.0
-# A worker that waited this long for work is past a burst of small files.
-QUIET_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,6 @@ class ConsumerWorker:
         self.report: Callable[[str | None], None] = lambda problem: None
         self._worker_thread: threading.Thread | None = None
         self.fatal: BaseException | None = None
-        # Messages the broker may hand this worker ahead: the configured
-        # prefetch, raised to a group's size while small files keep coming
-        # (set by the work thread, applied by the connection thread).
-        self._wanted_prefetch = config.prefetch
 
     def _default_context(self) -> IngestContext:
         publisher = Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds,
@@ -102,7 +96,8 @@ class ConsumerWorker:
         try:
             channel = connection.channel()
             self.topology.declare(channel)
-            prefetch = self._subscribe(channel, self._wanted_prefetch)
+            channel.basic_qos(prefetch_count=self.config.prefetch)
+            channel.basic_consume(self.topology.events_queue, self._on_message)
             self._channel = channel
             self.report(None)
             log.info("consuming", extra={"step": "consume", "status": "started", "worker": self.name,
@@ -114,8 +109,6 @@ class ConsumerWorker:
                     # connection again; reconnect.
                     raise pika.exceptions.ConnectionWrongStateError("the broker connection closed")
                 connection.process_data_events(time_limit=0.5)
-                if self._wanted_prefetch != prefetch:
-                    prefetch = self._subscribe(channel, self._wanted_prefetch)
                 if self._worker_thread is None or not self._worker_thread.is_alive():
                     # Without its work thread this consumer would take messages
                     # and never ack them: fail loudly so the supervisor stops.
@@ -130,17 +123,6 @@ class ConsumerWorker:
                     connection.close()
             except Exception:  # noqa: BLE001 - the connection may already be broken
                 pass
-
-    def _subscribe(self, channel, prefetch: int) -> int:
-        """Consume with this prefetch. The broker applies a prefetch to the
-        consumers that start after it, so a new one starts, then the old one
-        ends; what the old one delivered stays this channel's to ack."""
-        old = list(channel.consumer_tags)
-        channel.basic_qos(prefetch_count=prefetch)
-        channel.basic_consume(self.topology.events_queue, self._on_message)
-        for tag in old:
-            channel.basic_cancel(tag)
-        return prefetch
 
     def _drain_on_stop(self, connection, channel) -> None:
         """Stop taking work; let the event in hand finish (and be acked)."""
@@ -185,24 +167,15 @@ class ConsumerWorker:
         try:
             while True:
                 try:
-                    # A message already waiting here means a backlog.
-                    delivery, waiting = self._work.get_nowait(), True
+                    delivery = self._work.get(timeout=idle_tick)
                 except queue.Empty:
-                    waiting, since = False, time.monotonic()
-                    try:
-                        delivery = self._work.get(timeout=idle_tick)
-                    except queue.Empty:
-                        # Idle: the dead-letter publisher answers the broker's
-                        # heartbeats, so its connection is alive when needed.
-                        self._wanted_prefetch = self.config.prefetch
-                        ctx.publisher.process_events()
-                        continue
-                    if time.monotonic() - since >= QUIET_SECONDS:
-                        self._wanted_prefetch = self.config.prefetch
+                    # Idle: the dead-letter publisher answers the broker's
+                    # heartbeats, so its connection is alive when needed.
+                    ctx.publisher.process_events()
+                    continue
                 if delivery is None or self.stop.is_set():
                     return
                 deliveries, last = self._take_more(delivery)
-                self._adapt_prefetch(deliveries, backlog=waiting or len(deliveries) > 1)
                 deliveries = [d for d in deliveries if d.channel is self._channel]  # others: redelivered already
                 if deliveries:
                     self._busy.set()
@@ -218,8 +191,9 @@ class ConsumerWorker:
             ctx.close()
 
     def _take_more(self, first: Delivery) -> tuple[list[Delivery], bool]:
-        """``first`` and what else has arrived, up to a group; True when the
-        stop sentinel came with them."""
+        """``first`` and what else has arrived, up to a group (the prefetch
+        bounds how many can have arrived); True when the stop sentinel came
+        with them."""
         deliveries = [first]
         while len(deliveries) < group.MAX_EVENTS:
             try:
@@ -230,18 +204,6 @@ class ConsumerWorker:
                 return deliveries, True
             deliveries.append(more)
         return deliveries, False
-
-    def _adapt_prefetch(self, deliveries: list[Delivery], backlog: bool) -> None:
-        """Take a group's worth ahead while small files queue up (a backlog,
-        every message in hand a small file); the configured prefetch again
-        once a message is not a small file or the worker has been waiting for
-        work (``QUIET_SECONDS``). A large prefetch is for bursts only: a
-        worker that dies hands back all it held, and each such return counts
-        towards the delivery limit."""
-        if not all(group.small_file_message(d.body) for d in deliveries):
-            self._wanted_prefetch = self.config.prefetch
-        elif backlog:
-            self._wanted_prefetch = max(self.config.prefetch, group.MAX_EVENTS)
 
     def _handle_all(self, ctx: IngestContext, deliveries: list[Delivery]) -> None:
         """Small files among ``deliveries`` together (``group.py``), the rest

@@ -87,7 +87,7 @@ class Config:
     amqp_url: str = setting("amqp://guest:guest@localhost:5672/%2F", "broker.url")
     prefix: str = setting("", "broker.prefix")
     delivery_limit: int = setting(5, "broker.delivery_limit", int)
-    prefetch: int = setting(2, "broker.prefetch", int)
+    prefetch: int = setting(16, "broker.prefetch", int)
     heartbeat_seconds: int = setting(30, "broker.heartbeat_seconds", int)
     workers: int = setting(1, "consumer.workers", int)
     stop_timeout_seconds: float = setting(60.0, "consumer.stop_timeout_seconds", float)
