@@ -4,16 +4,18 @@ one transaction.
 One by one, a small file costs two commits and a dozen round trips to the
 database, far more than its rows. When a worker holds several events of
 small files (a burst of drops), it takes them as a group: their runs start
-in one commit, each file loads in a savepoint of one transaction, one
-commit makes them all durable, then each file is archived and its message
-acked.
+in one commit; one statement takes every file's dedup lock; each file is
+one COPY; two statements record their manifest rows and runs; one commit
+makes them all durable; then each file is archived and its message acked.
 
 Only a plain success stays in the group. Anything else (an event loaded
-before, bytes another worker is loading or has loaded, a file that changed,
-a bad file) rolls its savepoint back and takes the single way of
-``ingest.ingest_event``, with its run already started: skips, dead letters
-and their reasons are the ones a file alone gets. A group never waits on a
-lock (``Ledger.begin_one``), so two workers' groups cannot deadlock.
+before, bytes another worker is loading or has loaded, the same bytes
+twice, a file that changed, a bad file) leaves it, and takes the single
+way of ``ingest.ingest_event`` with its run already started: skips, dead
+letters and their reasons are the ones a file alone gets. A load that
+fails inside the transaction rolls it back, and the rest load again
+without it. A group never waits on a lock (``Ledger.claim``), so two
+workers' groups cannot deadlock.
 """
 from __future__ import annotations
 
@@ -27,17 +29,20 @@ import psycopg2
 from ingestd.daemon import db
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, parse_event
-from ingestd.daemon.ledger import RunStart
+from ingestd.daemon.ledger import ManifestEntry, RunStart
 
 from .context import IngestContext, Outcome
-from .ingest import copy_input, finished, ingest_event, log_started, record_success, run_start
+from .ingest import copy_input, finished, ingest_event, log_started, run_start, success
 from .inputs import FileInput
 
 log = logging.getLogger(__name__)
 
-# At most this many events in one transaction (each holds a savepoint, and
-# PostgreSQL keeps 64 subtransactions per backend in shared memory).
+# At most this many events in one transaction (broker.prefetch bounds how
+# many a worker holds).
 MAX_EVENTS = 32
+# A group whose loads keep failing gives up after this many tries; its
+# events take the single way.
+MAX_ATTEMPTS = 4
 # A file above this size loads on its own: a group is for files whose
 # commits cost more than their rows.
 MAX_FILE_BYTES = 256 << 10
@@ -50,7 +55,10 @@ class _Member:
     run: RunStart
     started: float
     source_input: FileInput | None = None
-    outcome: Outcome | None = None
+    outcome: Outcome | None = None  # set once its load is committed
+    # Its load, done in the transaction but not committed yet.
+    recorded: tuple[ManifestEntry, int, int, str | None] | None = None
+    pending: Outcome | None = None
 
 
 def groupable(ctx: IngestContext, event: Event) -> bool:
@@ -85,13 +93,7 @@ def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, O
         log_started(member.run)
     loaded = ledger.loaded_events([m.event.event_id for m in members])
     ready = [m for m in members if m.event.event_id not in loaded and _checked(ctx, ledger, m)]
-    kept = [m for m in ready if _load(ctx, ledger, m)]
-    if kept:
-        if ctx.before_commit is not None:
-            ctx.before_commit()
-        ledger.conn.commit()
-    else:
-        ledger.conn.rollback()
+    kept = _load_together(ctx, ledger, ready)
     for member in kept:
         assert member.source_input is not None and member.outcome is not None
         ctx.tables.add(member.source_input.source.name)
@@ -116,28 +118,56 @@ def _checked(ctx: IngestContext, ledger, member: _Member) -> bool:
     return True
 
 
-def _load(ctx: IngestContext, ledger, member: _Member) -> bool:
-    """COPY one file in its savepoint; True when it stays in the group."""
+def _load_together(ctx: IngestContext, ledger, ready: list[_Member]) -> list[_Member]:
+    """COPY the ready members in one transaction and commit it; the members
+    it kept. A member whose load fails (its data, a file that changed) rolls
+    the transaction back and leaves the group; the others load again
+    without it (files of a group are small, failures rare)."""
+    candidates = list(ready)
+    for _ in range(MAX_ATTEMPTS):
+        claims = ledger.claim([(m.source_input.source.name, m.source_input.checksum)  # type: ignore[union-attr]
+                               for m in candidates])
+        seen: set[tuple[str, str]] = set()
+        loading = []
+        for member, free in zip(candidates, claims, strict=True):
+            key = (member.source_input.source.name, member.source_input.checksum)  # type: ignore[union-attr]
+            if free and key not in seen:  # the same bytes twice: the second takes the single way
+                seen.add(key)
+                loading.append(member)
+        failed = next((m for m in loading if not _copy(ctx, ledger, m)), None)
+        if failed is None:
+            if loading:
+                ledger.record_loads([m.recorded for m in loading])
+                if ctx.before_commit is not None:
+                    ctx.before_commit()
+                ledger.conn.commit()
+                for member in loading:
+                    member.outcome = member.pending
+            else:
+                ledger.conn.rollback()
+            return loading
+        ledger.conn.rollback()
+        candidates = [m for m in candidates if m is not failed]
+    ledger.conn.rollback()
+    return []
+
+
+def _copy(ctx: IngestContext, ledger, member: _Member) -> bool:
+    """COPY one member's file in the group's transaction; False when it
+    failed (the transaction is then unusable)."""
     source_input = member.source_input
     assert source_input is not None
-    if not ledger.begin_one(source_input.source.name, source_input.checksum):
-        ledger.end_one(keep=False)
-        return False
     try:
         stats = copy_input(ctx, ledger, source_input, member.run.run_id)
         if stats is None or not source_input.unchanged():
-            ledger.end_one(keep=False)
             return False
-        record_success(ledger, source_input, member.event, member.run.run_id, stats)
     except PermanentError:
-        ledger.end_one(keep=False)
         return False
     except psycopg2.Error as exc:
         if db.classify_error(exc) != "data":
             raise
-        ledger.end_one(keep=False)
         return False
-    ledger.end_one(keep=True)
-    member.outcome = Outcome("success", member.run.run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
+    member.recorded = success(source_input, member.event, member.run.run_id, stats)
+    member.pending = Outcome("success", member.run.run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
                              rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
     return True

@@ -159,13 +159,19 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
 
 
 def record_success(ledger: Ledger, source_input: Input, event: Event, run_id: uuid.UUID,
-                    stats: bronze.LoadStats) -> None:
+                   stats: bronze.LoadStats) -> None:
+    ledger.record_load(*success(source_input, event, run_id, stats))
+
+
+def success(source_input: Input, event: Event, run_id: uuid.UUID,
+            stats: bronze.LoadStats) -> tuple[ManifestEntry, int, int, str | None]:
+    """What a load records: its manifest row, valid and invalid counts, remarks."""
     remarks = source_input.notes()
     if stats.rows_invalid:
         remarks.append(f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'")
-    ledger.record_load(ManifestEntry(source_input.source.name, source_input.label, source_input.checksum,
-                                     source_input.size, stats.rows_total, run_id, event.event_id),
-                       stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
+    return (ManifestEntry(source_input.source.name, source_input.label, source_input.checksum, source_input.size,
+                          stats.rows_total, run_id, event.event_id),
+            stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
 
 
 def _skip(ledger: Ledger, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

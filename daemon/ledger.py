@@ -164,8 +164,9 @@ class Selector:
 _FINISH_RUN = ("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
                " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
                " checksum = COALESCE(%s, checksum) WHERE run_id = %s")
-_ADD_TO_MANIFEST = ("INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count,"
-                    " run_id, event_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+_INTO_MANIFEST = ("INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count,"
+                  " run_id, event_id) VALUES ")
+_ADD_TO_MANIFEST = _INTO_MANIFEST + "(%s, %s, %s, %s, %s, %s, %s)"
 
 
 class Ledger:
@@ -238,6 +239,23 @@ class Ledger:
             entry.run_id, entry.event_id,
             "success", entry.row_count, rows_valid, rows_invalid, storable_text(remarks), None, entry.checksum,
             entry.run_id))
+
+    def record_loads(self, loads: list[tuple[ManifestEntry, int, int, str | None]]) -> None:
+        """``record_load`` for a group's loads, ``(entry, rows_valid,
+        rows_invalid, remarks)`` each: two round trips for them all."""
+        with self.conn.cursor() as cur:
+            psycopg2.extras.execute_values(
+                cur, _INTO_MANIFEST + "%s",
+                [(e.source, storable_text(e.source_filename), e.checksum, e.size_bytes, e.row_count, e.run_id,
+                  e.event_id) for e, _, _, _ in loads])
+            psycopg2.extras.execute_values(
+                cur, "UPDATE ops.pipeline_runs r SET status = 'success', finished_at = clock_timestamp(),"
+                     " rows_total = v.total, rows_valid = v.valid, rows_invalid = v.invalid, error_summary = v.remarks,"
+                     " checksum = v.checksum FROM (VALUES %s) AS v(run_id, total, valid, invalid, remarks, checksum)"
+                     " WHERE r.run_id = v.run_id",
+                [(e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum)
+                 for e, valid, invalid, remarks in loads],
+                template="(%s::uuid, %s::bigint, %s::bigint, %s::bigint, %s::text, %s::text)")
 
     def skip_run(self, run_id: uuid.UUID, why: str, checksum: str | None = None) -> None:
         """Finish a run as ``skipped``, saying why; commits."""
@@ -332,23 +350,21 @@ class Ledger:
         self.conn.rollback()
         return {row[0] for row in rows}
 
-    def begin_one(self, source: str, checksum: str) -> bool:
-        """Open a savepoint for one load of a group and take its dedup lock
-        without waiting (a group never waits on another worker: no deadlock).
-        False when another transaction holds the lock or these bytes are in
-        the manifest already; the caller rolls the savepoint back."""
-        row = self._one("SAVEPOINT ingestd_one; SELECT pg_try_advisory_xact_lock(%s) AND NOT EXISTS"
-                        " (SELECT 1 FROM ops.raw_ingest_manifest WHERE source = %s AND checksum = %s)",
-                        (lock_key(source, checksum), source, checksum))
-        return bool(row and row[0])
-
-    def end_one(self, keep: bool) -> None:
-        """Close the savepoint of ``begin_one``: undo its work (its lock
-        included), or keep it. A kept savepoint is left open, nested under
-        the next one (no round trip to release it): rolling back to the name
-        undoes only the newest, and the commit keeps them all."""
-        if not keep:
-            self._run("ROLLBACK TO SAVEPOINT ingestd_one; RELEASE SAVEPOINT ingestd_one")
+    def claim(self, loads: list[tuple[str, str]]) -> list[bool]:
+        """For a group's loads, as ``(source, checksum)``: take each one's
+        dedup lock without waiting, in one statement. True where the lock
+        was free and the bytes are not in the manifest; the locks are held
+        until the transaction ends. A group never waits on another worker,
+        so two groups cannot deadlock."""
+        if not loads:
+            return []
+        rows = self._all(
+            "SELECT pg_try_advisory_xact_lock(t.k) AND NOT EXISTS (SELECT 1 FROM ops.raw_ingest_manifest m"
+            " WHERE m.source = t.s AND m.checksum = t.c)"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY AS t(k, s, c, n) ORDER BY t.n",
+            ([lock_key(source, checksum) for source, checksum in loads], [source for source, _ in loads],
+             [checksum for _, checksum in loads]))
+        return [bool(row[0]) for row in rows]
 
     def loaded_bytes(self, source: str, checksum: str) -> dict[str, Any] | None:
         """The manifest row of the same bytes loaded into ``source`` (no commit)."""

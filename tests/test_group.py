@@ -237,3 +237,21 @@ def test_a_burst_under_ingestd_run_loads_in_groups_each_file_once(procs, db, tmp
     assert not list((landing / "daily_activity").glob("burst-*.csv"))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_a_group_of_mostly_broken_files_ends_each_as_alone(contexts, config, db):
+    """More failing loads than a group retries: every event still ends as it
+    would alone, the good one loaded once."""
+    ctx = contexts()
+    primed(ctx, config, "events_jsonl")
+    names = [f"events_jsonl/broken-{n}.jsonl" for n in range(group.MAX_ATTEMPTS + 2)] + ["events_jsonl/fine.jsonl"]
+    for relative in names[:-1]:
+        drop_file(config.landing_dir, relative, b'{"a": 1}\n{"a": ' + relative.encode() + b"\n")
+    drop_file(config.landing_dir, names[-1], b'{"fine": true}\n')
+    grouped, outcomes = run_group(ctx, [event_for(config, relative).to_json() for relative in names])
+    assert grouped == set(range(len(names)))
+    assert [(o.status, o.reason) for o in outcomes.values()][:-1] == [("failure", "parse_error")] * (len(names) - 1)
+    assert outcomes[len(names) - 1].status == "success"
+    assert query(db, "SELECT count(*) FROM bronze.events_jsonl") == [(2,)]
+    assert query(db, "SELECT count(*) FROM ops.dead_letters WHERE reason = 'parse_error'") == [(len(names) - 1,)]
+    assert query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'") == [(0,)]
