@@ -19,7 +19,6 @@ workers' groups cannot deadlock.
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from ingestd.daemon.ledger import ManifestEntry, RunStart
 from .context import IngestContext, Outcome
 from .ingest import copy_input, finished, ingest_event, log_started, run_start, success
 from .inputs import FileInput
-
-log = logging.getLogger(__name__)
 
 # At most this many events in one transaction (broker.prefetch bounds how
 # many a worker holds).

@@ -22,6 +22,7 @@ from ingestd.daemon.backoff import keep_trying
 from ingestd.daemon.broker import CONNECTION_ERRORS, Publisher, Topology, TopologyMismatch, open_connection
 from ingestd.daemon.config import Config, LiveConfig
 from ingestd.daemon.errors import Shutdown, TransientError
+from ingestd.daemon.logs import redact_text
 
 from . import group
 from .ingest import IngestContext, ingest_message
@@ -219,7 +220,7 @@ class ConsumerWorker:
                 ctx.drop_connection()
                 log.warning("a group of small files stopped; its events not done are handled one by one",
                             extra={"step": "ingest", "status": "retry", "worker": self.name,
-                                   "error": str(exc).strip()[:300] or type(exc).__name__})
+                                   "error": redact_text(str(exc).strip()[:300]) or type(exc).__name__})
         for index, delivery in enumerate(deliveries):
             if index not in settled:
                 if self.stop.is_set():

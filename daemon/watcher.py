@@ -74,8 +74,11 @@ class _Hints(FileSystemEventHandler):
 # IN_MOVED_TO, and its queue is first in, first out: every file archived out
 # of a source folder (its IN_MOVED_TO lands in the unwatched _archive/) held
 # the next file's events back by half a second. The kernel writes both halves
-# of a rename together, so pairing needs far less.
-MOVE_PAIRING_SECONDS = 0.02
+# of a rename together, so pairing needs far less: 5 ms, a few of the roles'
+# 1 ms thread switches (roles.SWITCH_INTERVAL_SECONDS). A pair missed all the
+# same costs time, not a file: its rename reads as a new file, published
+# once it has settled.
+MOVE_PAIRING_SECONDS = 0.005
 
 
 def _shorten_move_pairing() -> None:
