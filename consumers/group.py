@@ -28,7 +28,7 @@ import psycopg2
 from ingestd.daemon import db
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, parse_event
-from ingestd.daemon.ledger import ManifestEntry, RunStart
+from ingestd.daemon.ledger import Ledger, ManifestEntry, RunStart
 
 from .context import IngestContext, Outcome
 from .ingest import copy_input, finished, ingest_event, log_started, run_start, success
@@ -56,6 +56,12 @@ class _Member:
     # Its load, done in the transaction but not committed yet.
     recorded: tuple[ManifestEntry, int, int, str | None] | None = None
     pending: Outcome | None = None
+
+    @property
+    def bytes_key(self) -> tuple[str, str]:
+        """(source, checksum) of its checked file: what the dedup lock is on."""
+        assert self.source_input is not None
+        return self.source_input.source.name, self.source_input.checksum
 
 
 def groupable(ctx: IngestContext, event: Event) -> bool:
@@ -102,7 +108,7 @@ def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, O
             done(member.index, ingest_event(ctx, member.event, started_run=member.run))
 
 
-def _checked(ctx: IngestContext, ledger, member: _Member) -> bool:
+def _checked(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
     """Open and check the file, outside the group's transaction (a missing
     file's lookup ends the transaction it runs in)."""
     try:
@@ -115,21 +121,19 @@ def _checked(ctx: IngestContext, ledger, member: _Member) -> bool:
     return True
 
 
-def _load_together(ctx: IngestContext, ledger, ready: list[_Member]) -> list[_Member]:
+def _load_together(ctx: IngestContext, ledger: Ledger, ready: list[_Member]) -> list[_Member]:
     """COPY the ready members in one transaction and commit it; the members
     it kept. A member whose load fails (its data, a file that changed) rolls
     the transaction back and leaves the group; the others load again
     without it (files of a group are small, failures rare)."""
     candidates = list(ready)
     for _ in range(MAX_ATTEMPTS):
-        claims = ledger.claim([(m.source_input.source.name, m.source_input.checksum)  # type: ignore[union-attr]
-                               for m in candidates])
+        claims = ledger.claim([m.bytes_key for m in candidates])
         seen: set[tuple[str, str]] = set()
         loading = []
         for member, free in zip(candidates, claims, strict=True):
-            key = (member.source_input.source.name, member.source_input.checksum)  # type: ignore[union-attr]
-            if free and key not in seen:  # the same bytes twice: the second takes the single way
-                seen.add(key)
+            if free and member.bytes_key not in seen:  # the same bytes twice: the second takes the single way
+                seen.add(member.bytes_key)
                 loading.append(member)
         failed = next((m for m in loading if not _copy(ctx, ledger, m)), None)
         if failed is None:
@@ -149,7 +153,7 @@ def _load_together(ctx: IngestContext, ledger, ready: list[_Member]) -> list[_Me
     return []
 
 
-def _copy(ctx: IngestContext, ledger, member: _Member) -> bool:
+def _copy(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
     """COPY one member's file in the group's transaction; False when it
     failed (the transaction is then unusable)."""
     source_input = member.source_input
