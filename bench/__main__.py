@@ -171,14 +171,22 @@ class Daemon:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
-        import pika
-        conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-        ch = conn.channel()
-        for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
-            ch.queue_delete(self.prefix + name)
-        for name in ("ingest.events", "ingest.dead"):
-            ch.exchange_delete(self.prefix + name)
-        conn.close()
+        delete_broker_names(self.amqp_url, self.prefix)
+
+
+def delete_broker_names(amqp_url: str, prefix: str) -> None:
+    """Delete the queues and exchanges of a bench run's prefix."""
+    import pika
+
+    from ingestd.daemon.broker import Topology
+    names = Topology(prefix)
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    for queue in (names.events_queue, names.dead_queue, names.dead_audit_queue):
+        ch.queue_delete(queue)
+    for exchange in (names.events_exchange, names.dead_exchange):
+        ch.exchange_delete(exchange)
+    conn.close()
 
 
 def drop_and_wait(daemon: Daemon, conn, files: list[Path], source: str = "daily_activity") -> float:

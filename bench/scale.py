@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from .__main__ import peak_rss_mb, with_db
+from .__main__ import delete_broker_names, peak_rss_mb, with_db
 
 SOURCES = ("daily_activity", "sleep_day", "heart_rate", "hourly_steps", "events_a", "events_b")
 
@@ -104,17 +104,6 @@ def watcher_start(workdir: Path, config: Path, amqp_url: str, prefix: str, files
         proc.wait(timeout=60)
         log.close()
     return elapsed, rss
-
-
-def delete_broker_names(amqp_url: str, prefix: str) -> None:
-    import pika
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    ch = conn.channel()
-    for name in ("ingest.events", "ingest.dead", "ingest.dead.audit"):
-        ch.queue_delete(prefix + name)
-    for name in ("ingest.events", "ingest.dead"):
-        ch.exchange_delete(prefix + name)
-    conn.close()
 
 
 def run_scale(server: str, amqp_url: str, runs: int, dead: int, files: int) -> list[tuple[str, str, str]]:

@@ -197,7 +197,7 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
     if ledger.waiting_dead_letter(event_id, replay_count) is not None:
         ledger.conn.rollback()
         return None
-    ledger.close_interrupted(event_id, "the broker dead-lettered the message")
+    ledger.close_interrupted([event_id], "the broker dead-lettered the message")
     trigger = doc.get("trigger") if isinstance(doc, dict) else None
     run_id = ledger.record_failed_run(FailedRun(source, str(trigger), message, "delivery_limit", worker,
                                                 event_id=event_id, file_path=path))

@@ -28,7 +28,7 @@ import psycopg2
 from ingestd.daemon import db
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, parse_event
-from ingestd.daemon.ledger import Ledger, ManifestEntry, RunStart
+from ingestd.daemon.ledger import Ledger, LoadRecord, RunStart
 
 from .context import IngestContext, Outcome
 from .ingest import copy_input, finished, ingest_event, log_started, run_start, success
@@ -54,7 +54,7 @@ class _Member:
     source_input: FileInput | None = None
     outcome: Outcome | None = None  # set once its load is committed
     # Its load, done in the transaction but not committed yet.
-    recorded: tuple[ManifestEntry, int, int, str | None] | None = None
+    recorded: LoadRecord | None = None
     pending: Outcome | None = None
 
     @property
@@ -168,7 +168,5 @@ def _copy(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
         if db.classify_error(exc) != "data":
             raise
         return False
-    member.recorded = success(source_input, member.event, member.run.run_id, stats)
-    member.pending = Outcome("success", member.run.run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
-                             rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
+    member.recorded, member.pending = success(source_input, member.event, member.run.run_id, stats)
     return True

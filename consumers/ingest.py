@@ -21,7 +21,7 @@ from ingestd.daemon import db
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.landing import display_path
-from ingestd.daemon.ledger import Ledger, ManifestEntry, RunStart
+from ingestd.daemon.ledger import Ledger, LoadRecord, ManifestEntry, RunStart
 from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
 
 from . import bronze
@@ -123,14 +123,14 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
     if stats is None or not source_input.unchanged():
         ledger.conn.rollback()
         return _skip(ledger, run_id, CHANGED_WHILE_LOADING)
-    record_success(ledger, source_input, event, run_id, stats)
+    recorded, outcome = success(source_input, event, run_id, stats)
+    ledger.record_loads([recorded])
     if ctx.before_commit is not None:
         ctx.before_commit()
     ledger.conn.commit()
     ctx.tables.add(source_input.source.name)
     source_input.dispose(ctx.config, ledger, run_id)
-    return Outcome("success", run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
-                   rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
+    return outcome
 
 
 def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.UUID) -> bronze.LoadStats | None:
@@ -158,20 +158,17 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
     return stats
 
 
-def record_success(ledger: Ledger, source_input: Input, event: Event, run_id: uuid.UUID,
-                   stats: bronze.LoadStats) -> None:
-    ledger.record_load(*success(source_input, event, run_id, stats))
-
-
 def success(source_input: Input, event: Event, run_id: uuid.UUID,
-            stats: bronze.LoadStats) -> tuple[ManifestEntry, int, int, str | None]:
-    """What a load records: its manifest row, valid and invalid counts, remarks."""
+            stats: bronze.LoadStats) -> tuple[LoadRecord, Outcome]:
+    """A load done: what the ledger records of it, and how its event ended."""
     remarks = source_input.notes()
     if stats.rows_invalid:
         remarks.append(f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'")
-    return (ManifestEntry(source_input.source.name, source_input.label, source_input.checksum, source_input.size,
-                          stats.rows_total, run_id, event.event_id),
-            stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
+    recorded = (ManifestEntry(source_input.source.name, source_input.label, source_input.checksum, source_input.size,
+                              stats.rows_total, run_id, event.event_id),
+                stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
+    return recorded, Outcome("success", run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
+                             rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
 
 
 def _skip(ledger: Ledger, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

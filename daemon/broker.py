@@ -195,9 +195,10 @@ class Publisher:
         self.name = topology.connection_name(role)
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
-        # Confirm bookkeeping of the current channel: delivery tag -> message
-        # id of what is in flight (acks and nacks take them out), what was
-        # nacked, and the message ids returned as unroutable.
+        # Confirm bookkeeping: the current channel's next delivery tag; of the
+        # batch being sent, tag -> message id of what is in flight (acks and
+        # nacks take them out), what was nacked, and the message ids returned
+        # as unroutable.
         self._next_tag = 1
         self._in_flight: dict[int, str] = {}
         self._nacked: set[int] = set()
@@ -220,8 +221,7 @@ class Publisher:
         return channel
 
     def _confirm_mode(self, channel) -> None:
-        self._next_tag, self._in_flight, self._nacked, self._returned = 1, {}, set(), set()
-        self._select_ok = False
+        self._next_tag, self._select_ok = 1, False
         channel._impl.add_on_return_callback(self._on_return)
         channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_select_ok)
         self._wait(lambda: self._select_ok, channel)

@@ -67,6 +67,11 @@ class ManifestEntry:
     event_id: str | None
 
 
+# A load done, as recorded: its manifest row, valid and invalid record
+# counts, and the run's remarks.
+LoadRecord = tuple[ManifestEntry, int, int, str | None]
+
+
 @dataclass(frozen=True)
 class RunStart:
     """A run as it starts (``Ledger.start_runs``)."""
@@ -160,15 +165,6 @@ class Selector:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-# clock_timestamp(): now() would be the start of the load's transaction.
-_FINISH_RUN = ("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
-               " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
-               " checksum = COALESCE(%s, checksum) WHERE run_id = %s")
-_INTO_MANIFEST = ("INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes, row_count,"
-                  " run_id, event_id) VALUES ")
-_ADD_TO_MANIFEST = _INTO_MANIFEST + "(%s, %s, %s, %s, %s, %s, %s)"
-
-
 class Ledger:
     """The ``ops`` tables, through one connection."""
 
@@ -207,9 +203,7 @@ class Ledger:
         """``start_run`` for several runs, in one commit."""
         event_ids = [run.event_id for run in runs if run.event_id is not None]
         if event_ids:
-            self._run("UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(), error_summary = %s"
-                      " WHERE event_id = ANY(%s::uuid[]) AND status = 'running'",
-                      (f"{INTERRUPTED}; the event was redelivered", event_ids))
+            self.close_interrupted(event_ids, "the event was redelivered")
         with self.conn.cursor() as cur:
             psycopg2.extras.execute_values(
                 cur, "INSERT INTO ops.pipeline_runs (run_id, event_id, source, trigger, status, worker,"
@@ -219,43 +213,41 @@ class Ledger:
                 template="(%s, %s, %s, %s, 'running', %s, %s, %s)")
         self.conn.commit()
 
-    def close_interrupted(self, event_id: str, what_followed: str) -> None:
-        """Close the runs of ``event_id`` still marked running (no commit)."""
+    def close_interrupted(self, event_ids: list[str], what_followed: str) -> None:
+        """Close the runs of these events still marked running (no commit)."""
         self._run("UPDATE ops.pipeline_runs SET status = 'failure', finished_at = now(), error_summary = %s"
-                  " WHERE event_id = %s AND status = 'running'", (f"{INTERRUPTED}; {what_followed}", event_id))
+                  " WHERE event_id = ANY(%s::uuid[]) AND status = 'running'", (f"{INTERRUPTED}; {what_followed}",
+                                                                              event_ids))
 
     def finish_run(self, run_id: uuid.UUID, status: str, *, rows_total: int | None = None,
                    rows_valid: int | None = None, rows_invalid: int | None = None, error: str | None = None,
                    reason: str | None = None, checksum: str | None = None) -> None:
         """Set a run's final status (no commit)."""
-        self._run(_FINISH_RUN, (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum,
-                                run_id))
+        # clock_timestamp(): now() would be the start of the load's transaction.
+        self._run("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
+                  " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
+                  " checksum = COALESCE(%s, checksum) WHERE run_id = %s",
+                  (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum, run_id))
 
-    def record_load(self, entry: ManifestEntry, rows_valid: int, rows_invalid: int, remarks: str | None) -> None:
-        """A load done: its manifest row, and its run a success (no commit;
-        one round trip)."""
-        self._run(f"{_ADD_TO_MANIFEST}; {_FINISH_RUN}", (
-            entry.source, storable_text(entry.source_filename), entry.checksum, entry.size_bytes, entry.row_count,
-            entry.run_id, entry.event_id,
-            "success", entry.row_count, rows_valid, rows_invalid, storable_text(remarks), None, entry.checksum,
-            entry.run_id))
-
-    def record_loads(self, loads: list[tuple[ManifestEntry, int, int, str | None]]) -> None:
-        """``record_load`` for a group's loads, ``(entry, rows_valid,
-        rows_invalid, remarks)`` each: two round trips for them all."""
+    def record_loads(self, loads: list[LoadRecord]) -> None:
+        """Loads done: their manifest rows, and their runs a success. No commit; one round
+        trip however many (the values quoted by psycopg2, as parameters)."""
         with self.conn.cursor() as cur:
-            psycopg2.extras.execute_values(
-                cur, _INTO_MANIFEST + "%s",
-                [(e.source, storable_text(e.source_filename), e.checksum, e.size_bytes, e.row_count, e.run_id,
-                  e.event_id) for e, _, _, _ in loads])
-            psycopg2.extras.execute_values(
-                cur, "UPDATE ops.pipeline_runs r SET status = 'success', finished_at = clock_timestamp(),"
-                     " rows_total = v.total, rows_valid = v.valid, rows_invalid = v.invalid, error_summary = v.remarks,"
-                     " checksum = v.checksum FROM (VALUES %s) AS v(run_id, total, valid, invalid, remarks, checksum)"
-                     " WHERE r.run_id = v.run_id",
-                [(e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum)
-                 for e, valid, invalid, remarks in loads],
-                template="(%s::uuid, %s::bigint, %s::bigint, %s::bigint, %s::text, %s::text)")
+            manifest = b", ".join(cur.mogrify(
+                "(%s, %s, %s, %s, %s, %s, %s)",
+                (e.source, storable_text(e.source_filename), e.checksum, e.size_bytes, e.row_count, e.run_id,
+                 e.event_id)) for e, _, _, _ in loads)
+            runs = b", ".join(cur.mogrify(
+                "(%s::uuid, %s::bigint, %s::bigint, %s::bigint, %s::text, %s::text)",
+                (e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum))
+                for e, valid, invalid, remarks in loads)
+            cur.execute(b"INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes,"
+                        b" row_count, run_id, event_id) VALUES " + manifest + b";"
+                        b" UPDATE ops.pipeline_runs r SET status = 'success', finished_at = clock_timestamp(),"
+                        b" rows_total = v.total, rows_valid = v.valid, rows_invalid = v.invalid,"
+                        b" error_summary = v.remarks, checksum = v.checksum"
+                        b" FROM (VALUES " + runs + b") AS v(run_id, total, valid, invalid, remarks, checksum)"
+                        b" WHERE r.run_id = v.run_id")
 
     def skip_run(self, run_id: uuid.UUID, why: str, checksum: str | None = None) -> None:
         """Finish a run as ``skipped``, saying why; commits."""
