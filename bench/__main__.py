@@ -138,24 +138,41 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int) -> None:
+    """ingestd against the bench's database and broker, in one of two shapes: ``run`` (watcher and
+    consumers in one process) or ``roles`` (``ingestd watch`` and one ``ingestd consume`` process per
+    worker, as the systemd units and the compose stack run them)."""
+
+    def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int, shape: str = "run") -> None:
         self.workdir = workdir
         self.prefix = f"bench{uuid.uuid4().hex[:6]}."
-        self.config = workdir / "ingestd.toml"
+        self.config = workdir / f"ingestd-{shape}.toml"
         self.config.write_text(
             f'[landing]\ndir = "{workdir / "data_lake"}"\n'
             f'[database]\nurl = "{db_url}"\n[broker]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\n'
-            f'[consumer]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n[health]\nport = 0\n'
+            f'[consumer]\nworkers = {workers if shape == "run" else 1}\n[log]\nlevel = "WARNING"\n'
+            '[health]\nport = 0\n'
             + "".join(f'[[sources]]\nname = "{name}"\nformat = "{fmt}"\n'
                       f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
                       for name, fmt in SOURCES.items())
         )
-        self.log = open(workdir / "daemon.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingestd.daemon", "--config", str(self.config), "run"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = open(workdir / f"daemon-{shape}.log", "ab")
+        commands = [["run"]] if shape == "run" else [["watch"]] + [["consume"]] * workers
+        self.procs = [subprocess.Popen([sys.executable, "-m", "ingestd.daemon", "--config", str(self.config), *cmd],
+                                       stdout=self.log, stderr=subprocess.STDOUT) for cmd in commands]
         self.db_url = db_url
         self.amqp_url = amqp_url
         self.workers = workers
+        self.shape = shape
+
+    @property
+    def label(self) -> str:
+        if self.shape == "run":
+            return f"{self.workers} worker(s), one process"
+        return f"{self.workers} worker(s), {self.workers + 1} processes"
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the daemon's processes together."""
+        return sum(peak_rss_mb(proc.pid) for proc in self.procs)
 
     def wait_ready(self, conn) -> None:
         deadline = time.monotonic() + 60
@@ -165,12 +182,17 @@ class Daemon:
                 if cur.fetchone()[0]:
                     time.sleep(1.0)  # consumers connect right after the migration
                     return
+            if any(proc.poll() is not None for proc in self.procs):
+                break
             time.sleep(0.2)
-        raise RuntimeError("daemon did not start; see " + str(self.workdir / "daemon.log"))
+        raise RuntimeError("daemon did not start; see " + str(self.log.name))
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(timeout=60)
+        self.log.close()
         delete_broker_names(self.amqp_url, self.prefix)
 
 
@@ -268,11 +290,22 @@ def burst(daemon: Daemon, conn, count: int, first_id: int = 3 * 10**9) -> tuple[
             break
         time.sleep(0.1)
     elapsed = time.perf_counter() - started
-    rss = peak_rss_mb(daemon.proc.pid)
+    rss = daemon.peak_rss_mb()
     print(f"  burst: {count:,} small files renamed into place in {dropped:.2f} s; all committed after "
-          f"{elapsed:.1f} s: {count / elapsed:,.0f} files/s with {daemon.workers} worker(s); "
+          f"{elapsed:.1f} s: {count / elapsed:,.0f} files/s with {daemon.label}; "
           f"daemon peak RSS {rss:.0f} MB", flush=True)
     return count / elapsed, elapsed, rss
+
+
+def bursts_of(daemon: Daemon, conn, sizes: list[int], figures: dict, results: list, first_id: int) -> None:
+    """One burst per size; figures and summary lines named by the daemon's shape."""
+    for n, count in enumerate(sizes):
+        rate, elapsed, rss = burst(daemon, conn, count, first_id=first_id + n * 10**8)
+        figures["burst"].append({"files": count, "workers": daemon.workers, "shape": daemon.shape,
+                                 "files_per_s": rate, "seconds": elapsed, "rss_mb": rss})
+        results.append((f"burst, {count:,} small files at once, {daemon.label}",
+                        f"{rate:,.0f} files/s ({elapsed:.1f} s)",
+                        f"peak RSS {rss:.0f} MB (goal >= 1,000 files/s)"))
 
 
 def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows: int, rounds: int,
@@ -324,7 +357,7 @@ def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -
         elapsed = drop_and_wait(daemon, conn, [big], source)
         size = big.stat().st_size / 1e6
         big.unlink()
-        rss = peak_rss_mb(daemon.proc.pid)
+        rss = daemon.peak_rss_mb()
         print(f"  memory: {size:,.0f} MB {fmt} in {elapsed:.1f} s; daemon peak RSS {rss:.0f} MB", flush=True)
         results.append((f"memory, {size:,.0f} MB {fmt}", f"peak RSS {rss:.0f} MB",
                         f"{elapsed:.0f} s (target < 200 MB)"))
@@ -344,6 +377,9 @@ def main() -> int:
                         help="small files dropped one at a time (default 50; full 200)")
     parser.add_argument("--burst", metavar="N[,N...]",
                         help="small files dropped at once, one burst per size (default 1000; full 100,1000,10000)")
+    parser.add_argument("--no-processes", dest="processes", action="store_false",
+                        help="measure bursts only with `ingestd run`, not also with the watcher and each "
+                             "consumer in its own process (the systemd and compose shape)")
     parser.add_argument("--memory-mb", type=int,
                         help="size of the large CSV / JSON Lines files (default 0: off; full 1024)")
     parser.add_argument("--scale", action="store_true",
@@ -402,13 +438,7 @@ def main() -> int:
                                 f"p50 {p50:.3f} s, p95 {p95:.3f} s, p99 {p99:.3f} s",
                                 "goal p50 <= 0.05 s, p99 <= 0.5 s"))
             if workers == max(worker_counts):
-                for n, count in enumerate(bursts):
-                    rate, elapsed, rss = burst(daemon, conn, count, first_id=(3 + n) * 10**9)
-                    figures["burst"].append({"files": count, "workers": workers, "files_per_s": rate,
-                                             "seconds": elapsed, "rss_mb": rss})
-                    results.append((f"burst, {count:,} small files at once, {workers} worker(s)",
-                                    f"{rate:,.0f} files/s ({elapsed:.1f} s)",
-                                    f"peak RSS {rss:.0f} MB (goal >= 1,000 files/s)"))
+                bursts_of(daemon, conn, bursts, figures, results, first_id=3 * 10**9)
             if workers == worker_counts[0] and memory_mb:
                 memory(daemon, conn, workdir, memory_mb, results)
             if workers == worker_counts[0] and scale:
@@ -419,6 +449,13 @@ def main() -> int:
                     label = f" after {size:,} rows"
                     measured = throughput(daemon, conn, db_url, workdir, "csv", rows, 1, results, label)
                     figures["growth"].append({"bronze_rows": size, "fill_seconds": fill, **measured})
+            if workers == max(worker_counts) and bursts and args.processes:
+                daemon.stop()
+                daemon = None
+                daemon = Daemon(workdir, db_url, amqp_url, workers, shape="roles")
+                daemon.wait_ready(conn)
+                print(f"ingestd watch and {workers} ingestd consume, each its own process:", flush=True)
+                bursts_of(daemon, conn, bursts, figures, results, first_id=7 * 10**9)
             conn.close()
         finally:
             if daemon is not None:

@@ -56,8 +56,12 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
     bursts = figures.get("burst") or []
     if bursts:
         fig, axis = plt.subplots(figsize=(6, 4))
-        bursts = sorted(bursts, key=lambda b: b["files"])
-        axis.plot([b["files"] for b in bursts], [b["files_per_s"] for b in bursts], marker="o")
+        names = {"run": "ingestd run (one process)", "roles": "watch + consume processes"}
+        for shape in ("run", "roles"):
+            line = sorted((b for b in bursts if b.get("shape", "run") == shape), key=lambda b: b["files"])
+            if line:
+                axis.plot([b["files"] for b in line], [b["files_per_s"] for b in line], marker="o",
+                          label=names[shape])
         axis.axhline(1000, color="gray", linestyle=":", label="goal 1,000 files/s")
         axis.set_xscale("log")
         axis.set_xlabel("small files dropped at once")
