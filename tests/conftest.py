@@ -49,6 +49,14 @@ def pytest_report_header(config):
     return None
 
 
+def pytest_terminal_summary(terminalreporter):
+    from .live import REPORT
+    if REPORT:
+        terminalreporter.section("live deployment figures")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
 def delete_broker_names(amqp_url: str, prefix: str) -> None:
     """Delete a prefix's queues and exchanges (absent ones are no error)."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -63,6 +71,8 @@ def delete_broker_names(amqp_url: str, prefix: str) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    from . import live
+    live.remove_everything()
     for prefix, amqp_url in list(USED_PREFIXES.items()):
         try:
             delete_broker_names(amqp_url, prefix)
