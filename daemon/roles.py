@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -72,20 +73,30 @@ def _prepare_landing(config) -> None:
             (config.landing_dir / name).mkdir(exist_ok=True)
     except OSError as exc:
         raise StartupError(f"landing folder {config.landing_dir}: {exc.strerror} ({exc.filename}); fix: create it "
-                           f"and give this user ({_user()}) write access, e.g. chown -R {_user()} "
-                           f"{config.landing_dir}") from None
+                           f"and give this user ({_user()}) write access, e.g. "
+                           f"{_chown_fix(config.landing_dir)}") from None
     if not os.access(config.landing_dir, os.W_OK | os.X_OK):
         raise StartupError(f"landing folder {config.landing_dir} is not writable by this user ({_user()}): loaded "
-                           f"files move to _archive/ and failed ones to _quarantine/ there; fix: chown -R {_user()} "
-                           f"{config.landing_dir} (or chmod u+w)")
+                           f"files move to _archive/ and failed ones to _quarantine/ there; fix: "
+                           f"{_chown_fix(config.landing_dir)} (or chmod u+w)")
 
 
 def _user() -> str:
     import pwd
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return f"{pwd.getpwuid(os.geteuid()).pw_name}, uid {os.geteuid()}"
     except KeyError:
-        return str(os.geteuid())
+        return f"uid {os.geteuid()}"
+
+
+def _chown_fix(folder) -> str:
+    """The chown that fixes ``folder``, by numbers: in a container the user's name means nothing on
+    the host, where the mounted folder is owned."""
+    fix = f"chown -R {os.geteuid()}:{os.getegid()} {folder}"
+    if Path("/run/.containerenv").exists() or Path("/.dockerenv").exists():
+        fix += (" on the host, for the folder mounted there, or run the container as the folder's owner "
+                "(docker compose: LANDING_OWNER in .env)")
+    return fix
 
 
 def cmd_run(config, args) -> int:

@@ -9,6 +9,8 @@ image and container the tests made.
 
 The tests skip, with the reason, where podman or mmdebstrap is missing; with
 ``INGESTD_TEST_LIVE=1`` (CI sets it) they fail instead, so CI never passes without them.
+``INGESTD_TEST_KEEP_STANDINS=1`` keeps the stand-ins after the session and uses them again (a
+few minutes saved a run while working on these tests; remove them with ``podman rmi``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # What the session built and the sizes it measured, for the terminal summary.
 BUILT_IMAGES: list[str] = []
 REPORT: list[str] = []
+KEEP_STANDINS = os.environ.get("INGESTD_TEST_KEEP_STANDINS") == "1"
 
 
 def require_podman() -> None:
@@ -86,7 +89,7 @@ STANDIN_RECIPES: dict[str, dict] = {
         "uploads": {"rabbitmq-entrypoint.sh": "/usr/local/bin/docker-entrypoint.sh"},
         "hooks": ['chmod 755 "$1"/usr/local/bin/docker-entrypoint.sh'],
         "changes": ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "EXPOSE 5672 15672", 'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["rabbitmq-server"]'],
+                    "EXPOSE 5672", "EXPOSE 15672", 'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["rabbitmq-server"]'],
     },
     "systemd:bookworm": {
         "packages": ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-certificates", "procps"],
@@ -103,7 +106,7 @@ def standin_name(official: str) -> str:
 def build_standin(official: str) -> str:
     """The stand-in for ``official``, built unless this session built it already."""
     name = standin_name(official)
-    if name in BUILT_IMAGES and image_exists(name):
+    if (name in BUILT_IMAGES or KEEP_STANDINS) and image_exists(name):
         return name
     recipe = STANDIN_RECIPES[official]
     with tempfile.TemporaryDirectory(prefix="ingestd-standin-") as folder:
@@ -164,7 +167,8 @@ def remove_everything() -> None:
             if name.startswith("ingestd-live"):
                 podman(kind, "rm", "--force", name, check=False)
     for image in reversed(BUILT_IMAGES):
-        podman("rmi", "--force", image, check=False)
+        if not (KEEP_STANDINS and image.startswith("localhost/ingestd-standin/")):
+            podman("rmi", "--force", image, check=False)
     BUILT_IMAGES.clear()
     podman("image", "prune", "--force", "--filter", f"label={LABEL}", check=False)
 

@@ -95,6 +95,8 @@ def test_an_unwritable_landing_folder_stops_run_with_the_fix(write_config, read_
     result = start(path, "run")
     assert result.returncode == 2, result.stderr
     assert f"landing folder {read_only_landing}" in result.stderr and "fix:" in result.stderr
+    # The fix names the owner by numbers, which mean the same on a host and in a container.
+    assert f"chown -R {os.geteuid()}:{os.getegid()} {read_only_landing}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

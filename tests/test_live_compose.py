@@ -1,0 +1,227 @@
+"""The compose stack, for real: docker-compose.yml brought up from nothing as the README says,
+with stand-ins for postgres:15 and rabbitmq:3.10-management (tests/live.py) and the project's
+image built on the Python stand-in.
+
+The compose implementation is Debian's docker-compose (1.29) against podman's Docker API
+socket: it honours the ``depends_on`` conditions (service_healthy,
+service_completed_successfully) that the stack's start order rests on; podman-compose 1.6 on
+podman 4.3 ignores them ("podman 4.3.1 doesn't support healthy") and fails to start containers
+that depend on the finished migration. Podman runs health checks from systemd timers, and these
+machines have no systemd: a thread of the test runs each container's health check every two
+seconds, the job Docker's engine does itself.
+
+Steps: up from nothing; the four Fitbit files dropped into ./data_lake and counted; `exec
+consumer ingestd status`; scale to 3 consumers; a consumer killed mid-load, nothing lost or
+loaded twice; down and up again with the volumes kept, nothing reloaded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from .conftest import FITBIT, REPO, drop_file
+from .live import (
+    REPORT, build_ingestd_image, build_standin, free_port, podman, require_podman, unique, wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.live]
+
+# The host user who owns ./data_lake, as LANDING_OWNER in .env says (README).
+HOST_USER = 1000
+FITBIT_FILES = {"daily_activity": ("dailyActivity_merged.csv", 940), "sleep_day": ("sleepDay_merged.csv", 413),
+                "hourly_steps": ("hourlySteps_merged.csv", 22099),
+                "heart_rate": ("heartrate_seconds_merged_excerpt.csv", 49)}
+
+
+class Stack:
+    """A compose project in its own folder, as a user's clone would have it."""
+
+    def __init__(self, folder: Path, socket: Path, image: str) -> None:
+        self.folder = folder
+        folder.mkdir()
+        self.name = unique("stack")
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("DOCKER_")}
+        self.env.update(DOCKER_HOST=f"unix://{socket}", COMPOSE_PROJECT_NAME=self.name)
+        for item in ("docker-compose.yml", "ingestd.example.toml", ".env.example", "schemas"):
+            source = REPO / item
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / item)
+        self.ports = {"POSTGRES_PORT": free_port(), "RABBITMQ_PORT": free_port(),
+                      "RABBITMQ_MANAGEMENT_PORT": free_port()}
+        # The README's steps: .env from the example, the landing folder made by its owner.
+        env_text = (folder / ".env.example").read_text()
+        env_text += "".join(f"{key}={value}\n" for key, value in self.ports.items())
+        env_text += f"LANDING_OWNER={HOST_USER}:{HOST_USER}\n"
+        (folder / ".env").write_text(env_text)
+        (folder / "data_lake").mkdir()
+        os.chown(folder / "data_lake", HOST_USER, HOST_USER)
+        self.password = next(line.split("=", 1)[1] for line in env_text.splitlines()
+                             if line.startswith("POSTGRES_PASSWORD="))
+        # The stand-ins in place of the official images; the compose file itself is the project's.
+        standins = {"postgres": build_standin("postgres:15"), "rabbitmq": build_standin("rabbitmq:3.10-management")}
+        standins.update({service: image for service in ("migrate", "watcher", "poller", "consumer")})
+        (folder / "standins.yml").write_text(
+            "services:\n" + "".join(f'  {service}: {{image: "{image}"}}\n' for service, image in standins.items()))
+
+    def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "-f", "standins.yml", *args],
+                                cwd=self.folder, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def containers(self, service: str | None = None) -> list[str]:
+        label = f"com.docker.compose.project={self.name}"
+        args = ["ps", "--format", "{{.Names}}", "--filter", f"label={label}"]
+        if service:
+            args += ["--filter", f"label=com.docker.compose.service={service}"]
+        return podman(*args).stdout.split()
+
+    def db(self):
+        conn = psycopg2.connect(host="127.0.0.1", port=self.ports["POSTGRES_PORT"], user="ingestd",
+                                password=self.password, dbname="ingest", connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def scalar(self, statement: str):
+        conn = self.db()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def podman_socket(tmp_path):
+    """podman's Docker API on a socket of this test, for docker-compose."""
+    require_podman()
+    if shutil.which("docker-compose") is None:
+        message = "docker-compose not installed (Debian: apt-get install docker-compose; .ci/run installs it)"
+        if os.environ.get("INGESTD_TEST_LIVE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    socket = Path("/run") / f"{unique('api')}.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(socket.exists, timeout=30, interval=0.1, what="podman's API socket")
+        yield socket
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+        socket.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def health_ticker():
+    """Run the health check of every running container each 2 s (systemd's job under podman)."""
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(2.0):
+            names = podman("ps", "--format", "{{.Names}}", "--filter", "name=ingestd-live-stack", check=False)
+            for name in names.stdout.split():
+                podman("healthcheck", "run", name, check=False, timeout=60)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=120)
+
+
+def one_row_files(folder: Path, count: int, first_id: int) -> int:
+    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
+    rest = first.split(b",", 1)[1]
+    for n in range(count):
+        drop_file(folder, f"daily_activity/burst-{first_id + n}.csv", header + b"\r\n" + b"%d,%s" % (first_id + n, rest))
+    return count
+
+
+def test_compose_stack_up_load_scale_kill_a_consumer_down_and_up(tmp_path, podman_socket, health_ticker):
+    image = build_ingestd_image(f"localhost/{unique('stack-image')}:test")
+    stack = Stack(tmp_path / "project", podman_socket, image)
+    landing = stack.folder / "data_lake"
+    try:
+        started = time.monotonic()
+        stack.compose("up", "-d", timeout=600)
+        REPORT.append(f"compose stack: up from nothing in {time.monotonic() - started:.0f} s")
+        assert "Exit 0" in stack.compose("ps", "migrate").stdout
+
+        # The four Fitbit files, copied in the way docs/operations.md shows.
+        for source, (name, _) in FITBIT_FILES.items():
+            shutil.copy(FITBIT / name, landing / source / name)
+        expected = {source: rows for source, (_, rows) in FITBIT_FILES.items()}
+        wait_for(lambda: stack.scalar("SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'") == 4,
+                 timeout=120, what="the four Fitbit files")
+        for source, rows in expected.items():
+            assert stack.scalar(f"SELECT count(*) FROM bronze.{source}") == rows
+        # Archived by the containers' user, the owner of the bind-mounted folder on the host: the
+        # folders they made are the host user's.
+        archived = sorted(path.name for path in (landing / "_archive").rglob("*.csv"))
+        assert archived == sorted(name for name, _ in FITBIT_FILES.values())
+        assert all(path.stat().st_uid == HOST_USER for path in (landing / "_archive").rglob("*") if path.is_dir())
+
+        status = stack.compose("exec", "-T", "consumer", "ingestd", "status")
+        assert "all good" in status.stdout, status.stdout + status.stderr
+
+        # Three consumers of two workers each.
+        stack.compose("up", "-d", "--scale", "consumer=3", timeout=600)
+        assert len(stack.containers("consumer")) == 3
+
+        def consumers_on_events() -> int:
+            out = stack.compose("exec", "-T", "consumer", "ingestd", "status", check=False).stdout
+            line = next((line for line in out.splitlines() if line.startswith("ingest.events")), "")
+            return int(line.split()[2]) if line else 0
+
+        wait_for(lambda: consumers_on_events() == 6, timeout=120, what="6 workers on ingest.events")
+
+        # A consumer killed mid-load: the broker hands its messages to the others, podman
+        # restarts it, and every file is loaded once.
+        files = one_row_files(landing, 600, first_id=9_000_000_000)
+        wait_for(lambda: stack.scalar("SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'") >= 100,
+                 timeout=120, interval=0.05, what="the burst to be under way")
+        # Killed from outside, as the kernel's OOM killer would (`podman kill` counts as a stop by
+        # hand, which restart policies leave alone, in Docker as in podman).
+        victim = stack.containers("consumer")[1]
+        os.kill(int(podman("inspect", victim, "--format", "{{.State.Pid}}").stdout), signal.SIGKILL)
+        total = 4 + files
+        wait_for(lambda: stack.scalar("SELECT count(*) FROM ops.raw_ingest_manifest") == total, timeout=300,
+                 what=f"{total} files in the manifest")
+        assert stack.scalar("SELECT count(DISTINCT source_filename) FROM ops.raw_ingest_manifest") == total
+        assert stack.scalar("SELECT count(*) FROM ops.dead_letters") == 0
+        assert stack.scalar("SELECT count(*) FROM bronze.daily_activity") == expected["daily_activity"] + files
+        wait_for(lambda: podman("inspect", victim, "--format", "{{.RestartCount}} {{.State.Running}}").stdout.split()
+                 == ["1", "true"], timeout=60, what="podman to restart the consumer")
+        status = stack.compose("exec", "-T", "consumer", "ingestd", "status").stdout
+        assert "ingest.dead    0" in status, status
+
+        # Down and up again: the volumes keep the database and the queues; nothing is reloaded.
+        runs = stack.scalar("SELECT count(*) FROM ops.pipeline_runs")
+        stack.compose("down", timeout=600)
+        assert stack.containers() == []
+        stack.compose("up", "-d", timeout=600)
+        wait_for(lambda: "all good" in stack.compose("exec", "-T", "consumer", "ingestd", "status", check=False).stdout,
+                 timeout=120, what="the stack to be back")
+        time.sleep(5)  # a watcher that rescanned the landing folder would publish by now
+        assert stack.scalar("SELECT count(*) FROM ops.pipeline_runs") == runs
+        assert stack.scalar("SELECT count(*) FROM bronze.daily_activity") == expected["daily_activity"] + files
+        # One node name across both containers: the volume's queues were those used again.
+        rabbitmq = stack.containers("rabbitmq")[0]
+        nodes = {entry.split("-")[0].removesuffix(".pid")
+                 for entry in podman("exec", rabbitmq, "ls", "/var/lib/rabbitmq/mnesia").stdout.split()}
+        assert nodes == {"rabbit@rabbitmq"}
+    finally:
+        logs = stack.compose("logs", "--no-color", check=False, timeout=120)
+        (tmp_path / "compose.log").write_text(logs.stdout + logs.stderr)
+        stack.compose("down", "--volumes", "--remove-orphans", check=False, timeout=600)
