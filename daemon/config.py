@@ -315,7 +315,8 @@ def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[s
     return schema_path, schema_doc
 
 
-_COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path"}
+_COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path",
+                "expect_every"}
 
 
 def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
@@ -323,7 +324,8 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
     schema_path, schema_doc = _read_schema(name, raw["schema"], base_dir) if raw.get("schema") else (None, None)
     common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
               "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
-              "format_keyword": raw.get("format_keyword", "assert")}
+              "format_keyword": raw.get("format_keyword", "assert"),
+              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None}
     if raw.get("kind", "file") == "file":
         return FileSource(format=raw["format"], records_path=raw.get("records_path"),
                           delimiter=raw.get("delimiter", ","), skip_lines=int(raw.get("skip_lines", 0)), **common)

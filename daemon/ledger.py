@@ -473,6 +473,13 @@ class Ledger:
         row = self._one("SELECT to_regclass('ops.pipeline_runs') IS NOT NULL")
         return bool(row and row[0])
 
+    def last_successes(self, configured: list[str]) -> dict[str, float]:
+        """Unix time of each configured source's last successful run, where it has one."""
+        rows = self._all("SELECT n.source, extract(epoch FROM (SELECT max(finished_at) FROM ops.pipeline_runs r"
+                         " WHERE r.source = n.source AND status = 'success'))::float8"
+                         " FROM unnest(%s::text[]) AS n(source)", (configured,))
+        return {source: when for source, when in rows if when is not None}
+
     def source_summaries(self, configured: list[str]) -> list[dict[str, Any]]:
         """Per source (configured, run in the last week, or with waiting dead
         letters): last success and failure, rows today, dead letters waiting."""

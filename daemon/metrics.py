@@ -5,6 +5,9 @@ and reason codes: never file names, so the number of series stays bounded.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -29,6 +32,40 @@ POLL_ATTEMPTS = Counter("ingestd_poll_attempts_total", "HTTP requests made by th
                         registry=REGISTRY)
 POLL_FAILURES = Counter("ingestd_poll_failures_total", "Polls that ended in api_error", ["source"],
                         registry=REGISTRY)
+POLL_RATE_LIMITED = Counter("ingestd_poll_rate_limited_total", "API answers of HTTP 429 (too many requests)",
+                            ["source"], registry=REGISTRY)
+EXPECTED_INTERVAL = Gauge("ingestd_source_expected_interval_seconds",
+                          "How often a source should load: an API source's interval, else its expect_every",
+                          ["source"], registry=REGISTRY)
+# Of the watcher's process only, labelled by the folder, so that no other process exports a 0.
+LANDING_FREE = Gauge("ingestd_landing_free_bytes", "Bytes free for the daemon's user on the landing folder's "
+                     "file system", ["folder"], registry=REGISTRY)
+LANDING_SIZE = Gauge("ingestd_landing_size_bytes", "Size of the landing folder's file system", ["folder"],
+                     registry=REGISTRY)
+
+
+def watch_landing_disk(folder: Path) -> None:
+    """Report the landing folder's file system, read at each scrape."""
+    def free() -> float:
+        stats = os.statvfs(folder)
+        return stats.f_bavail * stats.f_frsize
+
+    def size() -> float:
+        stats = os.statvfs(folder)
+        return stats.f_blocks * stats.f_frsize
+
+    LANDING_FREE.labels(str(folder)).set_function(free)
+    LANDING_SIZE.labels(str(folder)).set_function(size)
+
+
+def set_source_gauges(sources, last_successes: dict[str, float] | None = None) -> None:
+    """The expected interval of each source that has one; the last success of each source as the
+    database knows it, so that a restarted consumer reports it before its own first load."""
+    for source in sources:
+        if source.expected_interval_seconds:
+            EXPECTED_INTERVAL.labels(source.name).set(source.expected_interval_seconds)
+    for name, when in (last_successes or {}).items():
+        LAST_SUCCESS.labels(name).set(when)
 
 
 def source_label(name: str | None, known: object) -> str:

@@ -28,7 +28,7 @@ from .events import PayloadEvent
 from .http import RetryPolicy, get_with_retries
 from .landing import PAYLOADS_DIR
 from .ledger import FailedRun, Ledger
-from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES
+from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES, POLL_RATE_LIMITED
 from .providers import ApiRequest, Provider, provider_for, scrub
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class Poller:
     @staticmethod
     def _retry_logger(source: str, endpoint: str, secrets: tuple[str, ...]) -> Callable[[int, str, float], None]:
         def on_retry(attempt: int, what: str, delay: float) -> None:
+            if what.startswith("HTTP 429"):
+                POLL_RATE_LIMITED.labels(source).inc()
             log.warning("API call failed; retrying", extra={
                 "source": source, "step": "poll", "status": "retry", "attempt": attempt,
                 "error": scrub(what, secrets), "retry_in_s": round(delay, 2), "endpoint": endpoint})
@@ -161,6 +163,8 @@ class Poller:
                                    event.event_id)
         except PermanentError as exc:
             POLL_ATTEMPTS.labels(source.name).inc(exc.failure.detail.get("attempts", 1))
+            if exc.failure.detail.get("status") == 429:
+                POLL_RATE_LIMITED.labels(source.name).inc()
             self._record_failure(source, request, exc)
             return None
         except TransientError as exc:

@@ -183,6 +183,7 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -
             _check_broker_access(config)
         except Shutdown:
             return EXIT_OK
+        _set_source_gauges(config, watch, consumers)
         roles = _Roles(config, supervisor, health)
         if poll:
             roles.start_poller()
@@ -194,6 +195,27 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -
     finally:
         if server is not None:
             server.stop()
+
+
+def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
+    """Metrics known at start: the sources' expected intervals, the landing folder's disk (the
+    watcher), and each source's last success as the database has it (the consumers)."""
+    from .metrics import set_source_gauges, watch_landing_disk
+    if watch:
+        watch_landing_disk(config.landing_dir)
+    import psycopg2
+
+    last = None
+    if consumers:
+        try:
+            conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-metrics")
+            try:
+                last = Ledger(conn).last_successes(list(config.sources))
+            finally:
+                conn.close()
+        except (TransientError, psycopg2.Error) as exc:  # the gauge waits for this process's first success
+            log.warning("last successes not read for the metrics", extra={"step": "start", "error": str(exc)})
+    set_source_gauges(config.sources.values(), last)
 
 
 def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_on: bool) -> None:

@@ -22,6 +22,12 @@ class SourceConfig:
     # The JSON Schema document itself, read once at start.
     schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     kind: str = "file"
+    # How often a success is expected (the freshness alert): ``expect_every``, in seconds.
+    expect_every_seconds: float | None = None
+
+    @property
+    def expected_interval_seconds(self) -> float | None:
+        return self.expect_every_seconds
 
 
 @dataclass(frozen=True)
@@ -42,3 +48,7 @@ class ApiSource(SourceConfig):
     provider: str = ""
     interval_seconds: float = 3600.0
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def expected_interval_seconds(self) -> float | None:
+        return self.expect_every_seconds or self.interval_seconds

@@ -91,6 +91,13 @@ STANDIN_RECIPES: dict[str, dict] = {
         "changes": ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "EXPOSE 5672", "EXPOSE 15672", 'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["rabbitmq-server"]'],
     },
+    "prom/prometheus:v2.53.0": {
+        # Debian's Prometheus is 2.42: the rules and the configuration use nothing newer.
+        "packages": ["prometheus"],
+        "hooks": ['install -d -m 777 "$1"/prometheus'],
+        "changes": ["EXPOSE 9090", 'ENTRYPOINT ["/usr/bin/prometheus"]',
+                    'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'],
+    },
     "systemd:bookworm": {
         "packages": ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-certificates", "procps"],
         "hooks": [],

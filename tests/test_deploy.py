@@ -181,6 +181,13 @@ def test_monitoring_scrapes_the_health_port_and_the_dashboard_uses_real_metrics(
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("rows", "runs", "dead letters", "queue", "duration"):
         assert topic in titles
+    # The alert rules, loaded by the shipped configuration, name metrics the daemon exports
+    # (scraped for real in tests/test_live_compose.py; their logic in tests/test_live_monitoring.py).
+    assert prometheus["rule_files"] == ["alerts.yml"]
+    rules = yaml.safe_load((REPO / "deploy" / "monitoring" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(ingestd_[a-z_]+)", expr)}
+    assert used and used <= known, used - known
 
 
 def test_every_role_has_the_same_memory_bound_under_systemd_and_compose(compose):

@@ -144,3 +144,49 @@ def test_sigterm_during_a_large_file_with_health_on_loses_nothing(write_config, 
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(timeout=30) == 0
+
+
+def test_a_restarted_daemon_reports_the_last_success_expected_intervals_and_the_landing_disk(
+        write_config, db, tmp_path):
+    """What the alert rules read (deploy/monitoring/alerts.yml) is there from the start: the last
+    success as the database has it (not only once this process loads), each source's expected
+    interval, and the landing folder's free and total bytes."""
+    from .conftest import SOURCES_TOML, REPO
+    sources = SOURCES_TOML.format(schemas=REPO / "schemas").replace(
+        'name = "daily_activity"\n', 'name = "daily_activity"\nexpect_every = "1d"\n', 1)
+    port = free_port()
+    config_path = write_config(health_port=port, sources=sources)
+    landing = tmp_path / "data_lake"
+
+    def start():
+        proc = subprocess.Popen(ingestd_cmd("--config", str(config_path), "run"),
+                                stdout=open(tmp_path / "run.log", "ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: get(port, "/readyz")[0] == 200, timeout=60)
+        return proc
+
+    proc = start()
+    try:
+        drop_file(landing, "daily_activity/daily.csv", FITBIT / "dailyActivity_merged.csv")
+        wait_for(lambda: query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'success'")[0][0] == 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finished = query(db, "SELECT extract(epoch FROM finished_at)::float8 FROM ops.pipeline_runs")[0][0]
+
+    proc = start()
+    try:
+        text = get(port, "/metrics")[1]
+        assert metric(text, "ingestd_last_success_timestamp_seconds", source="daily_activity") == pytest.approx(
+            finished, abs=0.001)
+        assert metric(text, "ingestd_last_success_timestamp_seconds", source="sleep_day") is None  # never loaded
+        assert metric(text, "ingestd_source_expected_interval_seconds", source="daily_activity") == 86400
+        assert metric(text, "ingestd_source_expected_interval_seconds", source="sleep_day") is None
+        stats = os.statvfs(landing)
+        free = metric(text, "ingestd_landing_free_bytes", folder=str(landing))
+        size = metric(text, "ingestd_landing_size_bytes", folder=str(landing))
+        assert size == stats.f_blocks * stats.f_frsize
+        assert 0 < free <= size
+        assert abs(free - stats.f_bavail * stats.f_frsize) < 64 * 2**20  # read at the scrape, moments apart
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -16,12 +16,15 @@ loaded twice; down and up again with the volumes kept, nothing reloaded.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import psycopg2
@@ -50,11 +53,12 @@ class Stack:
         self.name = unique("stack")
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("DOCKER_")}
         self.env.update(DOCKER_HOST=f"unix://{socket}", COMPOSE_PROJECT_NAME=self.name)
-        for item in ("docker-compose.yml", "ingestd.example.toml", ".env.example", "schemas"):
+        for item in ("docker-compose.yml", "ingestd.example.toml", ".env.example", "schemas", "deploy"):
             source = REPO / item
             (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / item)
         self.ports = {"POSTGRES_PORT": free_port(), "RABBITMQ_PORT": free_port(),
-                      "RABBITMQ_MANAGEMENT_PORT": free_port()}
+                      "RABBITMQ_MANAGEMENT_PORT": free_port(), "PROMETHEUS_PORT": free_port(),
+                      "GRAFANA_PORT": free_port()}
         # The README's steps: .env from the example, the landing folder made by its owner.
         env_text = (folder / ".env.example").read_text()
         env_text += "".join(f"{key}={value}\n" for key, value in self.ports.items())
@@ -65,7 +69,8 @@ class Stack:
         self.password = next(line.split("=", 1)[1] for line in env_text.splitlines()
                              if line.startswith("POSTGRES_PASSWORD="))
         # The stand-ins in place of the official images; the compose file itself is the project's.
-        standins = {"postgres": build_standin("postgres:15"), "rabbitmq": build_standin("rabbitmq:3.10-management")}
+        standins = {"postgres": build_standin("postgres:15"), "rabbitmq": build_standin("rabbitmq:3.10-management"),
+                    "prometheus": build_standin("prom/prometheus:v2.53.0")}
         standins.update({service: image for service in ("migrate", "watcher", "poller", "consumer")})
         (folder / "standins.yml").write_text(
             "services:\n" + "".join(f'  {service}: {{image: "{image}"}}\n' for service, image in standins.items()))
@@ -140,11 +145,26 @@ def health_ticker():
     thread.join(timeout=120)
 
 
+def api_get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the test's own Prometheus
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def query_value(prometheus: str, expression: str) -> float:
+    """The single value of an instant query (fails on none or several)."""
+    data = api_get(f"{prometheus}/query?" + urllib.parse.urlencode({"query": expression}))
+    assert len(data["result"]) == 1, (expression, data)
+    return float(data["result"][0]["value"][1])
+
+
 def one_row_files(folder: Path, count: int, first_id: int) -> int:
     header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
     rest = first.split(b",", 1)[1]
     for n in range(count):
-        drop_file(folder, f"daily_activity/burst-{first_id + n}.csv", header + b"\r\n" + b"%d,%s" % (first_id + n, rest))
+        row = b"%d,%s" % (first_id + n, rest)
+        drop_file(folder, f"daily_activity/burst-{first_id + n}.csv", header + b"\r\n" + row)
     return count
 
 
@@ -205,6 +225,28 @@ def test_compose_stack_up_load_scale_kill_a_consumer_down_and_up(tmp_path, podma
                  == ["1", "true"], timeout=60, what="podman to restart the consumer")
         status = stack.compose("exec", "-T", "consumer", "ingestd", "status").stdout
         assert "ingest.dead    0" in status, status
+
+        # Monitoring: Prometheus (a stand-in of the pinned image) with the shipped configuration
+        # finds every role through the compose network's DNS, loads the alert rules, and the
+        # rules' selectors find the daemon's series.
+        stack.compose("--profile", "monitoring", "up", "-d", "--no-deps", "prometheus", timeout=600)
+        prometheus = f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1"
+
+        def targets_up() -> list[str]:
+            answer = api_get(f"{prometheus}/targets")
+            return [t["labels"]["role"] for t in answer["activeTargets"] if t["health"] == "up"]
+
+        wait_for(lambda: sorted(targets_up()) == ["consumer"] * 3 + ["poller", "watcher"], timeout=180,
+                 interval=2, what="Prometheus to scrape watcher, poller and the 3 consumers")
+        rules = api_get(f"{prometheus}/rules")["groups"]
+        assert [group["name"] for group in rules] == ["ingestd"]
+        assert len(rules[0]["rules"]) == 8 and all(rule["health"] == "ok" for rule in rules[0]["rules"])
+        assert query_value(prometheus, 'max(ingestd_queue_consumers{queue="events"})') == 6
+        assert query_value(prometheus, 'max(ingestd_queue_messages{queue="dead"})') == 0
+        free = query_value(prometheus, "min by (folder) (ingestd_landing_free_bytes / ingestd_landing_size_bytes)")
+        assert 0 < free < 1
+        assert query_value(prometheus, 'max(ingestd_last_success_timestamp_seconds{source="daily_activity"})') > 0
+        REPORT.append("compose stack: Prometheus scraped 5 ingestd processes with the shipped configuration")
 
         # Down and up again: the volumes keep the database and the queues; nothing is reloaded.
         runs = stack.scalar("SELECT count(*) FROM ops.pipeline_runs")

@@ -201,3 +201,21 @@ def test_archive_names_never_overwrite_and_stay_within_255_bytes(tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 3 and all(len(n.encode()) <= 255 for n in names)
     assert sorted(p.read_text() for p in folder.iterdir()) == ["copy 0", "copy 1", "copy 2"]
+
+
+def test_http_429_answers_are_counted_for_the_rate_limit_alert():
+    """ingestd_poll_rate_limited_total counts the 429 answers the poller retries, not other
+    failures (deploy/monitoring/alerts.yml: IngestdApiRateLimited)."""
+    from ingestd.daemon.metrics import REGISTRY
+    from ingestd.daemon.poller import Poller
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("ingestd_poll_rate_limited_total", {"source": "units_429"}) or 0.0
+
+    on_retry = Poller._retry_logger("units_429", "series/observations", ())
+    before = count()
+    on_retry(1, "HTTP 429", 2.0)
+    on_retry(2, "HTTP 503", 2.0)
+    on_retry(3, "URLError: timed out", 2.0)
+    on_retry(4, "HTTP 429", 4.0)
+    assert count() - before == 2
