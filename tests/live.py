@@ -28,11 +28,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
-LABEL = "io.ingestd.test=live"
+# Everything a session makes carries its own label value, so that its clean-up never touches
+# what another session (another clone's CI, say) is running.
+SESSION = uuid.uuid4().hex[:8]
+LABEL = f"io.ingestd.test=live-{SESSION}"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 # What the session built and the sizes it measured, for the terminal summary.
 BUILT_IMAGES: list[str] = []
+# Compose projects the session started: their containers, volumes and networks go at its end.
+PROJECTS: list[str] = []
 REPORT: list[str] = []
 KEEP_STANDINS = os.environ.get("INGESTD_TEST_KEEP_STANDINS") == "1"
 
@@ -99,7 +104,10 @@ STANDIN_RECIPES: dict[str, dict] = {
                     'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'],
     },
     "systemd:bookworm": {
-        "packages": ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-certificates", "procps"],
+        # A Debian 12 host as deploy/systemd/README.md expects one, but for PostgreSQL and RabbitMQ
+        # (the suite's servers, through the host network).
+        "packages": ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-certificates", "procps",
+                     "git"],
         "hooks": [],
         "changes": ['CMD ["/sbin/init"]', "STOPSIGNAL SIGRTMIN+3"],
     },
@@ -159,20 +167,24 @@ def build_ingestd_image(tag: str) -> str:
 
 
 def remove_everything() -> None:
-    """Containers, pods, volumes, networks and images the live tests made (by their label or names)."""
+    """The containers, compose projects and images this session made."""
     if shutil.which("podman") is None:
         return
     podman("rm", "--force", "--filter", f"label={LABEL}", check=False)
-    for kind in ("pod", "volume", "network"):
-        listed = podman(kind, "ls", "--format", "json", check=False)
-        try:
-            entries = json.loads(listed.stdout or "[]")
-        except json.JSONDecodeError:
-            entries = []
-        for entry in entries:
-            name = entry.get("Name") or entry.get("name") or ""
-            if name.startswith("ingestd-live"):
-                podman(kind, "rm", "--force", name, check=False)
+    for project in PROJECTS:
+        label = f"label=com.docker.compose.project={project}"
+        podman("rm", "--force", "--filter", label, check=False)
+        for kind in ("volume", "network"):
+            listed = podman(kind, "ls", "--format", "json", check=False)
+            try:
+                entries = json.loads(listed.stdout or "[]")
+            except json.JSONDecodeError:
+                entries = []
+            for entry in entries:
+                name = entry.get("Name") or entry.get("name") or ""
+                if name.startswith(f"{project}_"):
+                    podman(kind, "rm", "--force", name, check=False)
+    PROJECTS.clear()
     for image in reversed(BUILT_IMAGES):
         if not (KEEP_STANDINS and image.startswith("localhost/ingestd-standin/")):
             podman("rmi", "--force", image, check=False)
@@ -180,14 +192,14 @@ def remove_everything() -> None:
     podman("image", "prune", "--force", "--filter", f"label={LABEL}", check=False)
 
 
+def unique(kind: str) -> str:
+    return f"ingestd-live-{kind}-{SESSION}-{uuid.uuid4().hex[:6]}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def unique(kind: str) -> str:
-    return f"ingestd-live-{kind}-{uuid.uuid4().hex[:8]}"
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):

@@ -32,7 +32,16 @@ import pytest
 
 from .conftest import FITBIT, REPO, drop_file
 from .live import (
-    REPORT, build_ingestd_image, build_standin, free_port, podman, require_podman, unique, wait_for,
+    PROJECTS,
+    REPORT,
+    SESSION,
+    build_ingestd_image,
+    build_standin,
+    free_port,
+    podman,
+    require_podman,
+    unique,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
@@ -51,6 +60,7 @@ class Stack:
         self.folder = folder
         folder.mkdir()
         self.name = unique("stack")
+        PROJECTS.append(self.name)
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("DOCKER_")}
         self.env.update(DOCKER_HOST=f"unix://{socket}", COMPOSE_PROJECT_NAME=self.name)
         for item in ("docker-compose.yml", "ingestd.example.toml", ".env.example", "schemas", "deploy"):
@@ -134,7 +144,7 @@ def health_ticker():
 
     def tick():
         while not stop.wait(2.0):
-            names = podman("ps", "--format", "{{.Names}}", "--filter", "name=ingestd-live-stack", check=False)
+            names = podman("ps", "--format", "{{.Names}}", "--filter", f"name={SESSION}", check=False)
             for name in names.stdout.split():
                 podman("healthcheck", "run", name, check=False, timeout=60)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from .conftest import FITBIT, SOURCES_TOML, config_text, drop_file, query
-from .live import REPORT, build_ingestd_image, free_port, podman, require_podman, unique, wait_for
+from .live import LABEL, REPORT, build_ingestd_image, free_port, podman, require_podman, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
 
@@ -35,7 +35,7 @@ def test_image_runs_as_its_user_loads_a_file_reports_healthy_and_stops_on_sigter
     config.chmod(0o644)
     port = int(next(line.split("=")[1] for line in config.read_text().splitlines() if line.startswith("port")))
     mounts = ["-v", f"{landing}:/data_lake", "-v", f"{config}:/etc/ingestd/ingestd.toml:ro"]
-    common = ["--network", "host", "--label", "io.ingestd.test=live", "-e", f"INGESTD_HEALTH_PORT={port}"]
+    common = ["--network", "host", "--label", LABEL, "-e", f"INGESTD_HEALTH_PORT={port}"]
 
     user = podman("run", "--rm", *common, "--entrypoint", "id", ingestd_image).stdout
     assert "uid=10001(ingestd)" in user and "gid=10001(ingestd)" in user
