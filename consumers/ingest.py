@@ -104,7 +104,9 @@ def finished(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float
 def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.UUID) -> Outcome:
     done = ledger.loaded_event(event.event_id)
     if done is not None:
-        return _skip(ledger, run_id, f"event already loaded by run {done['run_id']}")
+        outcome = _skip(ledger, run_id, f"event already loaded by run {done['run_id']}")
+        _dispose_left_behind(ctx, ledger, event, done["checksum"], run_id)
+        return outcome
     source_input = open_input(ctx.config, event)
     why = source_input.check(ledger, run_id)
     if why is not None:
@@ -169,6 +171,21 @@ def success(source_input: Input, event: Event, run_id: uuid.UUID,
                 stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
     return recorded, Outcome("success", run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
                              rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
+
+
+def _dispose_left_behind(ctx: IngestContext, ledger: Ledger, event: Event, checksum: str,
+                         run_id: uuid.UUID) -> None:
+    """Archive (or delete) a loaded file still where the event found it: its worker died between
+    the commit and the move, and the broker handed the event to another. Only the very bytes
+    the event loaded go: a file since replaced under the same name is left to its own event."""
+    if not isinstance(event, FileEvent):
+        return
+    try:
+        source_input = open_input(ctx.config, event)
+        if source_input.check(ledger, run_id) is None and source_input.checksum == checksum:
+            source_input.dispose(ctx.config, ledger, run_id)
+    except PermanentError:
+        pass  # gone (archived by the first worker) or unreadable: nothing of this load is left
 
 
 def _skip(ledger: Ledger, run_id: uuid.UUID, why: str, checksum: str | None = None) -> Outcome:

@@ -330,10 +330,10 @@ class Ledger:
     def loaded_event(self, event_id: str) -> dict[str, Any] | None:
         """The manifest row of an event already loaded; ends the transaction,
         so that none stays open while the input is read."""
-        row = self._one("SELECT run_id, source_filename FROM ops.raw_ingest_manifest WHERE event_id = %s",
+        row = self._one("SELECT run_id, source_filename, checksum FROM ops.raw_ingest_manifest WHERE event_id = %s",
                         (event_id,))
         self.conn.rollback()
-        return None if row is None else {"run_id": row[0], "source_filename": row[1]}
+        return None if row is None else {"run_id": row[0], "source_filename": row[1], "checksum": row[2]}
 
     def loaded_events(self, event_ids: list[str]) -> set[str]:
         """Which of these events are loaded already; ends the transaction."""

@@ -85,6 +85,37 @@ def test_redelivered_event_after_commit_is_a_no_op(ctx, config, db):
     assert query(db, "SELECT count(*) FROM bronze.heart_rate") == [(49,)]
 
 
+def test_a_redelivered_event_archives_the_file_its_dead_worker_loaded_but_did_not_move(ctx, config, db):
+    """A worker that dies between its commit and the move leaves the loaded file in the landing
+    folder; the event comes back to another worker, which skips the load and archives the very
+    bytes loaded, and nothing else: a file since replaced under the same name stays."""
+    landing = config.landing_dir
+    original = (FITBIT / "heartrate_seconds_merged_excerpt.csv").read_bytes()
+    drop_file(landing, "heart_rate/h.csv", original)
+    st = os.lstat(landing / "heart_rate/h.csv")
+    body = event_for(config, "heart_rate/h.csv").to_json()
+    assert ingest_message(ctx, body).status == "success"
+    archived = list((landing / "_archive" / "heart_rate").rglob("h*.csv"))
+    assert len(archived) == 1 and not (landing / "heart_rate/h.csv").exists()
+
+    # What the dead worker left: the loaded bytes, where the event names them.
+    drop_file(landing, "heart_rate/h.csv", original)
+    os.utime(landing / "heart_rate/h.csv", ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = ingest_message(ctx, body, redelivered=True)
+    assert again.status == "skipped" and "already loaded" in again.message
+    assert not (landing / "heart_rate/h.csv").exists()
+    assert len(list((landing / "_archive" / "heart_rate").rglob("h*.csv"))) == 2
+
+    # Other bytes of the same size and time under that name: not this event's file; it stays.
+    other = original.replace(b"2016", b"2017", 1)
+    assert len(other) == len(original) and other != original
+    drop_file(landing, "heart_rate/h.csv", other)
+    os.utime(landing / "heart_rate/h.csv", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ingest_message(ctx, body, redelivered=True).status == "skipped"
+    assert (landing / "heart_rate/h.csv").read_bytes() == other
+    assert query(db, "SELECT count(*) FROM bronze.heart_rate") == [(49,)]
+
+
 def test_interrupted_run_is_closed_when_the_event_comes_back(ctx, config, db):
     drop_file(config.landing_dir, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
     body = event_for(config, "heart_rate/h.csv").to_json()

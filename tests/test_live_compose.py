@@ -243,14 +243,19 @@ def test_compose_stack_up_load_scale_kill_a_consumer_down_and_up(tmp_path, podma
         prometheus = f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}/api/v1"
 
         def targets_up() -> list[str]:
-            answer = api_get(f"{prometheus}/targets")
+            try:
+                answer = api_get(f"{prometheus}/targets")
+            except OSError:  # still starting
+                return []
             return [t["labels"]["role"] for t in answer["activeTargets"] if t["health"] == "up"]
 
         wait_for(lambda: sorted(targets_up()) == ["consumer"] * 3 + ["poller", "watcher"], timeout=180,
                  interval=2, what="Prometheus to scrape watcher, poller and the 3 consumers")
         rules = api_get(f"{prometheus}/rules")["groups"]
-        assert [group["name"] for group in rules] == ["ingestd"]
-        assert len(rules[0]["rules"]) == 8 and all(rule["health"] == "ok" for rule in rules[0]["rules"])
+        assert [group["name"] for group in rules] == ["ingestd"] and len(rules[0]["rules"]) == 8
+        # Evaluated against the real series (every evaluation_interval) without an error.
+        wait_for(lambda: all(rule["health"] == "ok" for rule in api_get(f"{prometheus}/rules")["groups"][0]["rules"]),
+                 timeout=150, interval=5, what="every alert rule evaluated without error")
         assert query_value(prometheus, 'max(ingestd_queue_consumers{queue="events"})') == 6
         assert query_value(prometheus, 'max(ingestd_queue_messages{queue="dead"})') == 0
         free = query_value(prometheus, "min by (folder) (ingestd_landing_free_bytes / ingestd_landing_size_bytes)")
