@@ -79,6 +79,9 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
             url,
             connect_timeout=timeout,
             application_name=application_name,
+            # Text goes as UTF-8 whatever the server's default (a SQL_ASCII database would
+            # otherwise make psycopg2 encode file names and errors as ASCII, and fail on the rest).
+            client_encoding="UTF8",
             keepalives=1,
             keepalives_idle=30,
             keepalives_interval=10,

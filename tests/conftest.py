@@ -51,6 +51,10 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     from .live import REPORT
+    if SERVERS:
+        terminalreporter.section("servers")
+        for line in SERVERS:
+            terminalreporter.write_line(line)
     if REPORT:
         terminalreporter.section("live deployment figures")
         for line in REPORT:
@@ -89,6 +93,10 @@ def _docker_engine_available() -> bool:
         return False
 
 
+# Where the servers of this session come from, for the terminal summary.
+SERVERS: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def service_urls():
     """(database server URL without db name, AMQP URL) of real servers."""
@@ -98,15 +106,22 @@ def service_urls():
     if not (db_url and amqp_url) and _docker_engine_available():
         from testcontainers.postgres import PostgresContainer
         from testcontainers.rabbitmq import RabbitMqContainer
+
+        # The pinned official images; other names (a mirror, or the stand-ins of tests/live.py)
+        # through INGESTD_TEST_POSTGRES_IMAGE / INGESTD_TEST_RABBITMQ_IMAGE.
+        postgres_image = os.environ.get("INGESTD_TEST_POSTGRES_IMAGE", "postgres:15")
+        rabbitmq_image = os.environ.get("INGESTD_TEST_RABBITMQ_IMAGE", "rabbitmq:3.10-management")
         if not db_url:
-            pg = PostgresContainer("postgres:15").start()
+            pg = PostgresContainer(postgres_image).start()
             containers.append(pg)
             db_url = pg.get_connection_url(driver=None)
+            SERVERS.append(f"PostgreSQL: testcontainers, {postgres_image}")
         if not amqp_url:
-            mq = RabbitMqContainer("rabbitmq:3.10-management").start()
+            mq = RabbitMqContainer(rabbitmq_image).start()
             containers.append(mq)
             amqp_url = (f"amqp://guest:guest@{mq.get_container_host_ip()}:"
                         f"{mq.get_exposed_port(5672)}/%2F")
+            SERVERS.append(f"RabbitMQ: testcontainers, {rabbitmq_image}")
     db_url = db_url or "postgresql://postgres@127.0.0.1:5432/postgres"
     amqp_url = amqp_url or "amqp://guest:guest@127.0.0.1:5672/%2F"
     try:

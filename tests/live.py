@@ -14,6 +14,7 @@ few minutes saved a run while working on these tests; remove them with ``podman 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -211,3 +212,19 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def docker_api():
+    """podman's Docker API on a socket of its own, for the Docker clients (docker-compose,
+    testcontainers); yields the socket's path."""
+    socket = Path("/run") / f"{unique('api')}.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(socket.exists, timeout=30, interval=0.1, what="podman's API socket")
+        yield socket
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+        socket.unlink(missing_ok=True)

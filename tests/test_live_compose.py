@@ -37,6 +37,7 @@ from .live import (
     SESSION,
     build_ingestd_image,
     build_standin,
+    docker_api,
     free_port,
     podman,
     require_podman,
@@ -125,16 +126,8 @@ def podman_socket(tmp_path):
         if os.environ.get("INGESTD_TEST_LIVE") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    socket = Path("/run") / f"{unique('api')}.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(socket.exists, timeout=30, interval=0.1, what="podman's API socket")
+    with docker_api() as socket:
         yield socket
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
-        socket.unlink(missing_ok=True)
 
 
 @pytest.fixture
