@@ -6,6 +6,7 @@ pika is not thread-safe: every thread that talks to the broker owns its own
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,17 +129,26 @@ def connection_parameters(url: str, heartbeat: int = 30, name: str = "ingestd") 
     return params
 
 
+def broker_urls(url: str) -> list[str]:
+    """The nodes of ``broker.url``: one URL, or several (a cluster) separated by commas."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def open_connection(url: str, heartbeat: int = 30, name: str = "ingestd") -> pika.BlockingConnection:
-    """Connect once. ``NotPermittedError`` when the broker refuses (login,
-    virtual host), else ``TransientError``; never with the password."""
+    """Connect once, to the first node of ``url`` that answers, starting from a random one so
+    that the processes of a deployment spread over a cluster's nodes. ``NotPermittedError`` when
+    the broker refuses (login, virtual host), else ``TransientError``; never with the password."""
+    urls = broker_urls(url)
+    start = random.randrange(len(urls)) if len(urls) > 1 else 0
+    nodes = [connection_parameters(node, heartbeat, name) for node in urls[start:] + urls[:start]]
     try:
-        return pika.BlockingConnection(connection_parameters(url, heartbeat, name))
+        return pika.BlockingConnection(nodes if len(nodes) > 1 else nodes[0])
     except CONNECTION_ERRORS as exc:
         raise broker_connection_error(url, exc) from None
 
 
 def broker_connection_error(url: str, exc: BaseException) -> TransientError:
-    params = pika.URLParameters(url)
+    params = pika.URLParameters(broker_urls(url)[0])
     where = f"broker {redact_url(url)}"
     if isinstance(exc, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
         return NotPermittedError(f"{where}: the broker refused the login of user {params.credentials.username!r}",

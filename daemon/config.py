@@ -226,7 +226,10 @@ def build_config(
             origins[(section, key)] = var
             where_from[f"{section}.{key}"] = f"environment ({var})"
     problems = []
-    for (section, key), check in (("database", "url"), check_database_url), (("broker", "url"), check_broker_url):
+    broker = sections.get("broker", {})
+    if isinstance(broker.get("url"), list):  # the nodes of a cluster, kept as one comma-separated value
+        broker["url"] = ",".join(broker["url"])
+    for (section, key), check in (("database", "url"), check_database_url), (("broker", "url"), check_broker_urls):
         value = sections.get(section, {}).get(key)
         problem = check(value) if isinstance(value, str) else None
         if problem:
@@ -259,6 +262,16 @@ def check_database_url(url: str) -> str | None:
         psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError:
         return f"not a valid PostgreSQL connection string (expected {example})"
+    return None
+
+
+def check_broker_urls(value: str) -> str | None:
+    """Why ``value`` (one AMQP URL, or several separated by commas) is not usable, or None."""
+    urls = [part.strip() for part in value.split(",")]
+    for n, url in enumerate(urls, 1):
+        problem = check_broker_url(url)
+        if problem:
+            return problem if len(urls) == 1 else f"node {n} of {len(urls)}: {problem}"
     return None
 
 

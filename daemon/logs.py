@@ -67,8 +67,15 @@ def redact(text: str) -> str:
     """
     if not text:
         return text
+    if "," in text and _URL_LIST.search(text):
+        # A list of broker URLs (broker.url of a cluster): each on its own, so that the
+        # password of one does not swallow the host of the next.
+        return ",".join(redact(part) for part in _URL_LIST.split(text))
     text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return _SECRET_PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+_URL_LIST = re.compile(r",\s*(?=amqps?://)")
 
 
 # The names earlier code used; both redact everything ``redact`` does.

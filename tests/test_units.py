@@ -219,3 +219,22 @@ def test_http_429_answers_are_counted_for_the_rate_limit_alert():
     on_retry(3, "URLError: timed out", 2.0)
     on_retry(4, "HTTP 429", 4.0)
     assert count() - before == 2
+
+
+def test_broker_url_takes_the_nodes_of_a_cluster(tmp_path):
+    """broker.url: one URL, a TOML list, or (INGESTD_AMQP_URL) a comma-separated string; each node is
+    checked, and shown without its password, the hosts kept."""
+    from ingestd.daemon.config import ConfigError, load_config
+    from ingestd.daemon.logs import redact
+
+    path = tmp_path / "ingestd.toml"
+    path.write_text('[broker]\nurl = ["amqp://u:s1@n1:5672/%2F", "amqp://u:s2@n2:5673/%2F"]\n')
+    config = load_config(path, environ={})
+    assert config.amqp_url == "amqp://u:s1@n1:5672/%2F,amqp://u:s2@n2:5673/%2F"
+    assert redact(config.amqp_url) == "amqp://u:***@n1:5672/%2F,amqp://u:***@n2:5673/%2F"
+    from_env = load_config(path, environ={"INGESTD_AMQP_URL": "amqp://a:b@x/%2F, amqp://a:b@y/%2F"})
+    assert from_env.amqp_url == "amqp://a:b@x/%2F, amqp://a:b@y/%2F"
+    path.write_text('[broker]\nurl = ["amqp://u:s1@n1:5672/%2F", "http://n2"]\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert "node 2 of 2" in str(refused.value) and "s1" not in str(refused.value)

@@ -1,0 +1,106 @@
+"""A RabbitMQ cluster of three nodes loses its nodes mid-burst (tests/cluster.py starts it on this
+machine, beside the machine's own broker, and removes it).
+
+`ingestd run --workers 2` gets every node's URL in broker.url. During a burst of 2,000 small
+files and a 200,000-row file, the node leading ingest.events is stopped: the quorum queues carry
+on on the other two, and the processes connected to it move to another node. Then the next
+leader is stopped too, leaving one node of three: the queues have lost their quorum, so work
+pauses without failing. When a node comes back, the work resumes. At the end, every file is
+loaded once and nothing is dead-lettered.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from .cluster import Cluster, unavailable
+from .conftest import FITBIT, config_text, drop_file, query
+from .test_e2e import big_csv, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+FILES = 2_000
+ROWS = 200_000
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = unavailable()
+    if why:
+        pytest.skip(f"no RabbitMQ cluster on this machine: {why}")
+    nodes = Cluster()
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop_all()
+
+
+def manifest(db) -> int:
+    return query(db, "SELECT count(*) FROM ops.raw_ingest_manifest")[0][0]
+
+
+def test_a_burst_survives_the_leader_stopping_then_quorum_lost_and_regained(
+        cluster, tmp_path, database_url, prefix, procs, db):
+    config = tmp_path / "ingestd.toml"
+    config.write_text(config_text(tmp_path / "data_lake", database_url, cluster.url, prefix))
+    landing = tmp_path / "data_lake"
+    (landing / "daily_activity").mkdir(parents=True)
+    daemon = procs(config, "run")
+    queue = f"{prefix}ingest.events"
+    wait_for(lambda: _leader_or_none(cluster, queue) is not None, timeout=60)
+    # Quorum queues, replicated on every node.
+    listed = json.loads(cluster.nodes[0].run("rabbitmqctl", "list_queues", "name", "type", "members",
+                                             "--formatter", "json").stdout)
+    mine = {row["name"]: row for row in listed if row["name"].startswith(prefix)}
+    assert set(mine) == {f"{prefix}ingest.events", f"{prefix}ingest.dead", f"{prefix}ingest.dead.audit"}
+    for row in mine.values():
+        assert row["type"] == "quorum" and sorted(row["members"]) == sorted(n.name for n in cluster.nodes), row
+
+    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
+    rest = first.split(b",", 1)[1]
+    big_csv(landing / "daily_activity" / ".big.tmp", ROWS)
+    os.replace(landing / "daily_activity" / ".big.tmp", landing / "daily_activity" / "big.csv")
+    for n in range(FILES):
+        drop_file(landing, f"daily_activity/s-{n}.csv", header + b"\r\n" + b"%d,%s" % (5_000_000_000 + n, rest))
+
+    # The leader of ingest.events stops: the other two carry on.
+    wait_for(lambda: manifest(db) >= 200, timeout=120, interval=0.05)
+    first_leader = cluster.leader_of(queue)
+    first_leader.stop()
+    before = manifest(db)
+    wait_for(lambda: manifest(db) >= before + 200, timeout=120)
+    assert daemon.poll() is None
+
+    # The next leader stops too: one node of three, no quorum. Work pauses; nothing fails.
+    second_leader = cluster.leader_of(queue)
+    second_leader.stop()
+    time.sleep(5)
+    paused_at = manifest(db)
+    time.sleep(10)
+    assert manifest(db) - paused_at <= 40, "loads committed without a quorum (only those in hand may finish)"
+    assert daemon.poll() is None, "ingestd died while the broker had no quorum"
+    assert query(db, "SELECT count(*) FROM ops.dead_letters")[0][0] == 0
+
+    # A node comes back: the quorum is restored and the rest is loaded.
+    first_leader.start()
+    wait_for(lambda: manifest(db) == FILES + 1, timeout=600, interval=1)
+    assert query(db, "SELECT count(*), count(DISTINCT source_filename) FROM ops.raw_ingest_manifest")[0] == (
+        FILES + 1, FILES + 1)
+    assert query(db, "SELECT count(*) FROM bronze.daily_activity")[0][0] == ROWS + FILES
+    assert query(db, "SELECT count(*) FROM ops.dead_letters")[0][0] == 0
+    assert daemon.poll() is None
+    # The runs tell the story: every one that did not succeed says why.
+    unexplained = query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'success'"
+                            " AND coalesce(error_summary, '') = ''")[0][0]
+    assert unexplained == 0
+
+
+def _leader_or_none(cluster, queue):
+    try:
+        return cluster.leader_of(queue)
+    except RuntimeError:
+        return None
