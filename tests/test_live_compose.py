@@ -181,7 +181,10 @@ def test_compose_stack_up_load_scale_kill_a_consumer_down_and_up(tmp_path, podma
         REPORT.append(f"compose stack: up from nothing in {time.monotonic() - started:.0f} s")
         assert "Exit 0" in stack.compose("ps", "migrate").stdout
 
-        # The four Fitbit files, copied in the way docs/operations.md shows.
+        # The four Fitbit files, copied in the way docs/operations.md shows, once the containers
+        # have made the sources' folders (`up -d` returns as they start).
+        wait_for(lambda: all((landing / source).is_dir() for source in FITBIT_FILES), timeout=60,
+                 what="the watcher to make the sources' folders")
         for source, (name, _) in FITBIT_FILES.items():
             shutil.copy(FITBIT / name, landing / source / name)
         expected = {source: rows for source, (_, rows) in FITBIT_FILES.items()}
