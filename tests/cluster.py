@@ -10,21 +10,16 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from .live import free_port
+
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 COOKIE = Path("/var/lib/rabbitmq/.erlang.cookie")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unavailable() -> str | None:
