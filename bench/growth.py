@@ -36,9 +36,10 @@ def bronze_rows(conn, source: str) -> int:
 def fill_bronze(conn, source: str, target: int) -> float:
     """Add rows to ``bronze.<source>`` until it holds ``target``; seconds taken."""
     from ingestd.consumers.bronze import ensure_bronze_table
+    from ingestd.daemon.sources import SourceConfig
     started = time.perf_counter()
     with conn.cursor() as cur:
-        ensure_bronze_table(cur, source)
+        ensure_bronze_table(cur, SourceConfig(source))
     conn.commit()
     have = bronze_rows(conn, source)
     run_id = str(uuid.uuid4())

@@ -18,9 +18,10 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from ingestd.daemon.db import lock_key
+from ingestd.daemon import partitions
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.landing import SOURCE_NAME
+from ingestd.daemon.sources import SourceConfig
 
 from .jsontext import find_string, has_nul_escape
 from .validation import RecordValidator
@@ -74,11 +75,18 @@ def bronze_table(source: str) -> sql.Composed:
     return sql.SQL("bronze.{}").format(sql.Identifier(source))
 
 
-def ensure_bronze_table(cur: psycopg2.extensions.cursor, source: str) -> None:
-    """Create ``bronze.<source>`` if missing. Serialised by a transaction-level
-    advisory lock, since concurrent CREATE TABLE IF NOT EXISTS can still fail."""
-    table = bronze_table(source)
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("bronze", source),))
+def ensure_bronze_table(cur: psycopg2.extensions.cursor, source: SourceConfig, by: str = "ingestd") -> None:
+    """Create ``bronze.<source>`` if missing: a plain table, or one
+    partitioned by month (``partition = "month"``, daemon/partitions.py).
+    Serialised by a transaction-level advisory lock, since concurrent
+    CREATE TABLE IF NOT EXISTS can still fail."""
+    table = bronze_table(source.name)
+    partitions.lock_source(cur, source.name)
+    if source.partition == "month":
+        cur.execute("SELECT to_regclass(%s) IS NULL", (f'bronze."{source.name}"',))
+        if cur.fetchone()[0]:
+            partitions.create_partitioned(cur, source.name, source.partition_by, by)
+        return
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE bronze._template INCLUDING ALL)").format(table))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from ingestd.daemon import db
+from ingestd.daemon import db, partitions
 from ingestd.daemon.broker import Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.ledger import Ledger
@@ -46,6 +46,8 @@ class IngestContext:
         self._validators: dict[str, tuple[SourceConfig, RecordValidator]] = {}
         # Sources whose bronze table is known to exist (after a commit).
         self.tables: set[str] = set()
+        # What this worker knows of partitioned bronze tables (daemon/partitions.py).
+        self.layouts: dict[str, partitions.Layout] = {}
         # Seam for fault tests: called between COPY and COMMIT.
         self.before_commit: Callable[[], None] | None = None
 

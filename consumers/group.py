@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import psycopg2
 
-from ingestd.daemon import db
+from ingestd.daemon import db, partitions
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.ledger import Ledger, LoadRecord, RunStart
@@ -159,10 +159,10 @@ def _copy(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
     source_input = member.source_input
     assert source_input is not None
     try:
-        stats = copy_input(ctx, ledger, source_input, member.run.run_id)
+        stats = copy_input(ctx, ledger, source_input, member.run.run_id, may_wait=False)
         if stats is None or not source_input.unchanged():
             return False
-    except PermanentError:
+    except (PermanentError, partitions.PartitionMissing, partitions.WouldWait):
         return False
     except psycopg2.Error as exc:
         if db.classify_error(exc) != "data":

@@ -16,8 +16,9 @@ import time
 import uuid
 
 import psycopg2
+import psycopg2.errors
 
-from ingestd.daemon import db
+from ingestd.daemon import db, partitions
 from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.landing import display_path
@@ -74,7 +75,16 @@ def ingest_event(ctx: IngestContext, event: Event, started_run: RunStart | None 
         log_started(run)
     run_id = run.run_id
     try:
-        outcome = _load_event(ctx, ledger, event, run_id)
+        try:
+            outcome = _load_event(ctx, ledger, event, run_id)
+        except partitions.PartitionMissing:
+            # Another process changed the table's partitions: once more, with a fresh look
+            ledger.conn.rollback()
+            try:
+                outcome = _load_event(ctx, ledger, event, run_id)
+            except partitions.PartitionMissing:
+                raise PermanentError("load_error", f"bronze.{event.source}: no partition takes these rows, even "
+                                     "after a fresh look at the table's partitions") from None
     except PermanentError as exc:
         ledger.conn.rollback()
         outcome = dead_letter_event(ctx, ledger, event, run_id, exc)
@@ -135,19 +145,26 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
     return outcome
 
 
-def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.UUID) -> bronze.LoadStats | None:
+def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: uuid.UUID,
+               may_wait: bool = True) -> bronze.LoadStats | None:
     """COPY the input's records into bronze (in the open transaction); None
     when reading failed on an input that changed meanwhile (a file cut or
-    rewritten while it loads): the newer event that follows decides."""
+    rewritten while it loads): the newer event that follows decides.
+
+    Raises ``partitions.PartitionMissing`` when no partition took the rows
+    (this worker's picture of the table was out of date; it is forgotten),
+    and ``partitions.WouldWait`` when ``may_wait`` is false and a month's
+    partition must be made."""
     source = source_input.source
     stats = bronze.LoadStats()
     with ledger.conn.cursor() as cur:
         if source.name not in ctx.tables:
             # Cached only after the commit: a rolled-back transaction takes the
             # CREATE TABLE with it.
-            bronze.ensure_bronze_table(cur, source.name)
+            bronze.ensure_bronze_table(cur, source, ctx.worker)
         source_input.before_copy(ledger)
         lineage = {**source_input.lineage, "pipeline_run_id": run_id}
+        partitions.prepare_load(cur, ctx.layouts, source.name, lineage.get("source_timestamp"), ctx.worker, may_wait)
         stream = bronze.CopyStream(source_input.records(), ctx.validator(source), source.name, lineage, stats)
         try:
             bronze.copy_records(cur, source.name, stream)
@@ -155,6 +172,11 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
             if source_input.unchanged():
                 raise
             return None
+        except psycopg2.errors.CheckViolation:
+            # "no partition of relation … found for row": the only CHECK a
+            # row written by ingestd can fail
+            ctx.layouts.pop(source.name, None)
+            raise partitions.PartitionMissing(source.name) from None
     source_input.after_copy(ledger, run_id)
     bronze.check_invalid_ratio(stats, source.max_invalid_ratio)
     return stats

@@ -163,10 +163,43 @@ def _add_operator_commands(sub) -> None:
     p.add_argument("--since", metavar="WHEN", help="started at or after (2h, 7d, 2026-11-23T08:00)")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+    _add_partition_commands(sub)
     p = sub.add_parser("status", help="queues, sources, dead letters, health at a glance",
                        description="One screen to read first. Exit 1 when something needs attention (database "
                                    "or broker unreachable, dead letters waiting), for monitoring checks.")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+def _add_partition_commands(sub) -> None:
+    p = sub.add_parser("partitions", help="bronze partitions per source: rows, size, retention",
+                       description="List the bronze tables of the configured sources: each month's partition "
+                                   "with its rows, size and when retention drops it (a plain table as one line). "
+                                   "Rows are counted up to 64 MB a partition and estimated above (~), unless "
+                                   "--exact. The actions make months, apply retention and migrate a plain table.")
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument("--exact", action="store_true", help="count the rows of every partition (slow on large ones)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    psub = p.add_subparsers(dest="partitions_command", metavar="ACTION")
+    m = psub.add_parser("maintain", help="make the coming months, drop partitions past retention",
+                        description="What consumers do every hour: make this month's and the next two months' "
+                                    "partitions, and detach and drop those whose rows are all older than the "
+                                    "source's retention. Each change is logged and recorded in "
+                                    "ops.partition_log. With --dry-run, only say what would be done.")
+    m.add_argument("--source", metavar="NAME", default=argparse.SUPPRESS, help="only this source")
+    m.add_argument("--dry-run", action="store_true", help="say what would be made and dropped; change nothing")
+    m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
+    g = psub.add_parser("migrate", help="make a source's plain bronze table partitioned, while loads go on",
+                        description="Copy the rows of the plain bronze.SOURCE, in batches, into a table "
+                                    "partitioned by month (the source's partition_by), then swap the two in one "
+                                    "short transaction: loads go on, and wait a moment at the swap. The old "
+                                    "table is kept as bronze.\"SOURCE-unpartitioned\" (unless --drop-old and "
+                                    "the counts match). Interrupted, it resumes where it stopped. Set "
+                                    "partition = \"month\" for the source first.")
+    g.add_argument("--source", metavar="NAME", required=True, default=argparse.SUPPRESS, help="the source")
+    g.add_argument("--batch-rows", type=int, default=50_000, metavar="N",
+                   help="ids copied per transaction (default 50,000)")
+    g.add_argument("--drop-old", action="store_true", help="drop the old table once the counts match")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # The command (or "dlq <action>", "config <action>") → "module:function".
@@ -179,6 +212,8 @@ COMMANDS = {
     "publish": "operate:cmd_publish", "runs": "operate:cmd_runs", "status": "operate:cmd_status",
     "dlq list": "operate:cmd_dlq_list", "dlq show": "operate:cmd_dlq_show", "dlq replay": "operate:cmd_dlq_replay",
     "dlq discard": "operate:cmd_dlq_discard",
+    "partitions": "partition_commands:cmd_list", "partitions maintain": "partition_commands:cmd_maintain",
+    "partitions migrate": "partition_commands:cmd_migrate",
 }
 
 
@@ -204,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "workers", None) is not None and args.workers < 1:
         print("ingestd: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    action = getattr(args, "dlq_command", None) or getattr(args, "config_command", None)
+    action = (getattr(args, "dlq_command", None) or getattr(args, "config_command", None)
+              or getattr(args, "partitions_command", None))
     module, function = COMMANDS[f"{args.command} {action}" if action else args.command].split(":")
     handler = getattr(importlib.import_module(f"{__package__}.{module}"), function)
     return _call(handler, config, args)

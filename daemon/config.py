@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -242,6 +243,7 @@ def build_config(
     if not landing_dir.is_absolute():
         landing_dir = base_dir / landing_dir
     sources = {raw["name"]: _build_source(raw, base_dir) for raw in doc.get("sources", [])}
+    _check_partition_names(sources)
     return Config(path=path, landing_dir=landing_dir.resolve(), poller=PollerConfig(**_read_settings(PollerConfig,
                   sections)), sources=sources, origins=where_from, **_read_settings(Config, sections))
 
@@ -329,7 +331,50 @@ def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[s
 
 
 _COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path",
-                "expect_every"}
+                "expect_every", "partition", "partition_by", "retention"}
+_RETENTION = re.compile(r"^\s*([1-9][0-9]{0,3})\s*(months?|years?)\s*$")
+# A partition is named <source>_pYYYY_MM (daemon/partitions.py), within
+# PostgreSQL's 63 bytes.
+PARTITIONED_NAME_MAX = 54
+
+
+def parse_retention(value: str) -> int:
+    """Months from ``24 months`` or ``2 years``; ValueError otherwise."""
+    match = _RETENTION.match(value)
+    if not match:
+        raise ValueError(f"{value!r}: write a number of months or years, such as \"24 months\" or \"2 years\"")
+    return int(match.group(1)) * (12 if match.group(2).startswith("year") else 1)
+
+
+def _partitioning(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A source's partition settings, checked against each other."""
+    partition = raw.get("partition", "none")
+    if partition == "none":
+        for key in ("partition_by", "retention"):
+            if key in raw:
+                raise ConfigError(f"sources[{name}].{key}: needs partition = \"month\" (retention drops whole "
+                                  "months, which only a partitioned table has)")
+        return {}
+    if len(name) > PARTITIONED_NAME_MAX:
+        raise ConfigError(f"sources[{name}].partition: a partitioned source's name has at most "
+                          f"{PARTITIONED_NAME_MAX} characters (its partitions are named <name>_pYYYY_MM)")
+    months = None
+    if "retention" in raw:
+        try:
+            months = parse_retention(str(raw["retention"]))
+        except ValueError as exc:
+            raise ConfigError(f"sources[{name}].retention: {exc}") from None
+    return {"partition": partition, "partition_by": raw.get("partition_by", "ingested_at"),
+            "retention_months": months}
+
+
+def _check_partition_names(sources: Mapping[str, SourceConfig]) -> None:
+    """No source may be named like a partition of a partitioned one."""
+    for name in sources:
+        found = re.match(r"^(.+)_p[0-9]{4}_[0-9]{2}$", name)
+        if found and found.group(1) in sources and sources[found.group(1)].partition:
+            raise ConfigError(f"sources[{name}]: this name is the name of a partition of source "
+                              f"{found.group(1)!r} (partition = \"month\"); choose another")
 
 
 def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
@@ -338,7 +383,8 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
     common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
               "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
               "format_keyword": raw.get("format_keyword", "assert"),
-              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None}
+              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None,
+              **_partitioning(name, raw)}
     if raw.get("kind", "file") == "file":
         return FileSource(format=raw["format"], records_path=raw.get("records_path"),
                           delimiter=raw.get("delimiter", ","), skip_lines=int(raw.get("skip_lines", 0)), **common)

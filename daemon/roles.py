@@ -274,6 +274,10 @@ class _Roles:
         config, stop = self.config, self.supervisor.stop
         self.supervisor.start("recorder", DeadLetterRecorder(config, stop).run)
         self.supervisor.start("queue-sampler", lambda: sample_queues(config, stop))
+        from .partitions import maintenance_loop
+        by = f"{os.uname().nodename}-{os.getpid()}"
+        self.supervisor.start("partitions", lambda: maintenance_loop(
+            lambda: self.live.get().sources.values(), config.database_url, config.connect_timeout_seconds, stop, by))
         for n in range(1, count + 1):
             worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", stop, live=self.live)
             worker.heartbeat = (lambda role: lambda: self.health.beat(role))(f"consumer-{n}")

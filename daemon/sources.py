@@ -24,6 +24,12 @@ class SourceConfig:
     kind: str = "file"
     # How often a success is expected (the freshness alert): ``expect_every``, in seconds.
     expect_every_seconds: float | None = None
+    # Bronze partitioning: "month" makes bronze.<name> a table partitioned by
+    # month of ``partition_by`` (daemon/partitions.py); None, one plain table.
+    partition: str | None = None
+    partition_by: str = "ingested_at"
+    # Partitions whose every row is older than this many months are dropped.
+    retention_months: int | None = None
 
     @property
     def expected_interval_seconds(self) -> float | None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ingestd.consumers import bronze
 from ingestd.consumers.readers import read_json
 from ingestd.consumers.validation import RecordValidator
+from ingestd.daemon.sources import SourceConfig
 
 from .conftest import REPO
 from .fuzz_readers import record_text, reference
@@ -47,7 +48,7 @@ def test_bronze_holds_each_json_record_as_the_reference_parse_says(db, records):
     db.autocommit = False
     try:
         with db.cursor() as cur:
-            bronze.ensure_bronze_table(cur, "fuzz")
+            bronze.ensure_bronze_table(cur, SourceConfig("fuzz"))
             lineage = {"pipeline_run_id": uuid.uuid4(), "event_id": uuid.uuid4(), "file_path": "fuzz/doc.json"}
             stream = bronze.CopyStream(triples, RecordValidator(None), "fuzz", lineage, bronze.LoadStats())
             bronze.copy_records(cur, "fuzz", stream)
