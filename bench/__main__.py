@@ -142,8 +142,12 @@ class Daemon:
     consumers in one process) or ``roles`` (``ingestd watch`` and one ``ingestd consume`` process per
     worker, as the systemd units and the compose stack run them)."""
 
-    def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int, shape: str = "run") -> None:
+    def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int, shape: str = "run",
+                 partition: str = "none") -> None:
         self.workdir = workdir
+        self.partition = partition
+        # Names of figures measured with bronze partitioned by month carry this.
+        self.suffix = ", bronze by month" if partition == "month" else ""
         self.prefix = f"bench{uuid.uuid4().hex[:6]}."
         self.config = workdir / f"ingestd-{shape}.toml"
         self.config.write_text(
@@ -153,6 +157,7 @@ class Daemon:
             '[health]\nport = 0\n'
             + "".join(f'[[sources]]\nname = "{name}"\nformat = "{fmt}"\n'
                       f'schema = "{REPO / "schemas" / "daily_activity.json"}"\n'
+                      + ('partition = "month"\n' if partition == "month" else "")
                       for name, fmt in SOURCES.items())
         )
         self.log = open(workdir / f"daemon-{shape}.log", "ab")
@@ -167,8 +172,8 @@ class Daemon:
     @property
     def label(self) -> str:
         if self.shape == "run":
-            return f"{self.workers} worker(s), one process"
-        return f"{self.workers} worker(s), {self.workers + 1} processes"
+            return f"{self.workers} worker(s), one process{self.suffix}"
+        return f"{self.workers} worker(s), {self.workers + 1} processes{self.suffix}"
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of the daemon's processes together."""
@@ -302,6 +307,7 @@ def bursts_of(daemon: Daemon, conn, sizes: list[int], figures: dict, results: li
     for n, count in enumerate(sizes):
         rate, elapsed, rss = burst(daemon, conn, count, first_id=first_id + n * 10**8)
         figures["burst"].append({"files": count, "workers": daemon.workers, "shape": daemon.shape,
+                                 "partition": daemon.partition,
                                  "files_per_s": rate, "seconds": elapsed, "rss_mb": rss})
         results.append((f"burst, {count:,} small files at once, {daemon.label}",
                         f"{rate:,.0f} files/s ({elapsed:.1f} s)",
@@ -334,13 +340,15 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
         elapsed = drop_and_wait(daemon, conn, files, source)
         ratios.append(rows / elapsed / raw)
         rates.append(rows / elapsed)
+        label = label or daemon.suffix
         print(f"  {fmt:7} {daemon.workers} worker(s){label} round {round_no}: COPY {raw:,.0f} rows/s, ingestd "
               f"{rows / elapsed:,.0f} rows/s, ratio {rows / elapsed / raw:.2f}", flush=True)
         for path in {csv_path, *parts, *files}:
             path.unlink(missing_ok=True)
     results.append((f"throughput {fmt}, {daemon.workers} worker(s){label}", f"{statistics.median(rates):,.0f} rows/s",
                     f"ratio {statistics.median(ratios):.2f} (median of {rounds})"))
-    return {"format": fmt, "workers": daemon.workers, "rows_per_s": statistics.median(rates),
+    return {"format": fmt, "workers": daemon.workers, "partition": daemon.partition,
+            "rows_per_s": statistics.median(rates),
             "ratio": statistics.median(ratios), "copy_rows_per_s": statistics.median(copies), "rounds": ratios}
 
 
@@ -387,6 +395,9 @@ def main() -> int:
                              "python -m bench.scale (ops tables, a watcher starting on many files)")
     parser.add_argument("--bronze-rows", metavar="N[,N...]",
                         help="bronze sizes for --scale (default 0,1000000,10000000; full 0,10000000,50000000)")
+    parser.add_argument("--partition", default="none", metavar="MODE[,MODE]",
+                        help="bronze tables plain (none) or partitioned by month (month); none,month measures "
+                             "both, one after the other, each in a database of its own (default none)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="folder for summary.txt, figures.json and the PNG plots (default ./bench-results)")
     args = parser.parse_args()
@@ -411,7 +422,10 @@ def main() -> int:
     print(f"machine: {machine}", flush=True)
     results: list[tuple[str, str, str]] = []
     figures: dict = {"machine": machine, "rows_per_round": rows, "throughput": [], "burst": [], "growth": []}
-    for workers in worker_counts:
+    modes = [m for m in args.partition.split(",") if m]
+    if any(m not in ("none", "month") for m in modes):
+        parser.error("--partition takes none, month or none,month")
+    for workers, mode in itertools.product(worker_counts, modes):
         dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
         db_url = with_db(server, dbname)
         admin = psycopg2.connect(with_db(server, "postgres"))
@@ -423,25 +437,26 @@ def main() -> int:
         try:
             from ingestd.daemon.db import migrate
             migrate(db_url)
-            daemon = Daemon(workdir, db_url, amqp_url, workers)
+            daemon = Daemon(workdir, db_url, amqp_url, workers, partition=mode)
             conn = psycopg2.connect(db_url)
             conn.autocommit = True
             daemon.wait_ready(conn)
-            print(f"ingestd run with {workers} consumer worker(s):", flush=True)
+            print(f"ingestd run with {workers} consumer worker(s){daemon.suffix}:", flush=True)
             for fmt in formats:
                 figures["throughput"].append(throughput(daemon, conn, db_url, workdir, fmt, rows, rounds, results))
             if workers == worker_counts[0] and latency_files:
                 seconds = latency(daemon, conn, latency_files)
-                figures["latency"] = {"seconds": seconds}
+                if mode == modes[0]:
+                    figures["latency"] = {"seconds": seconds}
                 p50, p95, p99 = (seconds[min(len(seconds) - 1, int(q * len(seconds)))] for q in (0.5, 0.95, 0.99))
-                results.append((f"latency, {latency_files} small files one at a time",
+                results.append((f"latency, {latency_files} small files one at a time{daemon.suffix}",
                                 f"p50 {p50:.3f} s, p95 {p95:.3f} s, p99 {p99:.3f} s",
                                 "goal p50 <= 0.05 s, p99 <= 0.5 s"))
             if workers == max(worker_counts):
                 bursts_of(daemon, conn, bursts, figures, results, first_id=3 * 10**9)
-            if workers == worker_counts[0] and memory_mb:
+            if workers == worker_counts[0] and memory_mb and mode == modes[0]:
                 memory(daemon, conn, workdir, memory_mb, results)
-            if workers == worker_counts[0] and scale:
+            if workers == worker_counts[0] and scale and mode == modes[0]:
                 from .growth import fill_bronze
                 print("throughput as the bronze table grows (CSV, 1 round each):", flush=True)
                 for size in bronze_sizes:
@@ -452,9 +467,10 @@ def main() -> int:
             if workers == max(worker_counts) and bursts and args.processes:
                 daemon.stop()
                 daemon = None
-                daemon = Daemon(workdir, db_url, amqp_url, workers, shape="roles")
+                daemon = Daemon(workdir, db_url, amqp_url, workers, shape="roles", partition=mode)
                 daemon.wait_ready(conn)
-                print(f"ingestd watch and {workers} ingestd consume, each its own process:", flush=True)
+                print(f"ingestd watch and {workers} ingestd consume, each its own process{daemon.suffix}:",
+                      flush=True)
                 bursts_of(daemon, conn, bursts, figures, results, first_id=7 * 10**9)
             conn.close()
         finally:

@@ -32,7 +32,8 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    throughput = figures.get("throughput") or []
+    # Plotted: plain bronze tables (--partition month figures are in the summary)
+    throughput = [f for f in figures.get("throughput") or [] if f.get("partition", "none") == "none"]
     if throughput:
         formats = sorted({t["format"] for t in throughput}, key=["csv", "jsonl", "parquet"].index)
         workers = sorted({t["workers"] for t in throughput})
@@ -53,7 +54,7 @@ def write_plots(figures: dict[str, Any], folder: Path) -> list[Path]:
             axis.legend(fontsize=8)
         save(fig, "throughput.png", "Throughput by format and workers (median of rounds)")
 
-    bursts = figures.get("burst") or []
+    bursts = [f for f in figures.get("burst") or [] if f.get("partition", "none") == "none"]
     if bursts:
         fig, axis = plt.subplots(figsize=(6, 4))
         names = {"run": "ingestd run (one process)", "roles": "watch + consume processes"}
