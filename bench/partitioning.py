@@ -2,12 +2,19 @@
 measured in pairs so that the machine's changing speed falls on both.
 
     python -m bench.partitioning [--rows 100000] [--rounds 5] [--workers 2] [--burst 1000]
+    python -m bench.partitioning --migrate 1000000   # ingestd partitions migrate of a
+                                                     # plain table that size, loads going on
 
 Two daemons (``ingestd run``) run side by side, each with its own database
 and broker prefix: one whose sources are plain tables, one whose sources
 have ``partition = "month"``. Each round drops the same work on one, then
 on the other (which goes first alternates), and prints both rates and their
 ratio; the summary is the median ratio. Prints figures, asserts nothing.
+
+``--migrate N`` measures instead ``ingestd partitions migrate`` of a plain
+bronze table of N rows (spread over 12 months of ``ingested_at``) while
+small files keep arriving one at a time: the migration's rate, and each
+file's drop-to-commit time meanwhile (the swap's pause shows in the largest).
 """
 from __future__ import annotations
 
@@ -15,8 +22,11 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -36,7 +46,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="consumer workers of each daemon (default 2)")
     parser.add_argument("--formats", default="csv,parquet", help="formats (default csv,parquet)")
     parser.add_argument("--burst", type=int, default=1000, help="small files per burst (default 1000; 0: none)")
+    parser.add_argument("--migrate", type=int, metavar="N", help="measure the migration of a plain table of N rows")
     args = parser.parse_args()
+    if args.migrate:
+        return measure_migration(args.migrate, args.workers)
     server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
     admin = psycopg2.connect(with_db(server, "postgres"))
@@ -108,6 +121,88 @@ def main() -> int:
     print("\nsummary: rate partitioned by month / rate plain, median of the pairs (1.00: the same)")
     for name, values in ratios.items():
         print(f"  {name:8} {statistics.median(values):.2f}  (pairs: {', '.join(f'{v:.2f}' for v in values)})")
+    return 0
+
+
+def measure_migration(rows: int, workers: int) -> int:
+    from ingestd.daemon.db import migrate
+
+    from .__main__ import FITBIT
+    from .growth import fill_bronze
+    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    admin = psycopg2.connect(with_db(server, "postgres"))
+    admin.autocommit = True
+    dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-migrate-"))
+    daemon = None
+    try:
+        db_url = with_db(server, dbname)
+        migrate(db_url)
+        conn = psycopg2.connect(db_url)
+        conn.autocommit = True
+        print(f"filling a plain bronze.daily_activity with {rows:,} rows", flush=True)
+        fill_bronze(conn, "daily_activity", rows)
+        with conn.cursor() as cur:
+            cur.execute("UPDATE bronze.daily_activity SET ingested_at = ingested_at - (id % 12) * interval '1 month'")
+            cur.execute("VACUUM (ANALYZE) bronze.daily_activity")
+            cur.execute("SELECT pg_size_pretty(pg_total_relation_size('bronze.daily_activity'))")
+            size = cur.fetchone()[0]
+        daemon = Daemon(workdir, db_url, amqp_url, workers)
+        daemon.wait_ready(conn)
+        config = workdir / "ingestd-migrate.toml"
+        config.write_text(daemon.config.read_text().replace('format = "csv"\n',
+                                                            'format = "csv"\npartition = "month"\n'))
+        landing = workdir / "data_lake" / "daily_activity"
+        header, line = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
+        stop, seconds, failed = threading.Event(), [], []
+
+        def trickle() -> None:
+            n = 0
+            while not stop.is_set():
+                name = f"during-{n}.csv"
+                (landing / f".{name}.tmp").write_bytes(header + b"\r\n" + b"%d,%s" % (6 * 10**9 + n,
+                                                                                     line.split(b",", 1)[1]))
+                dropped = time.perf_counter()
+                os.replace(landing / f".{name}.tmp", landing / name)
+                while True:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT status FROM ops.pipeline_runs WHERE file_path = %s AND status <> 'running'",
+                                    (f"daily_activity/{name}",))
+                        row = cur.fetchone()
+                    if row:
+                        (seconds if row[0] == "success" else failed).append(time.perf_counter() - dropped)
+                        break
+                    time.sleep(0.005)
+                n += 1
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        time.sleep(2)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "ingestd.daemon", "-c", str(config), "partitions", "migrate",
+                               "--source", "daily_activity", "--no-progress", "--drop-old"],
+                              capture_output=True, text=True)
+        took = time.perf_counter() - started
+        time.sleep(2)
+        stop.set()
+        thread.join()
+        print(done.stdout.strip() or done.stderr.strip(), flush=True)
+        seconds.sort()
+        print(f"\nsummary: migrate of {rows:,} rows ({size}) in {took:.1f} s, {rows / took:,.0f} rows/s, "
+              f"exit {done.returncode}; {len(seconds)} files loaded meanwhile, {len(failed)} not; "
+              f"drop-to-commit p50 {seconds[len(seconds) // 2]:.3f} s, max {seconds[-1]:.3f} s")
+        conn.close()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -66,7 +66,7 @@ def cmd_list(config, args) -> int:
         [[i.source, i.name, _day(i.lower), _day(i.upper), _rows(i.rows, i.exact), human_bytes(i.bytes),
           _day(i.goes_after) if retention.get(i.source) and i.goes_after else "-", i.note]
          for i in infos], shrink=[7]))
-    kept = {i.source for i in infos if i.note != "plain table" and not retention.get(i.source)}
+    kept = {i.source for i in infos if not i.note.startswith("plain table") and not retention.get(i.source)}
     for name in sorted(kept):
         print(f"{name}: no retention (every month is kept; set retention = \"24 months\" to drop older ones)")
     return EXIT_OK
