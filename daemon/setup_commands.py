@@ -112,6 +112,7 @@ def cmd_check(config, args) -> int:
         conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-check")
         try:
             missing = pending_migrations(conn)
+            partitioning = [] if missing else _partition_results(conn, config)
         finally:
             conn.close()
         if missing:
@@ -119,6 +120,7 @@ def cmd_check(config, args) -> int:
                             f"{len(missing)} migration(s) not applied; fix: ingestd migrate"))
         else:
             results.append((True, "database", f"{redact_url(config.database_url)} reachable, schema up to date"))
+            results += partitioning
     except NotPermittedError as exc:
         results.append((False, "database", f"{exc}; fix: {exc.fix}"))
     except TransientError as exc:
@@ -153,6 +155,35 @@ def cmd_check(config, args) -> int:
     for ok, what, message in results:
         print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
     return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
+
+
+def _partition_results(conn, config) -> list[tuple[bool, str, str]]:
+    """Each source set to partition = "month": is its table so (or not made yet)?"""
+    from .partitions import read_layout
+
+    out = []
+    with conn.cursor() as cur:
+        for source in config.sources.values():
+            if source.partition != "month":
+                continue
+            layout = read_layout(cur, source.name)
+            keep = f", retention {source.retention_months} months" if source.retention_months else ", no retention"
+            if layout is None:
+                out.append((True, "partition", f"{source.name}: made partitioned by month of {source.partition_by} "
+                            f"at its first load{keep}"))
+            elif not layout.partitioned:
+                out.append((False, "partition", f"{source.name}: bronze.{source.name} is a plain table (loads go on "
+                            f"into it; months and retention do not apply); fix: ingestd partitions migrate "
+                            f"--source {source.name}"))
+            elif layout.column != source.partition_by:
+                out.append((False, "partition", f"{source.name}: bronze.{source.name} is partitioned by "
+                            f"{layout.column}, the config says {source.partition_by}; fix: partition_by = "
+                            f"\"{layout.column}\""))
+            else:
+                out.append((True, "partition", f"{source.name}: {len(layout.partitions)} partitions by month of "
+                            f"{layout.column}{keep}"))
+    conn.rollback()
+    return out
 
 
 def _missing_database(config) -> tuple[bool, str, str]:

@@ -280,6 +280,8 @@ def test_a_plain_table_keeps_loading_then_migrates_while_loads_go_on(write_confi
     assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("r",)]
     assert main(["-c", str(path), "partitions"]) == 0
     assert "ingestd partitions migrate --source daily_activity" in capsys.readouterr().out
+    assert main(["-c", str(path), "check"]) == 1
+    assert "FAIL partition daily_activity: bronze.daily_activity is a plain table" in capsys.readouterr().out
 
     stop, outcomes = threading.Event(), []
 
@@ -315,6 +317,9 @@ def test_a_plain_table_keeps_loading_then_migrates_while_loads_go_on(write_confi
     assert f"bronze.{kept}" in out.out
     old_rows = query(db, f"SELECT count(*) FROM bronze.{kept}")[0][0]
     assert rows + 2 <= old_rows <= loaded
+    assert main(["-c", str(path), "check"]) == 0
+    assert "ok   partition daily_activity: 6 partitions by month of ingested_at, no retention" in \
+        capsys.readouterr().out
     # New loads go on with new ids.
     drop_file(config.landing_dir, "daily_activity/after.csv", small_csv(5000))
     assert ingest(loader, "daily_activity/after.csv").status == "success"
