@@ -37,6 +37,11 @@ POLL_RATE_LIMITED = Counter("ingestd_poll_rate_limited_total", "API answers of H
 EXPECTED_INTERVAL = Gauge("ingestd_source_expected_interval_seconds",
                           "How often a source should load: an API source's interval, else its expect_every",
                           ["source"], registry=REGISTRY)
+PARTITION_MAINTENANCE = Counter("ingestd_partition_maintenance_total",
+                                "Rounds of bronze partition maintenance, by result: ok, failed, or skipped "
+                                "(another process was at it)", ["result"], registry=REGISTRY)
+PARTITIONS_DROPPED = Counter("ingestd_partitions_dropped_total", "Bronze partitions dropped by retention",
+                             ["source"], registry=REGISTRY)
 # Of the watcher's process only, labelled by the folder, so that no other process exports a 0.
 LANDING_FREE = Gauge("ingestd_landing_free_bytes", "Bytes free for the daemon's user on the landing folder's "
                      "file system", ["folder"], registry=REGISTRY)

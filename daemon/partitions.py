@@ -44,6 +44,7 @@ from psycopg2 import sql
 
 from .db import lock_key
 from .landing import SOURCE_NAME
+from .metrics import PARTITION_MAINTENANCE, PARTITIONS_DROPPED
 from .sources import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -428,6 +429,7 @@ def _drop(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
             step.done = True
     finally:
         conn.autocommit = False
+    PARTITIONS_DROPPED.labels(step.source).inc()
     log.info("partition dropped by retention", extra={
         "step": "partitions", "status": "dropped", "source": step.source, "partition": f"bronze.{step.partition}",
         "from": step.lower.isoformat() if step.lower else None, "to": step.upper.isoformat() if step.upper else None,
@@ -447,8 +449,10 @@ def maintenance_loop(sources: Callable[[], Iterable[SourceConfig]], database_url
             try:
                 partitioned = [s for s in sources() if s.partition == "month"]
                 if partitioned:
-                    maintain(database.get(), partitioned, by)
+                    steps = maintain(database.get(), partitioned, by)
+                    PARTITION_MAINTENANCE.labels("skipped" if steps is None else "ok").inc()
             except Exception as exc:  # noqa: BLE001 - next round tries again; the loads go on
+                PARTITION_MAINTENANCE.labels("failed").inc()
                 log.warning("partition maintenance failed; trying again at the next round", extra={
                     "step": "partitions", "status": "failed", "error": str(exc).strip()[:500]})
                 database.drop()

@@ -5,6 +5,7 @@ what it should and nothing else; a plain table migrated while loads go on;
 import json
 import os
 import threading
+import urllib.request
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +17,7 @@ from ingestd.daemon.config import load_config
 from ingestd.daemon.partitions import add_months, month_start
 
 from .conftest import FITBIT, REPO, drop_file, query
+from .live import free_port
 from .test_e2e import wait_for
 from .test_group import run_group, small_csv
 from .test_ingest import event_for
@@ -327,8 +329,9 @@ def test_a_plain_table_keeps_loading_then_migrates_while_loads_go_on(write_confi
 
 
 def test_consumers_apply_retention_on_their_schedule(write_config, contexts, db, procs, tmp_path):
+    port = free_port()
     path = write_config(sources=partitioned_sources({"daily_activity": "source_timestamp"},
-                                                    {"daily_activity": "12 months"}))
+                                                    {"daily_activity": "12 months"}), health_port=port)
     config = load_config(path)
     ctx = contexts(config)
     set_mtime(drop_file(config.landing_dir, "daily_activity/old.csv", small_csv(1)), datetime(2018, 5, 5, tzinfo=UTC))
@@ -341,6 +344,10 @@ def test_consumers_apply_retention_on_their_schedule(write_config, contexts, db,
                      " WHERE action = 'dropped'") == [("daily_activity_p2018_05", 2, True)]
     logged = tmp_path / "consume-0.log"
     wait_for(lambda: "partition dropped by retention" in logged.read_text(), timeout=10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'ingestd_partitions_dropped_total{source="daily_activity"} 1.0' in metrics
+    assert 'ingestd_partition_maintenance_total{result="ok"} 1.0' in metrics
 
 
 def test_partition_settings_are_checked(tmp_path, write_config):
