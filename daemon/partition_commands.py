@@ -150,4 +150,13 @@ def cmd_migrate(config, args) -> int:
     if report.kept_as:
         print(f"the old table is kept as bronze.\"{report.kept_as}\"; once checked: "
               f"DROP TABLE bronze.\"{report.kept_as}\";")
+    if source.retention_months:
+        conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-partitions")
+        try:
+            due = [s for s in partitions.plan(conn, [source]) if s.action == "drop"]
+        finally:
+            conn.close()
+        if due:
+            print(f"retention {source.retention_months} months: {len(due)} of these months are past it and go at "
+                  f"the next maintenance (within the hour): {', '.join(s.partition for s in due)}")
     return EXIT_OK

@@ -384,3 +384,33 @@ def test_month_arithmetic():
                                                                     datetime(2026, 12, 1, tzinfo=UTC))])
     assert layout.covers(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
     assert not layout.covers(datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_an_interrupted_migration_resumes_where_it_stopped(write_config, contexts, db):
+    plain = write_config()
+    ctx = contexts(load_config(plain))
+    name, rows = FITBIT_FILES["daily_activity"]
+    drop_file(ctx.config.landing_dir, f"daily_activity/{name}", FITBIT / name)
+    assert ingest(ctx, f"daily_activity/{name}").status == "success"
+    config = load_config(write_config(sources=partitioned_sources({"daily_activity": "ingested_at"},
+                                                                  {"daily_activity": "24 months"})))
+    source = config.sources["daily_activity"]
+    seen = []
+
+    def stop_after_two_batches(done, top):
+        seen.append(done)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    conn = contexts(config, "migrator").conn()
+    with pytest.raises(KeyboardInterrupt):
+        partitions.migrate_table(conn, source, "test", batch_rows=300, progress=stop_after_two_batches)
+    assert query(db, 'SELECT count(*) FROM bronze."daily_activity-partitioned"') == [(600,)]
+    assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("r",)]
+    conn.rollback()
+    said = []
+    report = partitions.migrate_table(conn, source, "test", batch_rows=300, drop_old=True, say=said.append)
+    assert any("resuming" in line for line in said)
+    assert (report.rows_old, report.rows_new, report.kept_as) == (rows, rows, None)
+    assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [(rows, rows)]
+    assert query(db, "SELECT to_regclass('bronze.\"daily_activity-unpartitioned\"') IS NULL") == [(True,)]
