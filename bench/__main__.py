@@ -105,6 +105,35 @@ def split_csv(csv_path: Path, parts: int, folder: Path) -> list[Path]:
     return out
 
 
+def create_database(admin) -> str:
+    """A new database of the bench's own (``admin``: an autocommit connection); its name."""
+    name = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(admin, name: str) -> None:
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def files_for_workers(csv_path: Path, fmt: str, workers: int, folder: Path) -> tuple[list[Path], list[Path]]:
+    """(CSV parts, files to drop): the CSV's rows in one file a worker, in ``fmt``."""
+    parts = split_csv(csv_path, workers, folder) if workers > 1 else [csv_path]
+    files = []
+    for part in parts:
+        target = part.with_suffix(SUFFIX[fmt]) if fmt != "csv" else part
+        if fmt != "csv":
+            convert(part, fmt, target)
+        files.append(target)
+    return parts, files
+
+
+def source_of(fmt: str) -> str:
+    return next(name for name, f in SOURCES.items() if f == fmt)
+
+
 def raw_copy_rate(db_url: str, jsonl: Path, rows: int) -> float:
     conn = psycopg2.connect(db_url)
     with conn.cursor() as cur:
@@ -329,15 +358,8 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
         csv_to_jsonl(csv_path, jsonl)
         raw = raw_copy_rate(db_url, jsonl, rows)
         copies.append(raw)
-        parts = split_csv(csv_path, daemon.workers, workdir) if daemon.workers > 1 else [csv_path]
-        files = []
-        for part in parts:
-            target = part.with_suffix(SUFFIX[fmt]) if fmt != "csv" else part
-            if fmt != "csv":
-                convert(part, fmt, target)
-            files.append(target)
-        source = next(name for name, f in SOURCES.items() if f == fmt)
-        elapsed = drop_and_wait(daemon, conn, files, source)
+        parts, files = files_for_workers(csv_path, fmt, daemon.workers, workdir)
+        elapsed = drop_and_wait(daemon, conn, files, source_of(fmt))
         ratios.append(rows / elapsed / raw)
         rates.append(rows / elapsed)
         label = label or daemon.suffix
@@ -361,8 +383,7 @@ def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -
                      first_id=5 * 10**9 + len(fmt) * 10**8)
         convert(csv_path, fmt, big)
         csv_path.unlink()
-        source = next(name for name, f in SOURCES.items() if f == fmt)
-        elapsed = drop_and_wait(daemon, conn, [big], source)
+        elapsed = drop_and_wait(daemon, conn, [big], source_of(fmt))
         size = big.stat().st_size / 1e6
         big.unlink()
         rss = daemon.peak_rss_mb()
@@ -426,12 +447,10 @@ def main() -> int:
     if any(m not in ("none", "month") for m in modes):
         parser.error("--partition takes none, month or none,month")
     for workers, mode in itertools.product(worker_counts, modes):
-        dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
-        db_url = with_db(server, dbname)
         admin = psycopg2.connect(with_db(server, "postgres"))
         admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        dbname = create_database(admin)
+        db_url = with_db(server, dbname)
         workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
         daemon = None
         try:
@@ -476,8 +495,7 @@ def main() -> int:
         finally:
             if daemon is not None:
                 daemon.stop()
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            drop_database(admin, dbname)
             admin.close()
             shutil.rmtree(workdir, ignore_errors=True)
     if scale:

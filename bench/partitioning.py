@@ -27,13 +27,21 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
 
-from .__main__ import SOURCES, SUFFIX, Daemon, burst, convert, drop_and_wait, generate_csv, split_csv, with_db
+from .__main__ import (
+    Daemon,
+    burst,
+    create_database,
+    drop_and_wait,
+    drop_database,
+    files_for_workers,
+    generate_csv,
+    source_of,
+    with_db,
+)
 
 MODES = ("none", "month")
 
@@ -59,9 +67,7 @@ def main() -> int:
     try:
         daemons, conns = {}, {}
         for mode in MODES:
-            dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            dbname = create_database(admin)
             workdir = Path(tempfile.mkdtemp(prefix=f"ingestd-bench-{mode}-"))
             made.append((dbname, workdir, None))
             from ingestd.daemon.db import migrate
@@ -83,15 +89,8 @@ def main() -> int:
                     first_id = 10**9 + (round_no * 10 + MODES.index(mode) * 5 + len(fmt)) * 10**6
                     csv_path = staging / f"{fmt}-{mode}-{round_no}.csv"
                     generate_csv(csv_path, rows=args.rows, first_id=first_id)
-                    parts = split_csv(csv_path, args.workers, staging) if args.workers > 1 else [csv_path]
-                    files = []
-                    for part in parts:
-                        target = part.with_suffix(SUFFIX[fmt]) if fmt != "csv" else part
-                        if fmt != "csv":
-                            convert(part, fmt, target)
-                        files.append(target)
-                    source = next(name for name, f in SOURCES.items() if f == fmt)
-                    rates[mode] = args.rows / drop_and_wait(daemons[mode], conns[mode], files, source)
+                    parts, files = files_for_workers(csv_path, fmt, args.workers, staging)
+                    rates[mode] = args.rows / drop_and_wait(daemons[mode], conns[mode], files, source_of(fmt))
                     for path in {csv_path, *parts, *files}:
                         path.unlink(missing_ok=True)
                 ratio = rates["month"] / rates["none"]
@@ -114,8 +113,7 @@ def main() -> int:
             if daemon is not None:
                 daemon.stop()
             if dbname:
-                with admin.cursor() as cur:
-                    cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+                drop_database(admin, dbname)
             shutil.rmtree(workdir, ignore_errors=True)
         admin.close()
     print("\nsummary: rate partitioned by month / rate plain, median of the pairs (1.00: the same)")
@@ -133,9 +131,7 @@ def measure_migration(rows: int, workers: int) -> int:
     amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
     admin = psycopg2.connect(with_db(server, "postgres"))
     admin.autocommit = True
-    dbname = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dbname = create_database(admin)
     workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-migrate-"))
     daemon = None
     try:
@@ -199,8 +195,7 @@ def measure_migration(rows: int, workers: int) -> int:
     finally:
         if daemon is not None:
             daemon.stop()
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database(admin, dbname)
         admin.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

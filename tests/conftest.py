@@ -335,6 +335,22 @@ def procs(tmp_path, prefix):
                 proc.kill()
 
 
+@pytest.fixture
+def ingest_contexts():
+    """Make consumer contexts (``make(config, worker_name)``) that record
+    what they would publish; closed after the test."""
+    from ingestd.consumers.context import IngestContext, RecordingPublisher
+    made = []
+
+    def make(config, name="test-worker"):
+        context = IngestContext(config, RecordingPublisher(), name)
+        made.append(context)
+        return context
+    yield make
+    for context in made:
+        context.close()
+
+
 def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
     """Drop a file the recommended way: write a temporary name, rename into place."""
     target = landing / relative

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from ingestd.consumers import group
-from ingestd.consumers.ingest import IngestContext, RecordingPublisher, ingest_message
+from ingestd.consumers.ingest import ingest_message
 from ingestd.daemon.broker import Message, Publisher, Topology
 from ingestd.daemon.events import FileEvent
 from ingestd.daemon.ledger import INTERRUPTED
@@ -35,16 +35,8 @@ def small_csv(n: int) -> bytes:
 
 
 @pytest.fixture
-def contexts(config):
-    made = []
-
-    def make(name="group-test"):
-        context = IngestContext(config, RecordingPublisher(), name)
-        made.append(context)
-        return context
-    yield make
-    for context in made:
-        context.close()
+def contexts(config, ingest_contexts):
+    return lambda name="group-test": ingest_contexts(config, name)
 
 
 def primed(ctx, config, *sources, n=10**6):

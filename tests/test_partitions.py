@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingestd.consumers.ingest import IngestContext, RecordingPublisher, ingest_message
+from ingestd.consumers.ingest import ingest_message
 from ingestd.daemon import partitions
 from ingestd.daemon.cli import main
 from ingestd.daemon.config import load_config
@@ -41,16 +41,8 @@ def partitioned_sources(by: dict[str, str], retention: dict[str, str] | None = N
 
 
 @pytest.fixture
-def contexts():
-    made = []
-
-    def make(config, name="partition-test"):
-        context = IngestContext(config, RecordingPublisher(), name)
-        made.append(context)
-        return context
-    yield make
-    for context in made:
-        context.close()
+def contexts(ingest_contexts):
+    return lambda config, name="partition-test": ingest_contexts(config, name)
 
 
 def set_mtime(path, when: datetime) -> None:
