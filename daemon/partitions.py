@@ -337,7 +337,8 @@ class Step:
     rows: int | None = None
     exact: bool = True
     bytes: int | None = None
-    detaching: bool = False
+    detaching: bool = False  # its DETACH … CONCURRENTLY did not finish
+    detached: bool = False  # detached by an earlier round that did not drop it
     done: bool = False
 
 
@@ -370,8 +371,26 @@ def plan(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig],
                         rows, counted, size = measure(cur, p.name)
                         steps.append(Step(source.name, p.name, "drop", p.lower, p.upper, rows, counted, size,
                                           p.detaching))
+                for name, lower, upper in _left_detached(cur, source.name):
+                    rows, counted, size = measure(cur, name)
+                    steps.append(Step(source.name, name, "drop", lower, upper, rows, counted, size, detached=True))
     conn.rollback()
     return steps
+
+
+def _left_detached(cur: psycopg2.extensions.cursor, source: str) -> list[tuple[str, datetime, datetime]]:
+    """Months an earlier round detached and did not drop (its connection
+    went between the two): tables no longer attached whose last entry in
+    ops.partition_log is ingestd's 'detached'. A table someone detached by
+    hand has no such entry and stays."""
+    cur.execute(
+        "SELECT c.relname, l.range_from, l.range_to FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'bronze'"
+        " JOIN LATERAL (SELECT action, range_from, range_to FROM ops.partition_log"
+        "               WHERE source = %s AND partition = c.relname ORDER BY id DESC LIMIT 1) l ON true"
+        " WHERE c.relkind = 'r' AND NOT c.relispartition AND l.action = 'detached' ORDER BY 2",
+        (source,))
+    return cur.fetchall()
 
 
 def maintain(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig], by: str,
@@ -420,8 +439,11 @@ def _drop(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
     try:
         with conn.cursor() as cur:
             parent, part = _table(step.source), _table(step.partition)
-            how = "FINALIZE" if step.detaching else "CONCURRENTLY"
-            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + how).format(parent, part))
+            if not step.detached:
+                how = "FINALIZE" if step.detaching else "CONCURRENTLY"
+                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + how).format(parent, part))
+                _record(cur, step.source, step.partition, "detached", step.lower, step.upper, step.rows, step.bytes,
+                        by)
             conn.autocommit = False
             cur.execute(sql.SQL("DROP TABLE {}").format(part))
             _record(cur, step.source, step.partition, "dropped", step.lower, step.upper, step.rows, step.bytes, by)

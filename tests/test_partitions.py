@@ -406,3 +406,28 @@ def test_an_interrupted_migration_resumes_where_it_stopped(write_config, context
     assert (report.rows_old, report.rows_new, report.kept_as) == (rows, rows, None)
     assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [(rows, rows)]
     assert query(db, "SELECT to_regclass('bronze.\"daily_activity-unpartitioned\"') IS NULL") == [(True,)]
+
+
+def test_a_month_detached_but_not_dropped_is_finished_and_one_detached_by_hand_stays(write_config, contexts, db):
+    """A round whose connection went between DETACH and DROP leaves the month detached; the next
+    round drops it. A month someone detached by hand (to archive it) is not ingestd's to drop."""
+    path = write_config(sources=partitioned_sources({"daily_activity": "source_timestamp"},
+                                                    {"daily_activity": "12 months"}))
+    config = load_config(path)
+    ctx = contexts(config)
+    for n, when in enumerate((datetime(2019, 1, 5, tzinfo=UTC), datetime(2019, 2, 5, tzinfo=UTC))):
+        set_mtime(drop_file(config.landing_dir, f"daily_activity/old-{n}.csv", small_csv(n)), when)
+        assert ingest(ctx, f"daily_activity/old-{n}.csv").status == "success"
+    db.autocommit = True
+    for name in ("daily_activity_p2019_01", "daily_activity_p2019_02"):
+        execute(db, f"ALTER TABLE bronze.daily_activity DETACH PARTITION bronze.{name}")
+    # What the interrupted round had recorded for January:
+    execute(db, "INSERT INTO ops.partition_log (source, partition, action, range_from, range_to, by_whom)"
+                " VALUES ('daily_activity', 'daily_activity_p2019_01', 'detached', '2019-01-01Z', '2019-02-01Z',"
+                " 'an earlier round')")
+    assert main(["-c", str(path), "partitions", "maintain"]) == 0
+    assert query(db, "SELECT to_regclass('bronze.daily_activity_p2019_01') IS NULL,"
+                     " to_regclass('bronze.daily_activity_p2019_02') IS NOT NULL") == [(True, True)]
+    assert query(db, "SELECT action, rows FROM ops.partition_log WHERE partition = 'daily_activity_p2019_01'"
+                     " ORDER BY id") == [("created", None), ("detached", None), ("dropped", 2)]
+    assert query(db, "SELECT count(*) FROM bronze.daily_activity_p2019_02") == [(2,)]
