@@ -351,6 +351,19 @@ def ingest_contexts():
         context.close()
 
 
+# The four Fitbit files of the example sources: (file name, data rows).
+FITBIT_FILES = {"daily_activity": ("dailyActivity_merged.csv", 940), "sleep_day": ("sleepDay_merged.csv", 413),
+                "hourly_steps": ("hourlySteps_merged.csv", 22099),
+                "heart_rate": ("heartrate_seconds_merged_excerpt.csv", 49)}
+
+
+def one_row_csv(record_id: int) -> bytes:
+    """A daily-activity CSV of one real Fitbit row, with an Id of its own
+    (distinct bytes: a file per id, none skipped as already loaded)."""
+    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
+    return header + b"\r\n" + b"%d,%s" % (record_id, first.split(b",", 1)[1])
+
+
 def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
     """Drop a file the recommended way: write a temporary name, rename into place."""
     target = landing / relative

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from .cluster import Cluster, unavailable
-from .conftest import FITBIT, config_text, drop_file, query
+from .conftest import config_text, drop_file, one_row_csv, query
 from .test_e2e import big_csv, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -60,12 +60,9 @@ def test_a_burst_survives_the_leader_stopping_then_quorum_lost_and_regained(
     for row in mine.values():
         assert row["type"] == "quorum" and sorted(row["members"]) == sorted(n.name for n in cluster.nodes), row
 
-    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
-    rest = first.split(b",", 1)[1]
-
     def drop(numbers) -> None:
         for n in numbers:
-            drop_file(landing, f"daily_activity/s-{n}.csv", header + b"\r\n" + b"%d,%s" % (5_000_000_000 + n, rest))
+            drop_file(landing, f"daily_activity/s-{n}.csv", one_row_csv(5_000_000_000 + n))
 
     # The burst comes in three parts, one before each outage, so that each outage meets work
     # however fast this machine loads.

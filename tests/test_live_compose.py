@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 import yaml
 
-from .conftest import FITBIT, REPO, drop_file
+from .conftest import FITBIT, FITBIT_FILES, REPO, drop_file, one_row_csv
 from .live import (
     PROJECTS,
     REPORT,
@@ -50,10 +50,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 # The host user who owns ./data_lake, as LANDING_OWNER in .env says (README).
 HOST_USER = 1000
-FITBIT_FILES = {"daily_activity": ("dailyActivity_merged.csv", 940), "sleep_day": ("sleepDay_merged.csv", 413),
-                "hourly_steps": ("hourlySteps_merged.csv", 22099),
-                "heart_rate": ("heartrate_seconds_merged_excerpt.csv", 49)}
-
 
 class Stack:
     """A compose project in its own folder, as a user's clone would have it."""
@@ -164,11 +160,8 @@ def query_value(prometheus: str, expression: str) -> float:
 
 
 def one_row_files(folder: Path, count: int, first_id: int) -> int:
-    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
-    rest = first.split(b",", 1)[1]
     for n in range(count):
-        row = b"%d,%s" % (first_id + n, rest)
-        drop_file(folder, f"daily_activity/burst-{first_id + n}.csv", header + b"\r\n" + row)
+        drop_file(folder, f"daily_activity/burst-{first_id + n}.csv", one_row_csv(first_id + n))
     return count
 
 

@@ -19,7 +19,7 @@ import time
 import psycopg2.extensions
 import pytest
 
-from .conftest import FITBIT, REPO, query
+from .conftest import FITBIT, REPO, one_row_csv, query
 from .live import HOST_CA, LABEL, REPORT, build_standin, podman, require_podman, unique, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
@@ -82,9 +82,7 @@ class Host:
 
 
 def one_row_files(count: int, first_id: int) -> dict[str, bytes]:
-    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
-    rest = first.split(b",", 1)[1]
-    return {f"burst-{first_id + n}.csv": header + b"\r\n" + b"%d,%s" % (first_id + n, rest) for n in range(count)}
+    return {f"burst-{first_id + n}.csv": one_row_csv(first_id + n) for n in range(count)}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import FITBIT, config_text, drop_file, query
+from .conftest import FITBIT, config_text, drop_file, one_row_csv, query
 from .live import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -41,10 +41,8 @@ def healthy(port: int) -> bool:
 
 
 def one_row_files(landing, count: int, first_id: int) -> None:
-    header, first = (FITBIT / "dailyActivity_merged.csv").read_bytes().split(b"\r\n")[:2]
-    rest = first.split(b",", 1)[1]
     for n in range(count):
-        drop_file(landing, f"daily_activity/b-{first_id + n}.csv", header + b"\r\n" + b"%d,%s" % (first_id + n, rest))
+        drop_file(landing, f"daily_activity/b-{first_id + n}.csv", one_row_csv(first_id + n))
 
 
 def test_consumers_in_their_own_processes_and_mounts_started_and_killed_during_a_burst(

@@ -16,17 +16,13 @@ from ingestd.daemon.cli import main
 from ingestd.daemon.config import load_config
 from ingestd.daemon.partitions import add_months, month_start
 
-from .conftest import FITBIT, REPO, drop_file, query
+from .conftest import FITBIT, FITBIT_FILES, REPO, drop_file, query
 from .live import free_port
 from .test_e2e import wait_for
 from .test_group import run_group, small_csv
 from .test_ingest import event_for
 
 pytestmark = pytest.mark.integration
-
-FITBIT_FILES = {"daily_activity": ("dailyActivity_merged.csv", 940), "sleep_day": ("sleepDay_merged.csv", 413),
-                "hourly_steps": ("hourlySteps_merged.csv", 22099),
-                "heart_rate": ("heartrate_seconds_merged_excerpt.csv", 49)}
 
 
 def partitioned_sources(by: dict[str, str], retention: dict[str, str] | None = None) -> str:
