@@ -20,6 +20,7 @@ Prints figures and ratios; asserts nothing. Needs PostgreSQL and RabbitMQ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -105,17 +106,41 @@ def split_csv(csv_path: Path, parts: int, folder: Path) -> list[Path]:
     return out
 
 
-def create_database(admin) -> str:
-    """A new database of the bench's own (``admin``: an autocommit connection); its name."""
+def server_urls() -> tuple[str, str]:
+    """(PostgreSQL server URL, AMQP URL) the benchmarks use."""
+    return (os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+            os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+
+
+@contextlib.contextmanager
+def scratch_daemon(server: str, amqp_url: str, workers: int, partition: str = "none"):
+    """(daemon, autocommit connection): ``ingestd run`` ready on a migrated database and a working
+    folder of the bench's own; the daemon stopped, the database and the folder removed after."""
+    from ingestd.daemon.db import migrate
+    admin = psycopg2.connect(with_db(server, "postgres"))
+    admin.autocommit = True
     name = f"ingestd_bench_{uuid.uuid4().hex[:6]}"
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(admin, name: str) -> None:
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
+    daemon = conn = None
+    try:
+        db_url = with_db(server, name)
+        migrate(db_url)
+        daemon = Daemon(workdir, db_url, amqp_url, workers, partition=partition)
+        conn = psycopg2.connect(db_url)
+        conn.autocommit = True
+        daemon.wait_ready(conn)
+        yield daemon, conn
+    finally:
+        if conn is not None:
+            conn.close()
+        if daemon is not None:
+            daemon.stop()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def files_for_workers(csv_path: Path, fmt: str, workers: int, folder: Path) -> tuple[list[Path], list[Path]]:
@@ -222,6 +247,8 @@ class Daemon:
         raise RuntimeError("daemon did not start; see " + str(self.log.name))
 
     def stop(self) -> None:
+        if self.log.closed:
+            return  # stopped already
         for proc in self.procs:
             proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
@@ -436,8 +463,7 @@ def main() -> int:
         formats, worker_counts, latency_files, bursts, memory_mb = [], [1], 0, [], 0
     scale = args.scale or full
 
-    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    server, amqp_url = server_urls()
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"{platform.platform()}")
     print(f"machine: {machine}", flush=True)
@@ -447,19 +473,8 @@ def main() -> int:
     if any(m not in ("none", "month") for m in modes):
         parser.error("--partition takes none, month or none,month")
     for workers, mode in itertools.product(worker_counts, modes):
-        admin = psycopg2.connect(with_db(server, "postgres"))
-        admin.autocommit = True
-        dbname = create_database(admin)
-        db_url = with_db(server, dbname)
-        workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
-        daemon = None
-        try:
-            from ingestd.daemon.db import migrate
-            migrate(db_url)
-            daemon = Daemon(workdir, db_url, amqp_url, workers, partition=mode)
-            conn = psycopg2.connect(db_url)
-            conn.autocommit = True
-            daemon.wait_ready(conn)
+        with scratch_daemon(server, amqp_url, workers, partition=mode) as (daemon, conn):
+            workdir, db_url = daemon.workdir, daemon.db_url
             print(f"ingestd run with {workers} consumer worker(s){daemon.suffix}:", flush=True)
             for fmt in formats:
                 figures["throughput"].append(throughput(daemon, conn, db_url, workdir, fmt, rows, rounds, results))
@@ -485,19 +500,14 @@ def main() -> int:
                     figures["growth"].append({"bronze_rows": size, "fill_seconds": fill, **measured})
             if workers == max(worker_counts) and bursts and args.processes:
                 daemon.stop()
-                daemon = None
-                daemon = Daemon(workdir, db_url, amqp_url, workers, shape="roles", partition=mode)
-                daemon.wait_ready(conn)
-                print(f"ingestd watch and {workers} ingestd consume, each its own process{daemon.suffix}:",
-                      flush=True)
-                bursts_of(daemon, conn, bursts, figures, results, first_id=7 * 10**9)
-            conn.close()
-        finally:
-            if daemon is not None:
-                daemon.stop()
-            drop_database(admin, dbname)
-            admin.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+                roles = Daemon(workdir, db_url, amqp_url, workers, shape="roles", partition=mode)
+                try:
+                    roles.wait_ready(conn)
+                    print(f"ingestd watch and {workers} ingestd consume, each its own process{roles.suffix}:",
+                          flush=True)
+                    bursts_of(roles, conn, bursts, figures, results, first_id=7 * 10**9)
+                finally:
+                    roles.stop()
     if scale:
         from .scale import run_scale
         results.extend(run_scale(server, amqp_url, runs=1_000_000, dead=100_000, files=100_000 if full else 20_000))

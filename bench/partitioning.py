@@ -19,8 +19,8 @@ file's drop-to-commit time meanwhile (the swap's pause shows in the largest).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,19 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
-
-from .__main__ import (
-    Daemon,
-    burst,
-    create_database,
-    drop_and_wait,
-    drop_database,
-    files_for_workers,
-    generate_csv,
-    source_of,
-    with_db,
-)
+from .__main__ import burst, drop_and_wait, files_for_workers, generate_csv, scratch_daemon, server_urls, source_of
 
 MODES = ("none", "month")
 
@@ -58,29 +46,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.migrate:
         return measure_migration(args.migrate, args.workers)
-    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    admin = psycopg2.connect(with_db(server, "postgres"))
-    admin.autocommit = True
-    made: list[tuple[str, Path, Daemon | None]] = []
+    server, amqp_url = server_urls()
     ratios: dict[str, list[float]] = {}
-    try:
+    with contextlib.ExitStack() as stack:
         daemons, conns = {}, {}
         for mode in MODES:
-            dbname = create_database(admin)
-            workdir = Path(tempfile.mkdtemp(prefix=f"ingestd-bench-{mode}-"))
-            made.append((dbname, workdir, None))
-            from ingestd.daemon.db import migrate
-            migrate(with_db(server, dbname))
-            daemon = Daemon(workdir, with_db(server, dbname), amqp_url, args.workers, partition=mode)
-            made[-1] = (dbname, workdir, daemon)
-            conn = psycopg2.connect(with_db(server, dbname))
-            conn.autocommit = True
-            daemon.wait_ready(conn)
-            daemons[mode], conns[mode] = daemon, conn
+            daemons[mode], conns[mode] = stack.enter_context(scratch_daemon(server, amqp_url, args.workers, mode))
         print(f"{args.workers} worker(s) each; plain bronze against bronze partitioned by month", flush=True)
-        staging = Path(tempfile.mkdtemp(prefix="ingestd-bench-files-"))
-        made.append(("", staging, None))
+        staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ingestd-bench-files-")))
         for round_no in range(args.rounds):
             order = MODES if round_no % 2 == 0 else MODES[::-1]
             for fmt in [f for f in args.formats.split(",") if f]:
@@ -106,16 +79,6 @@ def main() -> int:
                 ratios.setdefault("burst", []).append(ratio)
                 print(f"  round {round_no + 1} burst of {args.burst:,}: plain {rates['none']:,.0f} files/s, by month "
                       f"{rates['month']:,.0f} files/s, ratio {ratio:.2f}", flush=True)
-        for conn in conns.values():
-            conn.close()
-    finally:
-        for dbname, workdir, daemon in made:
-            if daemon is not None:
-                daemon.stop()
-            if dbname:
-                drop_database(admin, dbname)
-            shutil.rmtree(workdir, ignore_errors=True)
-        admin.close()
     print("\nsummary: rate partitioned by month / rate plain, median of the pairs (1.00: the same)")
     for name, values in ratios.items():
         print(f"  {name:8} {statistics.median(values):.2f}  (pairs: {', '.join(f'{v:.2f}' for v in values)})")
@@ -123,22 +86,10 @@ def main() -> int:
 
 
 def measure_migration(rows: int, workers: int) -> int:
-    from ingestd.daemon.db import migrate
-
     from .__main__ import FITBIT
     from .growth import fill_bronze
-    server = os.environ.get("INGESTD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("INGESTD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    admin = psycopg2.connect(with_db(server, "postgres"))
-    admin.autocommit = True
-    dbname = create_database(admin)
-    workdir = Path(tempfile.mkdtemp(prefix="ingestd-bench-migrate-"))
-    daemon = None
-    try:
-        db_url = with_db(server, dbname)
-        migrate(db_url)
-        conn = psycopg2.connect(db_url)
-        conn.autocommit = True
+    server, amqp_url = server_urls()
+    with scratch_daemon(server, amqp_url, workers) as (daemon, conn):
         print(f"filling a plain bronze.daily_activity with {rows:,} rows", flush=True)
         fill_bronze(conn, "daily_activity", rows)
         with conn.cursor() as cur:
@@ -146,8 +97,7 @@ def measure_migration(rows: int, workers: int) -> int:
             cur.execute("VACUUM (ANALYZE) bronze.daily_activity")
             cur.execute("SELECT pg_size_pretty(pg_total_relation_size('bronze.daily_activity'))")
             size = cur.fetchone()[0]
-        daemon = Daemon(workdir, db_url, amqp_url, workers)
-        daemon.wait_ready(conn)
+        workdir = daemon.workdir
         config = workdir / "ingestd-migrate.toml"
         config.write_text(daemon.config.read_text().replace('format = "csv"\n',
                                                             'format = "csv"\npartition = "month"\n'))
@@ -191,13 +141,6 @@ def measure_migration(rows: int, workers: int) -> int:
         print(f"\nsummary: migrate of {rows:,} rows ({size}) in {took:.1f} s, {rows / took:,.0f} rows/s, "
               f"exit {done.returncode}; {len(seconds)} files loaded meanwhile, {len(failed)} not; "
               f"drop-to-commit p50 {seconds[len(seconds) // 2]:.3f} s, max {seconds[-1]:.3f} s")
-        conn.close()
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        drop_database(admin, dbname)
-        admin.close()
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -82,9 +82,9 @@ def ingest_event(ctx: IngestContext, event: Event, started_run: RunStart | None 
             ledger.conn.rollback()
             try:
                 outcome = _load_event(ctx, ledger, event, run_id)
-            except partitions.PartitionMissing:
-                raise PermanentError("load_error", f"bronze.{event.source}: no partition takes these rows, even "
-                                     "after a fresh look at the table's partitions") from None
+            except partitions.PartitionMissing as exc:
+                raise PermanentError("load_error", f"{exc} (after a fresh look at the table's partitions)",
+                                     pgcode="23514") from None
     except PermanentError as exc:
         ledger.conn.rollback()
         outcome = dead_letter_event(ctx, ledger, event, run_id, exc)
@@ -172,11 +172,11 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
             if source_input.unchanged():
                 raise
             return None
-        except psycopg2.errors.CheckViolation:
+        except psycopg2.errors.CheckViolation as exc:
             # "no partition of relation … found for row": the only CHECK a
             # row written by ingestd can fail
             ctx.layouts.pop(source.name, None)
-            raise partitions.PartitionMissing(source.name) from None
+            raise partitions.PartitionMissing((exc.pgerror or str(exc)).strip()[:1000]) from None
     source_input.after_copy(ledger, run_id)
     bronze.check_invalid_ratio(stats, source.max_invalid_ratio)
     return stats

@@ -43,7 +43,6 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .db import lock_key
-from .landing import SOURCE_NAME
 from .metrics import PARTITION_MAINTENANCE, PARTITIONS_DROPPED
 from .sources import SourceConfig
 
@@ -68,7 +67,8 @@ MAINTENANCE_LOCK = lock_key("ingestd.partitions.maintain")
 class PartitionMissing(Exception):
     """A COPY met a row that no partition takes: the layout this worker
     cached was out of date (a partition dropped or a table migrated by
-    another process). The load is tried once more with a fresh layout."""
+    another process). The load is tried once more with a fresh layout.
+    Its message is the server's."""
 
 
 class WouldWait(Exception):
@@ -97,12 +97,6 @@ def partition_name(source: str, month: datetime) -> str:
 
 def _table(name: str) -> sql.Composed:
     return sql.SQL("bronze.{}").format(sql.Identifier(name))
-
-
-def _checked(source: str) -> str:
-    if not SOURCE_NAME.match(source):
-        raise ValueError(f"invalid source name {source!r}")
-    return source
 
 
 def retention_cutoff(now: datetime, months: int) -> datetime:
@@ -295,10 +289,9 @@ def measure(cur: psycopg2.extensions.cursor, name: str, exact: bool = False) -> 
     return estimate, False, size
 
 
-def describe(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig], exact: bool = False,
-             now: datetime | None = None) -> list[PartitionInfo]:
+def describe(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig],
+             exact: bool = False) -> list[PartitionInfo]:
     """Each configured source's partitions (or its plain table), oldest first."""
-    now = now or datetime.now(UTC)
     out: list[PartitionInfo] = []
     with conn.cursor() as cur:
         for source in sources:
@@ -337,8 +330,9 @@ class Step:
     rows: int | None = None
     exact: bool = True
     bytes: int | None = None
-    detaching: bool = False  # its DETACH … CONCURRENTLY did not finish
-    detached: bool = False  # detached by an earlier round that did not drop it
+    # How it is detached: CONCURRENTLY; FINALIZE when an earlier DETACH … CONCURRENTLY did
+    # not finish; "" when an earlier round detached it and did not drop it.
+    detach: str = "CONCURRENTLY"
     done: bool = False
 
 
@@ -370,10 +364,10 @@ def plan(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig],
                     if not p.default and p.upper is not None and p.upper <= cutoff:
                         rows, counted, size = measure(cur, p.name)
                         steps.append(Step(source.name, p.name, "drop", p.lower, p.upper, rows, counted, size,
-                                          p.detaching))
+                                          "FINALIZE" if p.detaching else "CONCURRENTLY"))
                 for name, lower, upper in _left_detached(cur, source.name):
                     rows, counted, size = measure(cur, name)
-                    steps.append(Step(source.name, name, "drop", lower, upper, rows, counted, size, detached=True))
+                    steps.append(Step(source.name, name, "drop", lower, upper, rows, counted, size, detach=""))
     conn.rollback()
     return steps
 
@@ -400,13 +394,14 @@ def maintain(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfi
     sources = list(sources)
     if dry_run:
         return plan(conn, sources, now)
-    conn.autocommit = True
     with conn.cursor() as cur:
+        # A session lock: it outlives the transactions below.
         cur.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK,))
-        if not cur.fetchone()[0]:
+        taken = cur.fetchone()[0]
+        conn.commit()
+        if not taken:
             return None
         try:
-            conn.autocommit = False
             steps = plan(conn, sources, now)
             for step in steps:
                 if step.action == "create":
@@ -416,9 +411,8 @@ def maintain(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfi
             return steps
         finally:
             conn.rollback()
-            conn.autocommit = True
             cur.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))
-            conn.autocommit = False
+            conn.commit()
 
 
 def _create_ahead(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
@@ -439,9 +433,8 @@ def _drop(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
     try:
         with conn.cursor() as cur:
             parent, part = _table(step.source), _table(step.partition)
-            if not step.detached:
-                how = "FINALIZE" if step.detaching else "CONCURRENTLY"
-                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + how).format(parent, part))
+            if step.detach:
+                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + step.detach).format(parent, part))
                 _record(cur, step.source, step.partition, "detached", step.lower, step.upper, step.rows, step.bytes,
                         by)
             conn.autocommit = False
@@ -494,10 +487,8 @@ SWAP_ATTEMPTS = 40
 @dataclass
 class MigrationReport:
     source: str
-    rows_copied: int = 0
     rows_old: int = 0
     rows_new: int = 0
-    months: list[str] = field(default_factory=list)
     kept_as: str | None = None
     swap_waits: int = 0
     seconds: float = 0.0
@@ -518,7 +509,7 @@ def migrate_table(conn: psycopg2.extensions.connection, source: SourceConfig, by
     partitioned one. The old table is kept as ``bronze."<source>-unpartitioned"``
     unless ``drop_old`` and the counts match."""
     started = time.monotonic()
-    name = _checked(source.name)
+    name = source.name
     column = source.partition_by
     report = MigrationReport(name)
     new = name + MIGRATING_SUFFIX
@@ -544,9 +535,8 @@ def migrate_table(conn: psycopg2.extensions.connection, source: SourceConfig, by
                 say(f"made bronze.\"{new}\", partitioned by month of {column}")
             else:
                 say(f"resuming: bronze.\"{new}\" holds the rows copied so far")
-            copied = _copy_batches(conn, name, new, column, columns, batch_rows, progress, report)
-            report.rows_copied += copied
-            report.swap_waits = _swap(conn, name, new, column, columns, by, report)
+            _copy_batches(conn, name, new, column, columns, batch_rows, progress)
+            report.swap_waits = _swap(conn, name, new, column, columns, by)
             old = name + OLD_SUFFIX
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(old)))
             report.rows_old = cur.fetchone()[0]
@@ -597,9 +587,8 @@ def _warn_dependents(cur: psycopg2.extensions.cursor, name: str, say: Callable[[
 
 
 def _copy_batches(conn: psycopg2.extensions.connection, old: str, new: str, column: str, columns: list[str],
-                  batch_rows: int, progress: Callable[[int, int], None] | None, report: MigrationReport) -> int:
+                  batch_rows: int, progress: Callable[[int, int], None] | None) -> None:
     """Copy rows by ranges of ids until what is left is less than a batch."""
-    copied = 0
     with conn.cursor() as cur:
         while True:
             cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_table(new)))
@@ -610,9 +599,9 @@ def _copy_batches(conn: psycopg2.extensions.connection, old: str, new: str, colu
             if progress is not None:
                 progress(done_to, top)
             if top - done_to < batch_rows:
-                return copied
+                return
             while done_to < top:
-                copied += _copy_range(cur, old, new, column, columns, done_to, done_to + batch_rows, report)
+                _copy_range(cur, old, new, column, columns, done_to, done_to + batch_rows)
                 conn.commit()
                 done_to += batch_rows
                 if progress is not None:
@@ -620,7 +609,7 @@ def _copy_batches(conn: psycopg2.extensions.connection, old: str, new: str, colu
 
 
 def _copy_range(cur: psycopg2.extensions.cursor, old: str, new: str, column: str, columns: list[str],
-                after: int, upto: int, report: MigrationReport) -> int:
+                after: int, upto: int) -> None:
     """Copy the rows with ``after < id <= upto``, making their months first."""
     cur.execute(sql.SQL("SELECT DISTINCT date_trunc('month', {}, 'UTC') FROM {} WHERE id > %s AND id <= %s").format(
         sql.Identifier(column), _table(old)), (after, upto))
@@ -630,16 +619,14 @@ def _copy_range(cur: psycopg2.extensions.cursor, old: str, new: str, column: str
         assert layout is not None
         for month in months:
             if not layout.covers(month):
-                report.months.append(create_month(cur, old, month, "ingestd partitions migrate",
-                                                  "migrating the table", parent=new))
+                create_month(cur, old, month, "ingestd partitions migrate", "migrating the table", parent=new)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} WHERE id > %s AND id <= %s")
                 .format(_table(new), names, names, _table(old)), (after, upto))
-    return cur.rowcount
 
 
-def _swap(conn: psycopg2.extensions.connection, name: str, new: str, column: str, columns: list[str], by: str,
-          report: MigrationReport) -> int:
+def _swap(conn: psycopg2.extensions.connection, name: str, new: str, column: str, columns: list[str],
+          by: str) -> int:
     """The short transaction that copies the last rows and swaps the names;
     the attempts that found loads in the way."""
     old = name + OLD_SUFFIX
@@ -658,7 +645,7 @@ def _swap(conn: psycopg2.extensions.connection, name: str, new: str, column: str
             cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_table(name)))
             top = cur.fetchone()[0]
             if top > done_to:
-                report.rows_copied += _copy_range(cur, name, new, column, columns, done_to, top, report)
+                _copy_range(cur, name, new, column, columns, done_to, top)
             old_seq, new_seq = _sequence(cur, name), _sequence(cur, new)
             if old_seq and new_seq:
                 # ids go on from the old table's sequence: none is handed out twice
