@@ -13,7 +13,8 @@ on the common types). docs/configuration.md, "Parquet values", is the table:
   trailing Z when the column has a time zone (the instant, in UTC);
 - durations: ISO 8601 in seconds ("PT86400S", "-PT0.000001S");
 - lists: arrays; structs: objects; maps: arrays of [key, value] pairs;
-- dictionary, run-end encoded, extension: as their values;
+- dictionary, run-end encoded: as their values; extension types as their
+  storage, but arrow.uuid as the UUID's text and arrow.bool8 as true/false;
 - others (union, interval): the Python value as JSON.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -294,17 +296,44 @@ def _encoder(kind: pa.DataType) -> Encoder:
     return next((encoder for check, encoder in _ENCODERS if check(kind)), _python)
 
 
+def _unwrap(array: pa.Array) -> pa.Array:
+    """An extension array (any: Python-defined or Arrow's canonical ones,
+    which are not ``pa.ExtensionType``) as the values it stands for: its
+    storage, except a UUID's text (as the Parquet UUID type reads) and
+    bool8's booleans (any byte but 0 is true)."""
+    if not isinstance(array.type, pa.BaseExtensionType):
+        return array
+    name, storage = array.type.extension_name, array.storage
+    if name == "arrow.uuid":
+        return _text([None if v is None else str(uuid.UUID(bytes=v)) for v in storage.to_pylist()])
+    if name == "arrow.bool8":
+        return pc.not_equal(storage, 0)
+    return _unwrap(storage)
+
+
 def encode_array(array: pa.Array, where: str) -> pa.Array:
     """Each value of ``array`` as JSON text (a large_string array, no nulls)."""
-    if isinstance(array.type, pa.ExtensionType):
-        array = array.storage
+    array = _unwrap(array)
     if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
+        return _dictionary(array, where)
     if pa.types.is_run_end_encoded(array.type):
         array = pc.run_end_decode(array)
     if pa.types.is_null(array.type):
         return pa.repeat(_lit("null"), len(array))
     return _encoder(array.type)(array, where)
+
+
+def _dictionary(array: pa.DictionaryArray, where: str) -> pa.Array:
+    """Each entry of the dictionary encoded once, then taken by index; a
+    dictionary larger than its array, or holding a value without a JSON
+    form (perhaps unused), is expanded first (its size checked beforehand:
+    ``text_floor``), so that errors name the row."""
+    if len(array.dictionary) <= len(array):
+        try:
+            return _null_as_json(array, pc.take(encode_array(array.dictionary, where), array.indices))
+        except ColumnError:
+            pass
+    return encode_array(array.dictionary_decode(), where)
 
 
 def object_text(names: list[str], columns: list[pa.Array], where: str, length: int) -> pa.Array:
@@ -326,9 +355,118 @@ def _pointer(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
 
 
-def batch_texts(batch: pa.RecordBatch) -> list[bytes]:
-    """The JSON text of each row of ``batch``."""
-    text = object_text(batch.schema.names, list(batch.columns), "", batch.num_rows)
+class Expansion(Exception):
+    """A batch whose JSON text would exceed what one encoding may hold:
+    ``floor`` bytes at least, as ``what`` says."""
+
+    def __init__(self, floor: int, what: str = "strings") -> None:
+        super().__init__(f"its {what} hold {floor} bytes" if what == "strings"
+                         else f"its JSON text passes {floor} bytes")
+        self.floor = floor
+
+
+def text_floor(array: pa.Array) -> int:
+    """The bytes of the strings and binary values in ``array`` once expanded
+    (dictionary entries counted at each use), without expanding them: its
+    JSON text holds at least that many."""
+    kind = array.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return text_floor(array.storage)
+    if pa.types.is_dictionary(kind):
+        if _t.is_string(kind.value_type) or _t.is_binary(kind.value_type) or _t.is_large_string(kind.value_type) \
+                or _t.is_large_binary(kind.value_type):
+            lengths = pc.take(pc.binary_length(array.dictionary), array.indices)
+            return pc.sum(lengths).as_py() or 0
+        return text_floor(array.dictionary) if len(array) else 0
+    if _t.is_string(kind) or _t.is_binary(kind) or _t.is_large_string(kind) or _t.is_large_binary(kind):
+        if not len(array):
+            return 0
+        large = _t.is_large_string(kind) or _t.is_large_binary(kind)
+        offsets = pa.Array.from_buffers(pa.int64() if large else pa.int32(), len(array) + 1,
+                                        [None, array.buffers()[1]], offset=array.offset)
+        return offsets[-1].as_py() - offsets[0].as_py()
+    if _t.is_fixed_size_binary(kind):
+        return len(array) * kind.byte_width
+    if _t.is_string_view(kind) or _t.is_binary_view(kind):
+        return pc.sum(pc.binary_length(array)).as_py() or 0
+    if _t.is_list(kind) or _t.is_large_list(kind) or _t.is_map(kind):
+        return text_floor(_relative_offsets(array)[0])
+    if _t.is_fixed_size_list(kind):
+        return text_floor(_fixed_values(array))
+    if _t.is_list_view(kind) or _t.is_large_list_view(kind) or _t.is_struct(kind):
+        flat = array.flatten()
+        return sum(text_floor(child) for child in flat) if _t.is_struct(kind) else text_floor(flat)
+    return 0
+
+
+def batch_texts(batch: pa.RecordBatch, floor_limit: int | None = None) -> list[bytes]:
+    """The JSON text of each row of ``batch``; ``Expansion`` (before any text
+    is built) when its strings would expand past ``floor_limit`` bytes."""
+    if floor_limit is not None:
+        floor = sum(text_floor(column) for column in batch.columns)
+        if floor > floor_limit:
+            raise Expansion(floor)
+    return _texts_of(object_text(batch.schema.names, list(batch.columns), "", batch.num_rows))
+
+
+def leaf_count(array: pa.Array) -> int:
+    """The values of ``array`` at its deepest level (list elements of lists...)."""
+    kind = array.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return leaf_count(array.storage)
+    if _t.is_list(kind) or _t.is_large_list(kind) or _t.is_map(kind):
+        return leaf_count(_relative_offsets(array)[0])
+    if _t.is_fixed_size_list(kind):
+        return leaf_count(_fixed_values(array))
+    if _t.is_struct(kind):
+        return max(len(array), sum(leaf_count(child) for child in array.flatten()))
+    return len(array)
+
+
+PIECE = 1 << 16  # values of one row encoded at a time by ``row_text``
+
+
+def row_text(batch: pa.RecordBatch, limit: int) -> bytes:
+    """The JSON text of a one-row batch, built a slice of ``PIECE`` values at
+    a time (a row of millions of values), same text as ``batch_texts``;
+    ``Expansion`` as soon as it passes ``limit`` bytes."""
+    out = bytearray(b"{")
+    for i, (name, column) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
+        if "\x00" in name:
+            raise ColumnError("load_error", f"the column name {name!r} holds U+0000, which PostgreSQL jsonb cannot "
+                              "store")
+        out += (b"," if i else b"") + json.dumps(name, ensure_ascii=False).encode() + b":"
+        _append_value(out, column, "/" + _pointer(name), limit)
+    out += b"}"
+    return bytes(out)
+
+
+def _append_value(out: bytearray, array: pa.Array, where: str, limit: int) -> None:
+    """Append the text of ``array``'s one value; lists piece by piece."""
+    array = _unwrap(array)
+    kind = array.type
+    if array.null_count or not (_t.is_list(kind) or _t.is_large_list(kind)) or leaf_count(array) <= PIECE:
+        out += _texts_of(encode_array(array, where))[0]
+    else:
+        values = _relative_offsets(array)[0]
+        out += b"["
+        for first in range(0, len(values), PIECE):
+            piece = values.slice(first, PIECE)
+            if leaf_count(piece) <= 4 * PIECE:
+                out += (b"," if first else b"") + b",".join(_texts_of(encode_array(piece, where + "/*")))
+            else:
+                for index in range(len(piece)):
+                    out += b"," if first or index else b""
+                    _append_value(out, piece.slice(index, 1), where + "/*", limit)
+            if len(out) > limit:
+                raise Expansion(len(out), "text")
+        out += b"]"
+    if len(out) > limit:
+        raise Expansion(len(out), "text")
+
+
+def _texts_of(text: pa.Array) -> list[bytes]:
+    """The values of a text array (large_string) as bytes."""
     _, offset_buffer, data = text.buffers()
     payload = data.to_pybytes() if data is not None else b""
     offsets = pa.Array.from_buffers(pa.int64(), len(text) + 1, [None, offset_buffer], offset=text.offset).to_pylist()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import MAX_EVENT_BYTES, Event, FileEvent, is_uuid
 from ingestd.daemon.landing import (
+    QUARANTINE_DIR,
     SOURCE_NAME,
     Moved,
     check_event_path,
@@ -31,11 +33,15 @@ from .context import IngestContext, Outcome
 log = logging.getLogger(__name__)
 
 
-def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: str, tag: str) -> Moved | None:
+def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: str, tag: str,
+               identity: tuple[Any, Any]) -> Moved | None:
     """Move an event's file to ``_quarantine/<source>/...``; None when there is
     nothing the event may move: a path outside its source's folder, a
-    folder, a file already in quarantine, nothing at all. A symlink moves as
-    the link itself, wherever it points."""
+    folder, a file already in quarantine, nothing at all, or a file that is
+    not the one the event describes (``identity``: its size and mtime in
+    nanoseconds, as the watcher saw them; a file replaced or still growing
+    stays for the event that follows). A symlink moves as the link itself,
+    wherever it points."""
     if not event_path:
         return None
     try:
@@ -43,9 +49,31 @@ def quarantine(landing_dir: Path, source: str, event_path: str | None, trigger: 
     except PermanentError:
         return None
     entry = None if location.quarantined else movable_entry(landing_dir, event_path)
-    if entry is None:
+    if entry is None or not _is_described(entry, identity):
         return None
     return move_file(landing_dir, entry, quarantine_path(landing_dir, location), tag)
+
+
+def _is_described(entry: Path, identity: tuple[Any, Any]) -> bool:
+    try:
+        st = os.lstat(entry)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == identity
+
+
+def owned_file_path(ledger: Ledger, event_id: str, event_path: str | None, replay_count: int) -> str | None:
+    """The ``file_path`` a new dead letter may hold: the event's file where
+    it lies in its source's folder, but a quarantined file only when an
+    earlier failure of this very event put it there and was replayed. An
+    event naming another dead letter's quarantined file gets none, so that
+    no ``dlq`` command acts on that file through it."""
+    if not event_path:
+        return None
+    shown = display_path(event_path)
+    if PurePosixPath(event_path).parts[:1] != (QUARANTINE_DIR,):
+        return shown
+    return shown if replay_count > 0 and ledger.replayed_from_quarantine(event_id, shown, replay_count) else None
 
 
 def _note_move(ledger: Ledger, dead_letter_id: int, moved: Moved | None) -> None:
@@ -66,19 +94,23 @@ def dead_letter_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: 
     failure = exc.failure
     existing = ledger.waiting_dead_letter(event.event_id, event.replay_count)
     if existing is None:
-        headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000],
-                   "x-ingestd-run-id": str(run_id), "x-ingestd-source": event.source}
+        # Header strings travel as UTF-8: an event's text may hold what UTF-8 cannot (a lone surrogate).
+        headers = {"x-ingestd-reason": failure.reason, "x-ingestd-error": storable_text(failure.message[:1000]),
+                   "x-ingestd-run-id": str(run_id), "x-ingestd-source": storable_text(event.source)}
         ctx.publisher.publish(ctx.topology.dead_exchange, event.routing_key, event.to_json(), event.event_id,
                               headers)
         dead_letter_id = ledger.add_dead_letter(
             event_id=event.event_id, source=event.source if SOURCE_NAME.match(event.source) else None,
             reason=failure.reason, error=failure.message, detail=failure.detail,
             event=json.loads(event.to_json()), run_id=run_id,
-            file_path=display_path(event.path) if event.path else None, replay_count=event.replay_count)
+            file_path=owned_file_path(ledger, event.event_id, event.path, event.replay_count),
+            replay_count=event.replay_count)
         total, invalid = failure.detail.get("rows_total"), failure.detail.get("rows_invalid")
         valid = total - invalid if isinstance(total, int) and isinstance(invalid, int) else None
+        quality = failure.detail.get("quality")
         ledger.finish_run(run_id, "failure", error=failure.message, reason=failure.reason, rows_total=total,
-                          rows_valid=valid, rows_invalid=invalid)
+                          rows_valid=valid, rows_invalid=invalid,
+                          quality=quality if isinstance(quality, dict) else None)
     else:
         dead_letter_id = existing["id"]
         ledger.finish_run(run_id, "failure", error=f"already dead-lettered as #{dead_letter_id}: {failure.message}",
@@ -89,8 +121,12 @@ def dead_letter_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: 
     # names something it may not touch moves nothing.
     if isinstance(event, FileEvent) and failure.reason != "bad_event":
         _note_move(ledger, dead_letter_id, quarantine(ctx.config.landing_dir, event.source, event.path,
-                                                      event.trigger, str(run_id)[:8]))
-    return Outcome("failure", run_id, reason=failure.reason, message=failure.message)
+                                                      event.trigger, str(run_id)[:8], (event.size, event.mtime_ns)))
+    # Records checked before the refusal (too many invalid ones): counted once, by the first delivery.
+    total, invalid = failure.detail.get("rows_total"), failure.detail.get("rows_invalid")
+    counted = existing is None and isinstance(total, int) and isinstance(invalid, int)
+    return Outcome("failure", run_id, reason=failure.reason, message=failure.message,
+                   rows_valid=total - invalid if counted else 0, rows_invalid=invalid if counted else 0)
 
 
 def _refuse_constant(name: str):
@@ -130,24 +166,31 @@ def _event_id_of(doc: Any) -> str | None:
         return None
 
 
-def dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError) -> Outcome:
+def dead_letter_bad_event(ctx: IngestContext, body: bytes, exc: PermanentError,
+                          message_id: str | None = None) -> Outcome:
     """A message that is not an event: recorded and parked, nothing to move.
 
-    The row's ``event_id`` is the message id it is parked under (the body's
-    own event id when it has a valid one), so the queue message can be found.
+    The row's ``event_id`` is the id the message is parked under: the body's
+    own event id when it has a valid one, else its message id (a replay
+    keeps it), else a new one. A replay that fails again adds the next
+    replay count, so ``[dlq] replay_limit`` ends the loop.
     """
     doc = storable_json(body)
-    event_id = _event_id_of(doc) or str(uuid.uuid4())
+    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if is_uuid(message_id) else str(uuid.uuid4()))
     failure = exc.failure
-    ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, event_id,
-                          {"x-ingestd-reason": failure.reason, "x-ingestd-error": failure.message[:1000]})
     ledger = ctx.ledger()
+    replay_count = ledger.next_replay_count(event_id)
+    # The body stays as it came; the header tells `dlq` which failure of the
+    # event this message is (daemon/dlq.py: remove_settled_messages).
+    ctx.publisher.publish(ctx.topology.dead_exchange, "bad_event", body, event_id,
+                          {"x-ingestd-reason": failure.reason, "x-ingestd-replay-count": replay_count,
+                           "x-ingestd-error": storable_text(failure.message[:1000])})
     source = doc.get("source") if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
     run_id = ledger.record_failed_run(FailedRun(source, "file", failure.message, failure.reason, ctx.worker,
                                                 event_id=event_id))
     ledger.add_dead_letter(event_id=event_id, source=source if source and SOURCE_NAME.match(source) else None,
                            reason=failure.reason, error=failure.message, detail=failure.detail, event=doc,
-                           run_id=run_id, file_path=None)
+                           run_id=run_id, file_path=None, replay_count=replay_count)
     ledger.conn.commit()
     DEAD_LETTERS.labels("_unknown", failure.reason).inc()
     RUNS.labels("_unknown", "failure").inc()
@@ -168,13 +211,16 @@ def x_death_summary(headers: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str | None, headers: dict[str, Any] | None,
-                              body: bytes, worker: str) -> int | None:
+                              body: bytes, worker: str, events_queue: str | None = None) -> int | None:
     """Record a message that reached ``ingest.dead`` without the consumer
     dead-lettering it (the broker's delivery limit, a rejection).
 
     Returns the new ``ops.dead_letters`` id; None for messages the consumer
     dead-lettered itself (they carry ``x-ingestd-reason``) or already recorded.
-    The file, if any, is quarantined like any dead-lettered file.
+    Its file, if any, is quarantined like any dead-lettered file, but only
+    when the broker says it gave up on the message in ``events_queue``
+    (``x-death``): a message anyone posted to the dead exchange is recorded
+    and moves nothing.
     """
     if headers and "x-ingestd-reason" in headers:
         return None
@@ -185,30 +231,33 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
     replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
     deaths = x_death_summary(headers)
     broker_reason = deaths[0].get("reason", "unknown") if deaths else "unknown"
-    count = deaths[0].get("count") if deaths else None
     # The body as sent (a path may name a file whose name is not UTF-8), for
     # the quarantine move; ``doc`` is what the table shows.
     fields = _string_fields(sent)
     source = fields.get("source")
     source = source if source and SOURCE_NAME.match(source) else None
     path = display_path(fields["path"]) if fields.get("path") else None
-    message = (f"the broker dead-lettered the message ({broker_reason}"
-               + (f", after {count} deliveries" if count else "") + "): a consumer kept failing on it")
+    from_events = events_queue is not None and any(d.get("queue") == events_queue for d in deaths)
+    message = (f"the broker dead-lettered the message ({broker_reason}): a consumer kept failing on it" if from_events
+               else f"a message reached the dead-letter queue without a consumer failing on it ({broker_reason})")
     if ledger.waiting_dead_letter(event_id, replay_count) is not None:
         ledger.conn.rollback()
         return None
     ledger.close_interrupted([event_id], "the broker dead-lettered the message")
     trigger = doc.get("trigger") if isinstance(doc, dict) else None
-    run_id = ledger.record_failed_run(FailedRun(source, str(trigger), message, "delivery_limit", worker,
+    if trigger not in ("file", "api", "replay", "manual"):
+        trigger = "api" if fields.get("kind") == "payload" else "file"
+    run_id = ledger.record_failed_run(FailedRun(source, trigger, message, "delivery_limit", worker,
                                                 event_id=event_id, file_path=path))
     dead_letter_id = ledger.add_dead_letter(
         event_id=event_id, source=source, reason="delivery_limit", error=message,
-        detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id, file_path=path,
-        replay_count=replay_count)
+        detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id,
+        file_path=owned_file_path(ledger, event_id, fields.get("path"), replay_count), replay_count=replay_count)
     ledger.conn.commit()
-    if path is not None and fields.get("kind", "file") == "file":
+    if path is not None and fields.get("kind", "file") == "file" and from_events:
+        identity = (sent.get("size"), sent.get("mtime_ns"))  # ``fields`` holds a dict's strings: ``sent`` is one
         _note_move(ledger, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
-                                                    fields.get("trigger", "file"), str(run_id)[:8]))
+                                                    fields.get("trigger", "file"), str(run_id)[:8], identity))
     DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
         "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",

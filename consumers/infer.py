@@ -4,19 +4,23 @@ Adding a source is then: drop a sample, infer, review, add. The proposal
 says what the sample shows and no more: the types seen per property, the
 properties present in every record (``required``), and for text (every CSV
 value is text) the shapes worth checking: integers, decimals, dates and
-times in the forms found. It is draft 2020-12 within the keywords the
-compiled validator takes, so the source validates on the fast path.
+times in the forms found, each checked with the validator the source will
+use, so that the proposal accepts every record of its sample. It is draft
+2020-12 within the keywords the compiled validator takes, so the source
+validates on the fast path.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any
+
+from .validation import RecordValidator, SchemaError
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 # Shapes of text, tried in order; the first that every value of a property
-# matches becomes its pattern (or format).
+# has becomes its pattern (or format).
 TEXT_SHAPES = (
     ("integer text", {"pattern": "^-?[0-9]+$"}),
     ("decimal text", {"pattern": "^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$"}),
@@ -25,15 +29,21 @@ TEXT_SHAPES = (
     ("US date (M/D/YYYY)", {"pattern": "^[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}$"}),
     ("US date and 12-hour time", {"pattern": "^[0-9]{1,2}/[0-9]{1,2}/[0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M$"}),
 )
-_MATCHERS = {
-    "integer text": re.compile(r"-?[0-9]+"),
-    "decimal text": re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"),
-    "ISO date": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
-    "ISO date-time": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-                                r"([Zz]|[-+][0-9]{2}:[0-9]{2})"),
-    "US date (M/D/YYYY)": re.compile(r"[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}"),
-    "US date and 12-hour time": re.compile(r"[0-9]{1,2}/[0-9]{1,2}/[0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M"),
-}
+
+
+@cache
+def shape_check(name: str) -> Callable[[str], bool] | None:
+    """Whether a text has the shape ``name``, judged by the validator a
+    source with the proposal will use (format asserted), so that a proposal
+    never refuses a value it was made from (``2020-02-30`` is no ISO date);
+    None when that validator cannot check it (a format whose package is
+    missing): such a shape is never proposed."""
+    keywords = dict(TEXT_SHAPES)[name]
+    try:
+        validator = RecordValidator({"$schema": DRAFT_2020_12, "type": "string", **keywords}, f"shape {name}")
+    except SchemaError:
+        return None
+    return lambda text: validator.errors(text) is None
 
 
 def json_type(value: Any) -> str:
@@ -55,7 +65,8 @@ def json_type(value: Any) -> str:
 class _Property:
     def __init__(self) -> None:
         self.types: set[str] = set()
-        self.shapes: set[str] = {name for name, _ in TEXT_SHAPES}
+        self.shapes: dict[str, Callable[[str], bool]] = {
+            name: check for name, _ in TEXT_SHAPES if (check := shape_check(name)) is not None}
         self.texts = 0
         self.empty_texts = 0
 
@@ -67,12 +78,10 @@ class _Property:
             if value == "":
                 self.empty_texts += 1
                 return
-            self.shapes = {s for s in self.shapes if _MATCHERS[s].fullmatch(value)}
+            self.shapes = {name: check for name, check in self.shapes.items() if check(value)}
 
     def schema(self) -> dict[str, Any]:
-        types = sorted(self.types)
-        if "integer" in types and "number" in types:
-            types.remove("integer")
+        types = _types(self.types)
         out: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
         if types == ["string"] and self.texts > self.empty_texts:
             for name, keywords in TEXT_SHAPES:
@@ -85,13 +94,25 @@ class _Property:
         return out
 
 
+def _types(kinds: set[str]) -> list[str]:
+    """JSON Schema types that admit values of every kind in ``kinds``."""
+    types = sorted(kinds)
+    if "integer" in types and "number" in types:
+        types.remove("integer")  # every integer is a number
+    return types
+
+
 def infer_schema(records: Iterable[Any], title: str = "") -> dict[str, Any]:
-    """A schema for objects like ``records`` (non-objects are counted apart)."""
+    """A schema for objects like ``records`` that accepts every one of them:
+    records that are not objects widen its type, and each property's shape
+    is one all its texts pass."""
     properties: dict[str, _Property] = {}
     seen_in: dict[str, int] = {}
+    others: set[str] = set()
     count = 0
     for record in records:
         if not isinstance(record, dict):
+            others.add(json_type(record))
             continue
         count += 1
         for key, value in record.items():
@@ -100,9 +121,12 @@ def infer_schema(records: Iterable[Any], title: str = "") -> dict[str, Any]:
     schema: dict[str, Any] = {"$schema": DRAFT_2020_12}
     if title:
         schema["title"] = title
-    schema["description"] = (f"Proposed by ingestd infer-schema from {count} record(s): review before use "
-                             "(types, required properties and text shapes are what the sample showed).")
-    schema["type"] = "object"
+    schema["description"] = (f"Proposed by ingestd infer-schema from {count} record(s)"
+                             + (f" and records that are not objects ({', '.join(sorted(others))})" if others else "")
+                             + ": review before use (types, required properties and text shapes are what the "
+                             "sample showed).")
+    types = _types(others | ({"object"} if count or not others else set()))
+    schema["type"] = types[0] if len(types) == 1 else types
     schema["required"] = [k for k in properties if seen_in[k] == count] if count else []
     schema["properties"] = {k: p.schema() for k, p in properties.items()}
     return schema

@@ -27,6 +27,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
+import orjson
+
 from ingestd.daemon.config import ApiSource, Config, FileSource, SourceConfig
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, PayloadEvent
@@ -270,8 +272,15 @@ class PayloadInput:
             stream = cast(IO[bytes], io.BufferedReader(io.BytesIO(self.body)))  # BufferedReader: it can peek
         else:
             stream = open_content(self.path, cfg.max_file_bytes)
+        # The context is repeated in every record: what it adds is bounded by the payload's own size
+        # (at least 1 MiB), so that a small payload of many tiny records cannot multiply into bronze.
+        each = len(orjson.dumps(context)) if context else 0
+        allowed = max(self.size, 1 << 20)
         with stream:
             for n, (value, text) in enumerate(read_json(stream, self.source.records_path, cfg.max_record_bytes), 1):
+                if n * each > allowed:
+                    raise PermanentError("too_large", f"record {n}: the payload's context ({each} bytes, added to "
+                                         f"each record) would add more than {allowed} bytes", record=n)
                 self._count = n
                 yield (n, *with_context(context, value, text))
 

@@ -392,7 +392,8 @@ class _Scanner:
 def read_json_records(stream: IO[bytes], records_path: str | None, max_record_bytes: int,
                       chunk: int = 1 << 20, exact_numbers: bool = True) -> Iterator[tuple[Value, bytes]]:
     """``(value, text)`` of each record of a JSON document: an array of
-    objects, or an object holding one at the dotted ``records_path``.
+    objects, one object (one record), or an object holding an array of
+    objects at the dotted ``records_path``.
 
     The whole document is checked (a record, a value outside the records,
     what follows the end); an empty array there gives no records, a missing
@@ -410,10 +411,18 @@ def read_json_records(stream: IO[bytes], records_path: str | None, max_record_by
         raise PermanentError("parse_error", "the file holds no JSON document (only whitespace)")
     path = records_path.split(".") if records_path else []
     if not path:
-        if first != ord("["):
-            raise PermanentError("parse_error", f"the document is {_kind_at(first)}, not an array of records")
-        scanner.pos += 1
-        yield from _records(scanner, max_record_bytes)
+        if first == ord("{"):
+            # One object is one record (an API response saved to disk).
+            text = scanner.extent("record 1", max_record_bytes)
+            yield parse_record(text, "record 1", depth_checked=True, exact_numbers=scanner.exact_numbers), text
+        elif first == ord("["):
+            scanner.pos += 1
+            yield from _records(scanner, max_record_bytes, _TOP_LEVEL)
+        elif _kind_at(first) == "not JSON":
+            raise PermanentError("parse_error", f"line {scanner.line()}: unexpected character {chr(first)!r}, "
+                                 "not JSON", line=scanner.line())
+        else:
+            raise PermanentError("parse_error", f"the document is {_kind_at(first)}, {_TOP_LEVEL}")
     else:
         if first != ord("{"):
             raise PermanentError("parse_error", f"the document is {_kind_at(first)}, not an object "
@@ -463,8 +472,14 @@ def _members(scanner: _Scanner, path: list[str], limit: int):
             return found
 
 
-def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
-    """The elements of the records array (its ``[`` consumed), up to its ``]``."""
+_TOP_LEVEL = "not an object or an array of objects"
+_PLURAL = {"a number": "numbers", "a string": "strings", "an array": "arrays", "a boolean": "booleans",
+           "null": "nulls"}
+
+
+def _records(scanner: _Scanner, limit: int, shape: str = "") -> Iterator[tuple[Value, bytes]]:
+    """The elements of the records array (its ``[`` consumed), up to its
+    ``]``; ``shape`` says what the document should be, when it is not."""
     number = 0
     if scanner.peek() == ord("]"):
         scanner.pos += 1
@@ -480,15 +495,24 @@ def _records(scanner: _Scanner, limit: int) -> Iterator[tuple[Value, bytes]]:
             what = "the end of the file" if char is None else _kind_at(char)
             if char is not None and what == "not JSON":
                 what = f"unexpected character {chr(char)!r}, not JSON"
-            raise PermanentError("parse_error", f"{where} (line {scanner.line()}): {what}, not an object",
+            whole = "" if not shape else f" (the document is an array of {_PLURAL[what]}, {shape})" \
+                if number == 1 and what in _PLURAL else " (the document must be an object or an array of objects)"
+            raise PermanentError("parse_error", f"{where} (line {scanner.line()}): {what}, not an object{whole}",
                                  record=number, line=scanner.line())
         found = _flat_record(scanner, limit)
-        if found is not None:
-            value, text = found
-            yield parse_record(text, where, exact_numbers=scanner.exact_numbers, parsed=value), text
-        else:
-            text = scanner.extent(where, limit)
-            yield parse_record(text, where, depth_checked=True, exact_numbers=scanner.exact_numbers), text
+        try:
+            if found is not None:
+                value, text = found
+                value = parse_record(text, where, exact_numbers=scanner.exact_numbers, parsed=value)
+            else:
+                text = scanner.extent(where, limit)
+                value = parse_record(text, where, depth_checked=True, exact_numbers=scanner.exact_numbers)
+        except PermanentError as exc:
+            # The record's number with every refusal of it (a U+0000 deep inside, a number out of range):
+            # the dead letter says which record, not only the message.
+            exc.failure.detail.setdefault("record", number)
+            raise
+        yield value, text
         if scanner.expect(b",]", f"',' or ']' after record {number}") == ord("]"):
             return
 

@@ -68,7 +68,7 @@ class DeadLetterRecorder:
         ledger = Ledger(self.database.get())
         try:
             record_broker_dead_letter(ledger, self.config.landing_dir, properties.message_id, properties.headers,
-                                      body, self.name)
+                                      body, self.name, self.topology.events_queue)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             raise  # database gone: reconnect, the message comes back
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the recorder

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from .broker import Publisher, Topology, open_connection
-from .errors import TransientError
 from .events import FileEvent, is_uuid, routing_key
 from .landing import QUARANTINE_DIR, from_display, resolve_in_landing
 from .ledger import DeadLetter, Ledger, Selector
@@ -59,12 +58,27 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
         return routing_key("payload", str(doc.get("source"))), json.dumps(replayed).encode(), str(dead.event_id)
     if dead.reason == "bad_event" or doc.get("kind") != "file":
         # Not a valid event when it failed: sent again as it was, for a
-        # consumer that understands it now.
-        return routing_key(str(doc.get("kind", "file")), str(doc.get("source", "_unknown"))), \
+        # consumer that understands it now (routed by what the body claims
+        # only where that names a kind and a source).
+        kind = "payload" if doc.get("kind") == "payload" else "file"
+        return routing_key(kind, str(doc.get("source", "_unknown"))[:255]), \
             json.dumps(doc).encode(), str(dead.event_id or uuid.uuid4())
     location = dead.file_path or doc.get("path")
-    if not location:
-        raise NotReplayable("the dead letter names no file")
+    if not location or not isinstance(location, str) or not isinstance(doc.get("source"), str):
+        raise NotReplayable("the dead letter names no file of a source")
+    if PurePosixPath(location).parts[:1] != (QUARANTINE_DIR,):
+        # A replay loads only what ingestd quarantined for this very dead
+        # letter: a file left in the source's folder (never moved, or there
+        # again, perhaps still being written) is the watcher's to load.
+        raise NotReplayable(f"ingestd did not quarantine its file ({location}"
+                            + ("" if dead.file_path else ", named by its event")
+                            + "); a file in the source's folder is loaded by the watcher once it is complete "
+                              "(or: ingestd publish PATH); discard this dead letter")
+    if not dead.file_path:
+        # Its event named a quarantined file that ingestd did not quarantine
+        # for it (another dead letter's): that file is not this one's to load.
+        raise NotReplayable(f"the file its event named, {location}, was not quarantined for this dead letter; "
+                            "nothing to replay (discard it)")
     # A name that is not UTF-8 is stored with \xNN escapes: the file has the bytes.
     if not os.path.lexists(landing_dir / location) and os.path.lexists(landing_dir / from_display(location)):
         location = from_display(location)
@@ -113,15 +127,18 @@ def replay(ledger: Ledger, publisher: Publisher, landing_dir: Path, rows: Iterab
         except NotReplayable as exc:
             report.refused.append((dead, str(exc)))
             continue
+        except Exception as exc:  # noqa: BLE001 - a dead letter of any shape is refused, not the whole batch
+            report.refused.append((dead, f"not replayable as recorded ({type(exc).__name__}: {exc})"[:500]))
+            continue
         if not ledger.mark_replayed(dead.id):
             report.refused.append((dead, "replayed or discarded meanwhile by someone else"))
             continue
         try:
             publisher.publish(publisher.topology.events_exchange, key, body, message_id,
                               {"x-ingestd-replay-of": dead.id})
-        except TransientError as exc:
+        except Exception as exc:  # noqa: BLE001 - the stamp goes back whatever failed: it still waits
             ledger.unmark_replayed(dead.id)
-            report.refused.append((dead, f"could not publish: {exc}"))
+            report.refused.append((dead, f"could not publish: {type(exc).__name__}: {exc}"[:500]))
             continue
         report.published.append(dead)
     report.removed_from_queue = remove_settled_messages(ledger, publisher.url, publisher.topology)
@@ -153,13 +170,23 @@ def discard(ledger: Ledger, broker_url: str, topology: Topology, landing_dir: Pa
     return discarded, problems, removed
 
 
-def _message_replay_count(body: bytes) -> int:
+def _message_identity(message_id: str | None, body: bytes, headers: dict | None) -> tuple[str | None, int]:
+    """(event id, replay count) of a dead message, as its dead letter was
+    recorded: the body's own event id, else its message id; the replay count
+    a bad event's message carries in a header (its body stays as it came),
+    else the body's, else 0. Never fails, whatever the message."""
     try:
         doc = json.loads(body)
-    except ValueError:
-        return 0
-    value = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
-    return value if isinstance(value, int) else 0
+    except (ValueError, RecursionError):
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    own = doc.get("event_id")
+    event_id = str(uuid.UUID(own)) if isinstance(own, str) and is_uuid(own) else (
+        str(uuid.UUID(message_id)) if isinstance(message_id, str) and is_uuid(message_id) else None)
+    counted = (headers or {}).get("x-ingestd-replay-count")
+    if type(counted) is not int:
+        counted = doc.get("replay_count", 0)
+    return event_id, counted if type(counted) is int else 0
 
 
 def remove_settled_messages(ledger: Ledger, broker_url: str, topology: Topology) -> int:
@@ -168,7 +195,7 @@ def remove_settled_messages(ledger: Ledger, broker_url: str, topology: Topology)
     body, so a fresh failure of a replay (same event id, next count) stays.
 
     AMQP cannot delete one message: the queue is read without acks, the
-    settled ones are acked, and closing the channel returns the rest.
+    settled ones are acked, and the rest are handed back before this returns.
     """
     connection = open_connection(broker_url, name=topology.connection_name("dlq"))
     try:
@@ -178,8 +205,8 @@ def remove_settled_messages(ledger: Ledger, broker_url: str, topology: Topology)
             method, properties, body = channel.basic_get(topology.dead_queue, auto_ack=False)
             if method is None:
                 break
-            held.append((method.delivery_tag, properties.message_id, _message_replay_count(body)))
-        ids = sorted({m for _, m, _ in held if m and is_uuid(m)})
+            held.append((method.delivery_tag, *_message_identity(properties.message_id, body, properties.headers)))
+        ids = sorted({m for _, m, _ in held if m})
         if not ids:
             return 0
         settled = ledger.settled_messages(ids)
@@ -188,10 +215,24 @@ def remove_settled_messages(ledger: Ledger, broker_url: str, topology: Topology)
             if (message_id, count) in settled:
                 channel.basic_ack(tag)
                 removed += 1
+        _hand_back(channel, topology.dead_queue, len(held) - removed)
         return removed
     finally:
         if connection.is_open:
             connection.close()  # unacked messages go back to the queue
+
+
+def _hand_back(channel, queue: str, kept: int, timeout: float = 5.0) -> None:
+    """Return the messages read but kept, and wait (a few seconds at most)
+    until the queue counts them again: a quorum queue takes them back
+    asynchronously, and a `dlq list` right after a replay would otherwise
+    see a dead queue short of the messages still waiting."""
+    if not kept:
+        return
+    channel.basic_nack(0, multiple=True, requeue=True)
+    deadline = time.monotonic() + timeout
+    while queue_depth(channel, queue)[0] < kept and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def wait_for_outcomes(ledger: Ledger, event_ids: list[str], since: datetime, timeout: float,

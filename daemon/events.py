@@ -16,6 +16,7 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+import orjson
 
 from .errors import PermanentError
 from .landing import SOURCE_NAME
@@ -24,6 +25,9 @@ EVENT_VERSION = 1
 # Bounds what a consumer will parse; payload bodies above the poller's inline
 # limit (at most 8 MiB) travel as a file under _payloads/ instead.
 MAX_EVENT_BYTES = 16 << 20
+# A payload's context (FRED's series id) is added to each of its records.
+MAX_CONTEXT_BYTES = 1024
+LAST_YEAR = 9998
 
 
 class _Message:
@@ -114,9 +118,11 @@ def parse_event(body: bytes) -> Event:
     if len(body) > MAX_EVENT_BYTES:
         raise PermanentError("bad_event", f"message body of {len(body)} bytes exceeds {MAX_EVENT_BYTES}")
     try:
-        doc: Any = json.loads(body)
+        doc: Any = json.loads(body, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PermanentError("bad_event", f"message body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PermanentError("bad_event", "message body is nested deeper than an event can be") from None
     if not isinstance(doc, dict):
         raise PermanentError("bad_event", "message body is not a JSON object")
     fast, reference = event_checks()
@@ -131,4 +137,54 @@ def parse_event(body: bytes) -> Event:
                              keyword=error.validator)
     cls = FileEvent if doc["kind"] == "file" else PayloadEvent
     known = set(cls.__dataclass_fields__)
-    return cls(**{k: v for k, v in doc.items() if k in known})
+    fields = {k: _integral(v) for k, v in doc.items() if k in known}
+    if cls is PayloadEvent:
+        _check_instant(fields["fetched_at"], "/fetched_at")
+        _check_context(fields.get("context", {}))
+    return cls(**fields)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_context(context: dict[str, Any]) -> None:
+    """``bad_event`` unless the fields a payload adds to each of its records
+    are JSON that bronze can store (no lone surrogate, no integer beyond 64
+    bits, not nested past 254 levels) and small: they are repeated in every
+    record, so their size multiplies the payload's."""
+    try:
+        text = orjson.dumps(context)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise PermanentError("bad_event", f"event is invalid at /context: not JSON bronze can store ({exc})",
+                             pointer="/context") from None
+    if len(text) > MAX_CONTEXT_BYTES:
+        raise PermanentError("bad_event", f"event is invalid at /context: {len(text)} bytes, more than the "
+                             f"{MAX_CONTEXT_BYTES} that are added to each record", pointer="/context")
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers include 2.0: the event holds the integer."""
+    return int(value) if type(value) is float else value
+
+
+def _check_instant(text: str, pointer: str) -> None:
+    """``bad_event`` unless ``text`` is an ISO 8601 date and time with its
+    UTC offset (a fetch time becomes ``source_timestamp``, a timestamptz,
+    which may partition bronze: a time without an offset is no instant)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PermanentError("bad_event", f"event is invalid at {pointer}: {text[:64]!r} is not an ISO 8601 date "
+                             f"and time ({exc})", pointer=pointer) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise PermanentError("bad_event", f"event is invalid at {pointer}: {text[:64]!r} has no UTC offset "
+                             "(write it as 2024-01-02T03:04:05+00:00)", pointer=pointer)
+    try:
+        year = when.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not 1 <= year <= LAST_YEAR:
+        # Bronze may be partitioned by month of it: the month after it must still be a date.
+        raise PermanentError("bad_event", f"event is invalid at {pointer}: {text[:64]!r} is not between the "
+                             f"years 1 and {LAST_YEAR} in UTC", pointer=pointer)

@@ -93,7 +93,7 @@ def cmd_maintain(config, args) -> int:
     if getattr(args, "json", False):
         print_json([{"source": s.source, "partition": s.partition, "action": s.action, "from": s.lower,
                      "to": s.upper, "rows": s.rows, "rows_exact": s.exact, "bytes": s.bytes,
-                     "done": s.done} for s in steps])
+                     "done": s.done, "loads_expired": s.expired} for s in steps])
         return EXIT_OK
     if not steps:
         print("nothing to do: the coming months have their partitions, none is past retention")
@@ -103,6 +103,10 @@ def cmd_maintain(config, args) -> int:
                        [[s.source, s.partition, verb[s.action] if args.dry_run or s.done else "skipped",
                          _day(s.lower), _day(s.upper), _rows(s.rows, s.exact) if s.action == "drop" else "-",
                          human_bytes(s.bytes) if s.action == "drop" else "-"] for s in steps], shrink=[1]))
+    for s in steps:
+        if s.expired:
+            print(f"{s.partition}: {s.expired} loads expired (all their rows are gone: the same bytes dropped "
+                  "again load again)")
     if args.dry_run:
         print("dry run: nothing was changed")
     return EXIT_OK
@@ -144,9 +148,9 @@ def cmd_migrate(config, args) -> int:
     finally:
         conn.close()
     bar.close()
-    print(f"bronze.{source.name} is partitioned by month of {source.partition_by}: {report.rows_new:,} rows moved "
-          f"from the plain table ({report.rows_old:,} there), in {report.seconds:.1f} s; the swap waited "
-          f"{report.swap_waits} time(s) for loads")
+    print(f"bronze.{source.name} is partitioned by month of {source.partition_by}: {report.rows_new:,} rows, every "
+          f"row of the plain table ({report.rows_old:,}, checked before the swap), in {report.seconds:.1f} s; the "
+          f"swap waited {report.swap_waits} time(s) for loads")
     if report.kept_as:
         print(f"the old table is kept as bronze.\"{report.kept_as}\"; once checked: "
               f"DROP TABLE bronze.\"{report.kept_as}\";")

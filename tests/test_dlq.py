@@ -229,10 +229,14 @@ def test_discard_keeps_the_record_and_drops_the_message(setup, db):
     assert len(cli_json(path, "dlq", "list", "--include-discarded")["dead_letters"]) == 2
 
 
-def test_status_says_what_needs_attention(setup, db):
+def test_status_says_what_needs_attention(setup, db, consumer):
     path, config, ctx = setup
+    never_started = cli_json(path, "status", check_exit=1)
+    assert any("does not exist: nothing has started yet" in p for p in never_started["problems"])
     drop_file(config.landing_dir, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
     ingest_message(ctx, event_for(config, "heart_rate/h.csv").to_json())
+    consumer(path)
+    wait_for(lambda: cli_json(path, "status", check_exit=None)["queues"]["events"]["consumers"] == 1)
     healthy = cli_json(path, "status", check_exit=0)
     assert healthy["database"] == "ok" and healthy["broker"] == "ok" and not healthy["needs_attention"]
     heart = next(s for s in healthy["sources"] if s["source"] == "heart_rate")

@@ -228,7 +228,9 @@ def test_what_jsonb_cannot_hold_is_refused_with_the_record_and_a_reason(daemon, 
     status, got, rows, error = daemon.outcome(relative)
     assert (status, got) == ("failure", reason), error
     assert words in error
-    assert query(daemon.db, "SELECT count(*) FROM bronze.j WHERE file_path = %s", (relative,)) == [(0,)]
+    # bronze.j exists only once a load into j committed: run alone, this test may meet none
+    if query(daemon.db, "SELECT to_regclass('bronze.j')") != [(None,)]:
+        assert query(daemon.db, "SELECT count(*) FROM bronze.j WHERE file_path = %s", (relative,)) == [(0,)]
 
 
 # 5. A file name that is not UTF-8: loaded, shown with escapes; a bad one recorded and replayable.
@@ -289,7 +291,8 @@ def test_a_file_truncated_while_it_loads_is_skipped_then_judged_by_its_newer_eve
     assert runs[1][:2] == ("failure", "parse_error")
     cut = [d for d in daemon.dead_letters() if (d[2] or "").startswith("_quarantine/l/cut")]
     assert len(cut) == 1
-    assert query(daemon.db, "SELECT count(*) FROM bronze.l WHERE file_path = 'l/cut.jsonl'") == [(0,)]
+    if query(daemon.db, "SELECT to_regclass('bronze.l')") != [(None,)]:
+        assert query(daemon.db, "SELECT count(*) FROM bronze.l WHERE file_path = 'l/cut.jsonl'") == [(0,)]
 
 
 # 11. A second event for a file already dead-lettered: skipped, not a second dead letter.
@@ -383,6 +386,7 @@ def _get(url: str) -> bytes | None:
 
 
 # 10. An idle dead-letter connection stays alive: no false interrupted runs.
+@pytest.mark.slow
 def test_a_dead_letter_after_a_long_idle_spell_is_recorded_at_once(own_daemon):
     daemon = own_daemon()
     daemon.config.write_text(config_text(daemon.landing, daemon.database_url, daemon.amqp_url, daemon.prefix,

@@ -239,3 +239,38 @@ def test_a_reader_that_cannot_read_its_file_gives_a_reason_not_an_exception(tmp_
     with pytest.raises(PermanentError) as caught:
         list(read_records(folder, fmt, None))
     assert caught.value.reason in ("unreadable_file", "parse_error") and str(caught.value)
+
+
+def _extension(kind: pa.DataType, storage: pa.Array) -> pa.Array:
+    return pa.ExtensionArray.from_storage(kind, storage)
+
+
+UUID = bytes.fromhex("123e4567e89b12d3a456426614174000")
+
+
+@pytest.mark.parametrize("store_schema", [True, False], ids=["with Arrow schema", "Parquet logical types only"])
+def test_arrow_extension_types_load_as_their_documented_values(tmp_path, store_schema):
+    """arrow.uuid is the text of the UUID (as a Parquet UUID column), arrow.bool8
+    true/false, arrow.json its text as a string; the others as their storage:
+    the float32 of a tensor as a float32 column (its shortest text, NaN named)."""
+    table = pa.table({
+        "uuid": _extension(pa.uuid(), pa.array([UUID, None], pa.binary(16))),
+        "uuids": pa.ListArray.from_arrays(pa.array([0, 2, 2]),
+                                          _extension(pa.uuid(), pa.array([UUID, None], pa.binary(16)))),
+        "bool8": _extension(pa.bool8(), pa.array([2, None], pa.int8())),
+        "json": _extension(pa.json_(), pa.array(['{"a": 1.50}', None])),
+        "opaque": _extension(pa.opaque(pa.binary(), "geometry", "vendor"), pa.array([b"\x00\xff", None])),
+        "tensor": _extension(pa.fixed_shape_tensor(pa.float32(), [2]),
+                             pa.array([[0.1, float("nan")], None], pa.list_(pa.float32(), 2))),
+    })
+    path = tmp_path / "extension.parquet"
+    pq.write_table(table, path, store_schema=store_schema)
+    rows = [json.loads(text) for _, text in read_records(path, "parquet", None)]
+    first = {"uuid": "123e4567-e89b-12d3-a456-426614174000", "uuids": ["123e4567-e89b-12d3-a456-426614174000", None],
+             "json": '{"a": 1.50}'}
+    if store_schema:  # the types Parquet has no logical type for come back only with the Arrow schema
+        first |= {"bool8": True, "opaque": "AP8=", "tensor": [0.1, "NaN"]}
+    else:
+        first |= {"bool8": 2, "opaque": "AP8=", "tensor": [0.1, "NaN"]}
+    assert rows[0] == first
+    assert rows[1] == {name: [] if name == "uuids" else None for name in table.column_names}

@@ -5,6 +5,7 @@ what it should and nothing else; a plain table migrated while loads go on;
 import json
 import os
 import threading
+import time
 import urllib.request
 from datetime import UTC, datetime
 
@@ -16,9 +17,9 @@ from ingestd.daemon.cli import main
 from ingestd.daemon.config import load_config
 from ingestd.daemon.partitions import add_months, month_start
 
-from .conftest import FITBIT, FITBIT_FILES, REPO, drop_file, query
+from .conftest import FITBIT, FITBIT_FILES, REPO, drop_file, one_row_csv, query
 from .live import free_port
-from .test_e2e import wait_for
+from .test_e2e import finished_runs, wait_for
 from .test_group import run_group, small_csv
 from .test_ingest import event_for
 
@@ -316,6 +317,78 @@ def test_a_plain_table_keeps_loading_then_migrates_while_loads_go_on(write_confi
     assert query(db, "SELECT count(DISTINCT id), count(*) FROM bronze.daily_activity") == [(loaded + 2, loaded + 2)]
 
 
+def test_migrate_while_two_workers_load_small_files_keeps_every_committed_row(write_config, contexts, db, procs,
+                                                                               tmp_path, capsys):
+    """Each worker's session takes ids from the identity in a block of its own, so ids do not
+    follow commit order: a row committed during the copy below the highest id copied must reach
+    the new table all the same, or the tables must not swap."""
+    ctx = contexts(load_config(write_config()))
+    name, rows = FITBIT_FILES["daily_activity"]
+    drop_file(ctx.config.landing_dir, f"daily_activity/{name}", FITBIT / name)
+    assert ingest(ctx, f"daily_activity/{name}").status == "success"
+    path = write_config(sources=partitioned_sources({"daily_activity": "ingested_at"}))
+    procs(path, "run", "--workers", "2")
+    landing = load_config(path).landing_dir
+    stop, dropped = threading.Event(), []
+
+    def keep_dropping():
+        while not stop.is_set() or len(dropped) < 200:
+            for _ in range(4):  # a few at once, so that both workers load
+                drop_file(landing, f"daily_activity/small-{len(dropped)}.csv", one_row_csv(8 * 10**9 + len(dropped)))
+                dropped.append(True)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=keep_dropping)
+    thread.start()
+    try:
+        wait_for(lambda: finished_runs(db) > 40, timeout=60)
+        code = main(["-c", str(path), "partitions", "migrate", "--source", "daily_activity", "--batch-rows", "20",
+                     "--no-progress"])
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    out = capsys.readouterr()
+    wait_for(lambda: finished_runs(db) == 1 + len(dropped), timeout=120)
+    assert code == 0, out.err
+    assert query(db, "SELECT status, count(*) FROM ops.pipeline_runs GROUP BY 1") == [("success", 1 + len(dropped))]
+    assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("p",)]
+    # Every committed load's rows are in the migrated table, as many as its manifest row says, none twice.
+    assert query(db, "SELECT count(*) FROM ops.raw_ingest_manifest m LEFT JOIN (SELECT pipeline_run_id, count(*) AS n"
+                     " FROM bronze.daily_activity GROUP BY 1) b ON b.pipeline_run_id = m.run_id"
+                     " WHERE b.n IS DISTINCT FROM m.row_count") == [(0,)]
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM bronze.daily_activity") == [
+        (rows + len(dropped), rows + len(dropped))]
+    assert query(db, "SELECT count(*) FROM ops.dead_letters") == [(0,)]
+    assert "Traceback" not in (tmp_path / "run-0.log").read_text()
+
+
+def test_a_copy_that_cannot_be_proved_whole_does_not_swap(write_config, contexts, db):
+    """A row deleted from the plain table after it was copied: the counts differ under the swap's
+    lock, so nothing swaps; the plain table stays, and loads go on into it."""
+    ctx = contexts(load_config(write_config()))
+    name, rows = FITBIT_FILES["daily_activity"]
+    drop_file(ctx.config.landing_dir, f"daily_activity/{name}", FITBIT / name)
+    assert ingest(ctx, f"daily_activity/{name}").status == "success"
+    config = load_config(write_config(sources=partitioned_sources({"daily_activity": "ingested_at"})))
+    source = config.sources["daily_activity"]
+
+    def delete_a_copied_row(done, top):
+        if done >= top:
+            execute(db, "DELETE FROM bronze.daily_activity WHERE record_number = 1")
+
+    conn = contexts(config, "migrator").conn()
+    with pytest.raises(partitions.MigrationError, match="did not swap") as refused:
+        partitions.migrate_table(conn, source, "test", batch_rows=300, progress=delete_a_copied_row)
+    assert f"{rows - 1:,} rows" in str(refused.value) and f"{rows:,}" in str(refused.value)
+    assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("r",)]
+    assert query(db, "SELECT to_regclass('bronze.\"daily_activity-unpartitioned\"') IS NULL") == [(True,)]
+    assert query(db, "SELECT count(*) FROM ops.partition_log WHERE action = 'migrated'") == [(0,)]
+    loader = contexts(config, "loader")
+    drop_file(config.landing_dir, "daily_activity/after.csv", small_csv(1))
+    assert ingest(loader, "daily_activity/after.csv").status == "success"
+    assert query(db, "SELECT count(*) FROM bronze.daily_activity") == [(rows + 1,)]
+
+
 def test_consumers_apply_retention_on_their_schedule(write_config, contexts, db, procs, tmp_path):
     port = free_port()
     path = write_config(sources=partitioned_sources({"daily_activity": "source_timestamp"},
@@ -326,7 +399,10 @@ def test_consumers_apply_retention_on_their_schedule(write_config, contexts, db,
     assert ingest(ctx, "daily_activity/old.csv").status == "success"
     assert "daily_activity_p2018_05" in month_names(db, "daily_activity")
     procs(path, "consume", "--workers", "1")
-    wait_for(lambda: "daily_activity_p2018_05" not in month_names(db, "daily_activity"), timeout=60)
+    # The month leaves the table at its DETACH; the round is done when its DROP commits.
+    wait_for(lambda: query(db, "SELECT count(*) FROM ops.partition_log WHERE action = 'dropped'") == [(1,)],
+             timeout=60)
+    assert "daily_activity_p2018_05" not in month_names(db, "daily_activity")
     assert query(db, "SELECT count(*) FROM bronze.daily_activity") == [(0,)]
     assert query(db, "SELECT partition, rows, by_whom LIKE '%%-%%' FROM ops.partition_log"
                      " WHERE action = 'dropped'") == [("daily_activity_p2018_05", 2, True)]
@@ -344,6 +420,9 @@ def test_partition_settings_are_checked(tmp_path, write_config):
         'retention = "2 years"\n': "needs partition",
         'partition = "month"\nretention = "24 weeks"\n': "retention",
         'partition = "month"\npartition_by = "file_size"\n': "partition_by",
+        # Beyond a century the cutoff (now minus the retention) leaves the dates everyone holds.
+        'partition = "month"\nretention = "9999 years"\n': r"sources\[s\]\.retention: .*at most 100 years",
+        'partition = "month"\nretention = "1201 months"\n': r"sources\[s\]\.retention: .*at most 100 years",
     }
     for extra, says in bad.items():
         text = f'\n[[sources]]\nname = "s"\nformat = "csv"\n{extra}'
@@ -360,6 +439,9 @@ def test_partition_settings_are_checked(tmp_path, write_config):
                                             'retention = "2 years"\n'))
     assert (fine.sources["s"].partition, fine.sources["s"].partition_by, fine.sources["s"].retention_months) == (
         "month", "ingested_at", 24)
+    century = load_config(write_config(sources='\n[[sources]]\nname = "s"\nformat = "csv"\npartition = "month"\n'
+                                               'retention = "100 years"\n'))
+    assert century.sources["s"].retention_months == 1200
 
 
 def test_month_arithmetic():

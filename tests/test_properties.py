@@ -27,6 +27,7 @@ from .fuzz_readers import record_text, reference
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 
 
+@pytest.mark.slow
 def test_readers_hold_their_properties_under_a_memory_cap():
     result = subprocess.run([sys.executable, "-m", "tests.fuzz_readers", "--examples", str(EXAMPLES),
                              "--memory-mb", "1024"], cwd=REPO, capture_output=True, text=True, timeout=1800)

@@ -1,0 +1,147 @@
+"""Generated cases for the edges of the readers: Parquet column names,
+runs of blank lines (cut anywhere by the read buffers), JSON documents of
+one object, and text in UTF-16 or UTF-32 where UTF-8 belongs.
+
+Fixed seed (derandomize) and INGESTD_TEST_EXAMPLES examples, as
+tests/test_properties.py.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingestd.consumers import readers
+from ingestd.consumers.readers import read_csv, read_json, read_jsonl, read_parquet
+from ingestd.daemon.errors import PermanentError
+
+EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+def outcome(read):
+    """The values read, or the reason and message of the refusal."""
+    try:
+        return [value for value, _ in read()]
+    except PermanentError as exc:
+        return exc.reason, exc.failure.message
+
+
+@SETTINGS
+@given(names=st.lists(st.one_of(st.sampled_from(["a", "b", "A", "a.b", " ", "é"]), TEXT.filter(bool)),
+                      min_size=1, max_size=6))
+def test_parquet_columns_load_under_their_names_or_two_of_one_name_are_refused(names):
+    table = pa.Table.from_arrays([pa.array([i]) for i in range(len(names))], names=names)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.parquet"
+        pq.write_table(table, path)
+        got = outcome(lambda: read_parquet(path))
+    twice = [name for i, name in enumerate(names) if name in names[:i]]
+    if twice:
+        first = names.index(twice[0]) + 1
+        second = names.index(twice[0], first) + 1
+        assert got[0] == "parse_error" and f"columns {first} and {second}" in got[1] and repr(twice[0]) in got[1]
+    else:
+        assert got == [{name: i for i, name in enumerate(names)}]
+
+
+BLANK_RUN = st.lists(st.sampled_from(["\n", "\r\n", "\r"]), max_size=40).map("".join)
+CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(CELL, CELL), max_size=8), blanks=st.data(), chunk=st.sampled_from([1, 2, 3, 7, 4096]),
+       buffer=st.sampled_from([1, 5, 64, 8192]), ending=st.sampled_from(["\n", "\r\n", "\r"]))
+def test_csv_runs_of_blank_lines_carry_nothing_and_keep_line_numbers(rows, blanks, chunk, buffer, ending):
+    out = io.StringIO(newline="")
+    out.write("a,b" + ending)
+    for row in rows:
+        out.write(blanks.draw(BLANK_RUN))
+        csv.writer(out, lineterminator=ending, quoting=csv.QUOTE_ALL).writerow(row)
+    out.write(blanks.draw(BLANK_RUN))
+    before_ragged = out.getvalue()
+    # A CR last, then this LF, would be one line break: end the run with a whole one.
+    text = before_ragged + ("\n" if before_ragged.endswith("\r") and ending != "\r" else "") + "x" + ending
+    expected_line = len(io.StringIO(text, newline="").readlines())
+    saved, readers.TEXT_CHUNK = readers.TEXT_CHUNK, chunk
+    try:
+        got = outcome(lambda: read_csv(io.BufferedReader(io.BytesIO(before_ragged.encode()), buffer_size=buffer)))
+        assert got == [{"a": a, "b": b} for a, b in rows]
+        got = outcome(lambda: read_csv(io.BufferedReader(io.BytesIO(text.encode()), buffer_size=buffer)))
+    finally:
+        readers.TEXT_CHUNK = saved
+    assert got[0] == "parse_error" and got[1].startswith(f"line {expected_line}: 1 fields"), (got, expected_line)
+
+
+@SETTINGS
+@given(records=st.lists(st.dictionaries(TEXT, st.integers() | TEXT, max_size=3), max_size=6), blanks=st.data(),
+       buffer=st.sampled_from([1, 7, 64, 8192]))
+def test_jsonl_runs_of_blank_lines_carry_nothing_and_keep_line_numbers(records, blanks, buffer):
+    whitespace = st.lists(st.sampled_from([" ", "\t", "\r", "\n", "\r\n"]), max_size=30).map("".join)
+    text = "".join(blanks.draw(whitespace) + "\n" + json.dumps(r) + "\n" for r in records)
+    text += blanks.draw(whitespace) + "\n"
+    data = text.encode()
+    if records:
+        assert outcome(lambda: read_jsonl(io.BufferedReader(io.BytesIO(data), buffer_size=buffer))) == records
+    bad = data + b"[1]\n"
+    got = outcome(lambda: read_jsonl(io.BufferedReader(io.BytesIO(bad), buffer_size=buffer)))
+    line = bad.count(b"\n")
+    assert got[0] == "parse_error" and got[1].startswith(f"line {line}:")
+
+
+@SETTINGS
+@given(value=st.recursive(st.none() | st.booleans() | st.integers() | TEXT,
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+                          max_leaves=10),
+       indent=st.sampled_from([None, 0, 2]), before=st.sampled_from(["", " ", "\n\t"]))
+def test_a_json_document_is_an_object_one_record_or_refused_saying_its_shape(value, indent, before):
+    text = (before + json.dumps(value, indent=indent, ensure_ascii=False) + "\n").encode()
+    got = outcome(lambda: read_json(io.BufferedReader(io.BytesIO(text), buffer_size=16)))
+    if isinstance(value, dict):
+        assert got == [value]
+        assert [t for _, t in read_json(io.BufferedReader(io.BytesIO(text)))] == [text.strip()]
+    elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        assert got == value
+    else:
+        assert got[0] == "parse_error" and "an object or an array of objects" in got[1]
+
+
+WIDE = ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-32"]
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(TEXT, TEXT), min_size=1, max_size=5), encoding=st.sampled_from(WIDE),
+       fmt=st.sampled_from(["csv", "json", "jsonl"]))
+def test_utf16_without_its_mark_and_utf32_are_encoding_errors_before_any_record(rows, encoding, fmt):
+    records = [{"k": a, "v": b} for a, b in rows]
+    if fmt == "csv":
+        out = io.StringIO(newline="")
+        csv.writer(out).writerows([("k", "v"), *rows])
+        text = out.getvalue()
+    elif fmt == "json":
+        text = json.dumps(records, ensure_ascii=False)
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    read = {"csv": read_csv, "json": read_json, "jsonl": read_jsonl}[fmt]
+    stream = io.BufferedReader(io.BytesIO(text.encode(encoding)))
+    seen = []
+    try:
+        for record in read(stream):
+            seen.append(record)
+        raise AssertionError(f"{encoding} {fmt} loaded {len(seen)} records")
+    except PermanentError as exc:
+        assert exc.reason == "encoding_error" and not seen
+        assert encoding.upper().replace("-", "")[:5] in exc.failure.message.replace("-", "")
+    # The same text in UTF-8, with a stray NUL or two, is never taken for either.
+    data = text.encode() + b" " * 64
+    assert readers.wide_encoding(data[:32] + b"\x00" + data[32:] + b"\x00") is None
