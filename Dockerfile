@@ -47,6 +47,6 @@ ENV INGESTD_HEALTH_HOST=0.0.0.0 \
     INGESTD_HEALTH_PORT=9464
 EXPOSE 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INGESTD_HEALTH_PORT', '9464') + '/healthz', timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request; port = sum(map(int, os.environ.get('INGESTD_HEALTH_PORT', '9464').split('+'))); urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
 ENTRYPOINT ["ingestd"]
 CMD ["run"]

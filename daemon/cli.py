@@ -217,12 +217,66 @@ COMMANDS = {
 }
 
 
+# The numbers options take, by the option's dest: (name shown, lowest,
+# highest). None as highest: the bound of the same key in the config schema.
+BIGINT = 2**63 - 1
+OPTION_RANGES: dict[str, tuple[str, float, float | None]] = {
+    "limit": ("--limit", 0, BIGINT), "ids": ("--id", 1, BIGINT), "id": ("ID", 1, BIGINT),
+    "wait": ("--wait", 0, 86_400), "batch_rows": ("--batch-rows", 1, 100_000_000),
+    "workers": ("--workers", 1, None), "skip_lines": ("--skip-lines", 0, None), "sample": ("--sample", 1, BIGINT),
+}
+_SCHEMA_KEYS = {"workers": ("consumer", "workers"), "skip_lines": ("sources", "skip_lines")}
+
+
+def option_problem(args) -> str | None:
+    """Why an option's value cannot be used, in one line naming the option
+    (a time that is none or too far back, a number out of its range, a
+    delimiter of more than one character); None when all can."""
+    from .timespec import parse_when
+
+    for dest in ("since", "until"):
+        if getattr(args, dest, None):
+            try:
+                parse_when(getattr(args, dest))
+            except ValueError as exc:
+                return f"--{dest} {exc}"
+    for dest, (name, low, high) in OPTION_RANGES.items():
+        given = getattr(args, dest, None)
+        high = _schema_maximum(dest) if high is None else high
+        for value in given if isinstance(given, list) else [given]:
+            if value is not None and not low <= value <= high:  # NaN too: it compares false
+                kind = "a number of seconds" if isinstance(value, float) else "a whole number"
+                return f"{name} {str(value)[:24]}: give {kind} from {low:,} to {high:,}"
+    delimiter = getattr(args, "delimiter", None)
+    if delimiter is not None and len(delimiter) != 1:
+        return f"--delimiter {delimiter[:10]!r}: give one character (a tab: $'\\t')"
+    return None
+
+
+def _schema_maximum(dest: str) -> int:
+    from .config import config_schema
+
+    section, key = _SCHEMA_KEYS[dest]
+    spec = config_schema()["properties"][section]
+    return (spec["items"] if section == "sources" else spec)["properties"][key]["maximum"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import load_config
-    from .logs import setup_logging
+    from .logs import ENV_LOG_FORMAT, setup_logging
+    from .table import printable
 
+    problem = option_problem(args)
+    if problem:
+        print(printable(f"ingestd: {problem}"), file=sys.stderr)
+        return EXIT_USAGE
+    chosen = os.environ.get(ENV_LOG_FORMAT)
+    if chosen and chosen not in ("text", "json"):  # checked for every command, with a config or without
+        print(printable(f"ingestd: config error: {ENV_LOG_FORMAT}: {chosen[:40]!r} is neither text nor json"),
+              file=sys.stderr)
+        return EXIT_USAGE
     done = _without_config(parser, args)
     if done is not None:
         return done
@@ -236,9 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     # log only warnings, to stderr.
     setup_logging(_log_level(args, config.log_level if long_running else "WARNING"),
                   None if long_running else sys.stderr, args.log_format)
-    if getattr(args, "workers", None) is not None and args.workers < 1:
-        print("ingestd: --workers must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
     action = (getattr(args, "dlq_command", None) or getattr(args, "config_command", None)
               or getattr(args, "partitions_command", None))
     module, function = COMMANDS[f"{args.command} {action}" if action else args.command].split(":")
@@ -262,6 +313,8 @@ def _without_config(parser: argparse.ArgumentParser, args) -> int | None:
         return cmd_infer_schema(args)
     try:
         return cmd_init(args)
+    except BrokenPipeError:
+        return _reader_left()
     except (ConfigError, OSError) as exc:
         print(f"ingestd init: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -272,11 +325,7 @@ def _call(handler, config, args) -> int:
     try:
         return handler(config, args)
     except BrokenPipeError:
-        # `ingestd status | head`: the reader left; nothing more to say. Later
-        # writes (at exit) go nowhere instead of raising again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        return _reader_left()
     except StartupError as exc:
         print(f"ingestd: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -286,6 +335,14 @@ def _call(handler, config, args) -> int:
     except IngestError as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _reader_left() -> int:
+    """`ingestd status | head`: the reader left; nothing more to say. Later
+    writes (at exit) go nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
 
 
 _LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]

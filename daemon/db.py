@@ -51,10 +51,26 @@ _REFUSALS = (
 )
 
 
-def connection_error(url: str, exc: psycopg2.OperationalError) -> TransientError:
-    """``NotPermittedError`` (with its fix) when the server refused us,
-    else ``TransientError``; never with the password."""
+# What libpq (or the server, of a startup parameter) says of a connection
+# string it cannot use: a config error, not an outage to wait out.
+_MALFORMED = re.compile(
+    r'invalid port number|invalid integer value "[^"]*" for connection option "[^"]*"|'
+    r'invalid "?\w+"? value: |could not match \d+ (?:port numbers|host names) to \d+|'
+    r'invalid connection option "[^"]*"|could not parse network address "[^"]*"|'
+    r'invalid value for parameter "[^"]*"|unrecognized configuration parameter "[^"]*"')
+URL_FIX = "fix database.url (or INGESTD_DATABASE_URL)"
+
+
+def connection_error(url: str, exc: psycopg2.OperationalError) -> IngestError:
+    """``ConfigError`` when libpq (or the server) refuses the connection
+    string itself (a port, an option's value), ``NotPermittedError`` (with
+    its fix) when the server refused us, else ``TransientError``; never with
+    the password."""
     text = str(exc).strip()
+    malformed = _MALFORMED.search(text)
+    if malformed:
+        return ConfigError(f"database {redact_url(url)}: libpq refuses the connection string: "
+                           f"{redact_text(malformed.group(0).rstrip(': '))}; {URL_FIX}")
     for pattern, message, fix in _REFUSALS:
         found = pattern.search(text)
         if found:
@@ -66,6 +82,43 @@ def connection_error(url: str, exc: psycopg2.OperationalError) -> TransientError
     elif "could not translate host name" in text:
         text = "the host name does not resolve"
     return TransientError(f"database {redact_url(url)} unreachable: {redact_text(text)}")
+
+
+# The values libpq takes for the options it checks only when it connects.
+_TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_OPTION_VALUES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "ssl_min_protocol_version": _TLS_VERSIONS,
+    "ssl_max_protocol_version": _TLS_VERSIONS,
+}
+
+
+def dsn_problem(url: str) -> str | None:
+    """Why libpq would refuse ``url`` (which ``parse_dsn`` reads) when it
+    connects, as far as can be told without connecting: a port that is no
+    port, more ports than hosts, an option's value it does not know; None
+    otherwise (libpq's other refusals are told apart when it connects:
+    ``connection_error``). Never repeats a password."""
+    dsn = psycopg2.extensions.parse_dsn(url)
+    ports = dsn["port"].split(",") if dsn.get("port") else []
+    for port in ports:
+        if port.strip() and not (re.fullmatch(r"[0-9]{1,5}", port.strip()) and 1 <= int(port) <= 65535):
+            return f"port {port[:12]!r} is not a number from 1 to 65535"
+    hosts = max(len((dsn.get("host") or "").split(",")), len((dsn.get("hostaddr") or "").split(",")))
+    if len(ports) > 1 and len(ports) != hosts:
+        return f"{len(ports)} ports for {hosts} host(s): give one port, or one for each host"
+    for key, allowed in _OPTION_VALUES.items():
+        value = dsn.get(key)
+        fold = str.lower if key.endswith("_version") else str  # libpq compares TLS versions ignoring case
+        if value and fold(value) not in {fold(a) for a in allowed}:
+            return f"{key} {value[:24]!r} is not one of {', '.join(allowed)}"
+    return None
 
 
 def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> psycopg2.extensions.connection:
@@ -90,7 +143,8 @@ def connect(url: str, timeout: int = 10, application_name: str = "ingestd") -> p
     except psycopg2.OperationalError as exc:
         raise connection_error(url, exc) from None
     except psycopg2.Error as exc:  # a connection string libpq cannot parse
-        raise ConfigError(f"database URL {redact_url(url)} is not valid: {redact_text(str(exc).strip())}") from None
+        raise ConfigError(f"database {redact_url(url)}: not a valid connection string: "
+                          f"{redact_text(str(exc).strip())}; {URL_FIX}") from None
 
 
 class OnDemand:
@@ -171,8 +225,10 @@ def pending_migrations(conn: psycopg2.extensions.connection) -> list[str]:
 def ensure_database(url: str, timeout: int = 10) -> bool:
     """Create the database named in ``url`` when it does not exist yet.
 
-    Returns True when it was created. Needs CREATEDB on the server; without it
-    the error says what to do.
+    Returns True when this call created it. Safe to race: a process that
+    finds another one's database made meanwhile goes on (False). Needs
+    CREATEDB on the server; without it the error (``NotPermittedError``)
+    says what to do, and only then.
     """
     dsn = psycopg2.extensions.parse_dsn(url)
     dbname = dsn.get("dbname")
@@ -194,13 +250,19 @@ def ensure_database(url: str, timeout: int = 10) -> bool:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         log.info("created database", extra={"step": "migrate", "status": "created", "database": dbname})
         return True
-    except psycopg2.errors.DuplicateDatabase:
+    except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+        # Another process created it since we looked: committed already
+        # (42P04), or while we waited on pg_database's unique index (23505).
         return False
-    except psycopg2.Error as exc:
+    except psycopg2.errors.InsufficientPrivilege as exc:
         raise NotPermittedError(
             f"database {dbname!r} does not exist and this user may not create it "
             f"({(exc.pgerror or str(exc)).strip()})",
             f"createdb -O {dsn.get('user', '<user>')} {dbname}, or give the user CREATEDB") from None
+    except psycopg2.Error as exc:
+        # Anything else (the template in use, the connection lost) may pass: retried at start.
+        raise TransientError(f"database {dbname!r} does not exist and creating it failed: "
+                             f"{redact_text((exc.pgerror or str(exc)).strip())}") from None
     finally:
         conn.close()
 

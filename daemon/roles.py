@@ -20,7 +20,16 @@ from .backoff import keep_trying, log_retry
 from .broker import Publisher, Topology, open_connection
 from .config import Config, LiveConfig
 from .db import connect, migrate
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NotPermittedError, Shutdown, StartupError, TransientError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    REASONS,
+    NotPermittedError,
+    Shutdown,
+    StartupError,
+    TransientError,
+)
 from .health import Health, HealthServer, database_checker
 from .ledger import Ledger
 from .logs import redact_url
@@ -168,7 +177,8 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -
             server = HealthServer(health, config.health_host, config.health_port)
         except OSError as exc:
             print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
-                  f"{exc.strerror}; set [health] port (or INGESTD_HEALTH_PORT; 0 turns it off)", file=sys.stderr)
+                  f"{exc.strerror or exc}; set [health] host and port (or INGESTD_HEALTH_HOST, INGESTD_HEALTH_PORT;"
+                  " port 0 turns it off)", file=sys.stderr)
             return EXIT_USAGE
     supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
@@ -200,7 +210,7 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -
 def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
     """Metrics known at start: the sources' expected intervals, the landing folder's disk (the
     watcher), and each source's last success as the database has it (the consumers)."""
-    from .metrics import set_source_gauges, watch_landing_disk
+    from .metrics import set_source_gauges, start_source_series, watch_landing_disk
     if watch:
         watch_landing_disk(config.landing_dir)
     import psycopg2
@@ -216,6 +226,8 @@ def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
         except (TransientError, psycopg2.Error) as exc:  # the gauge waits for this process's first success
             log.warning("last successes not read for the metrics", extra={"step": "start", "error": str(exc)})
     set_source_gauges(config.sources.values(), last)
+    if consumers:
+        start_source_series(config.sources.values(), REASONS)
 
 
 def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_on: bool) -> None:
@@ -223,7 +235,8 @@ def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_o
         "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
         "poller": poll, "config": str(config.path), "landing_dir": str(config.landing_dir),
         "sources": sorted(config.sources), "database": redact_url(config.database_url),
-        "broker": redact_url(config.amqp_url), "prefix": config.prefix,
+        "database_from": config.origin("database.url"), "broker": redact_url(config.amqp_url),
+        "broker_from": config.origin("broker.url"), "prefix": config.prefix,
         "health": f"{config.health_host}:{config.health_port}" if health_on else "off"})
     if consumers:
         from ingestd.consumers.validation import log_validation_plans
@@ -270,10 +283,13 @@ class _Roles:
         from ingestd.consumers.recorder import DeadLetterRecorder
         from ingestd.consumers.worker import ConsumerWorker
 
-        from .health import sample_queues
+        from .health import sample_dead_letters, sample_queues
         config, stop = self.config, self.supervisor.stop
+        from .metrics import start_source_series
+        self.live.on_reload.append(lambda fresh: start_source_series(fresh.sources.values(), REASONS))
         self.supervisor.start("recorder", DeadLetterRecorder(config, stop).run)
         self.supervisor.start("queue-sampler", lambda: sample_queues(config, stop))
+        self.supervisor.start("dead-letter-sampler", lambda: sample_dead_letters(config, stop))
         from .partitions import maintenance_loop
         by = f"{os.uname().nodename}-{os.getpid()}"
         self.supervisor.start("partitions", lambda: maintenance_loop(

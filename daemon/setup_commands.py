@@ -6,75 +6,170 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from .config import ApiSource, Config, FileSource, PollerConfig, SourceConfig, settings_of
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NotPermittedError, PermanentError, TransientError
-from .logs import redact
+from .logs import REDACTED, is_secret_name, redact_url
 
 
 def cmd_init(args) -> int:
-    """Write ingestd.toml (commented), the example schemas and the landing
-    folders into a directory; never overwrite without --force."""
+    """Write ingestd.toml (commented), the example schemas, the sample files
+    and the landing folders into a directory; never overwrite without
+    --force, never write through a symbolic link (dangling or not) or into a
+    hard-linked file's other names, and write nothing unless every place is
+    fit."""
+    import tomllib
+
     target = Path(args.dir)
     examples = files("ingestd").joinpath("examples")
     config_path = target / "ingestd.toml"
-    if config_path.exists() and not args.force:
-        print(f"ingestd init: {config_path} exists; keep it, or pass --force to overwrite", file=sys.stderr)
-        return EXIT_USAGE
-    target.mkdir(parents=True, exist_ok=True)
     text = examples.joinpath("ingestd.toml").read_text(encoding="utf-8")
     text = text.replace("# ingestd configuration: copy to ingestd.toml (or pass --config) and adapt.",
                         "# ingestd configuration, written by `ingestd init`: adapt, then `ingestd check`.")
-    config_path.write_text(text, encoding="utf-8")
-    schemas = target / "schemas"
-    schemas.mkdir(exist_ok=True)
-    written = []
-    for entry in examples.joinpath("schemas").iterdir():
-        if entry.name.endswith(".json"):
-            destination = schemas / entry.name
-            if not destination.exists() or args.force:
-                destination.write_bytes(entry.read_bytes())
-                written.append(destination.name)
+    doc = tomllib.loads(text)
+    landing = Path(doc.get("landing", {}).get("dir", "data_lake"))
+    folders = [Path("schemas"), Path("examples"),
+               *(landing / s["name"] for s in doc.get("sources", []) if s.get("kind", "file") == "file")]
+    schemas = [e for e in examples.joinpath("schemas").iterdir() if e.name.endswith(".json")]
+    from . import samples
+    written_files = [Path("ingestd.toml"), *(Path("schemas", e.name) for e in schemas),
+                     *(Path("examples", name) for name in samples.FITBIT)]
+    problem = _init_problem(target, written_files, folders, args.force)
+    if problem:
+        from .table import printable
+        print(printable(f"ingestd init: {problem}"), file=sys.stderr)
+        return EXIT_USAGE
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        (target / folder).mkdir(parents=True, exist_ok=True)
+    _write_inside(config_path, text.encode("utf-8"), replace=True)
+    written = [e.name for e in schemas if _write_inside(target / "schemas" / e.name, e.read_bytes(), args.force)]
+    # Sample files of the example sources, made by ingestd (daemon/samples.py): the first file to drop.
+    for name, make in samples.FITBIT.items():
+        _write_inside(target / "examples" / name, make(), args.force)
     from .config import load_config
     config = load_config(config_path, environ={})
-    for source in config.sources.values():
-        if source.kind == "file":
-            (config.landing_dir / source.name).mkdir(parents=True, exist_ok=True)
-    kept = sum(1 for p in schemas.glob("*.json")) - len(written)
-    print(f"wrote {config_path}; schemas in {schemas}/ ({len(written)} written" + (f", {kept} kept" if kept else "")
-          + f"); {config.landing_dir}/ with a folder per file source "
-          f"({', '.join(sorted(s.name for s in config.sources.values() if s.kind == 'file'))})")
-    option = "" if target.resolve() == Path.cwd().resolve() else f" -c {config_path}"
-    print("next: set database.url and broker.url in ingestd.toml (or INGESTD_DATABASE_URL / INGESTD_AMQP_URL),")
-    print(f"      then: ingestd{option} check && ingestd{option} run")
+    _say_initialised(target, config, len(written), len(schemas) - len(written))
     return EXIT_OK
+
+
+def _init_problem(target: Path, written: list[Path], folders: list[Path], force: bool) -> str | None:
+    """Why init may not write ``written`` and make ``folders`` under
+    ``target``, checked before anything is written: a symbolic link on the
+    way, a file where a folder goes (or a folder where a file goes), an
+    ingestd.toml to keep; None when all is fit."""
+    link = _first_link(target, [*written, *folders])
+    if link is not None:
+        return (f"{link} is a symbolic link (to {os.readlink(link)}); init writes only inside {target}, never "
+                "through a link: remove it, or init another folder")
+    for folder in [Path("."), *folders]:
+        here = target
+        for part in folder.parts:
+            here = here / part
+            if here.exists() and not here.is_dir():
+                return f"{here} is a file where init makes a folder: move it, or init another folder"
+    for path in written:
+        if (target / path).is_dir():
+            return f"{target / path} is a folder where init writes a file: move it, or init another folder"
+    if (target / "ingestd.toml").exists() and not force:
+        return f"{target / 'ingestd.toml'} exists; keep it, or pass --force to overwrite"
+    return None
+
+
+def _first_link(target: Path, relative: list[Path]) -> Path | None:
+    """The first symbolic link at, or on the way to, one of the ``relative``
+    paths under ``target`` (``target`` itself may be one: the user named it)."""
+    for path in relative:
+        here = target
+        for part in path.parts:
+            here = here / part
+            if here.is_symlink():
+                return here
+            if not here.exists():
+                break
+    return None
+
+
+def _write_inside(path: Path, data: bytes, replace: bool) -> bool:
+    """Write ``path`` as a new file (never through a link: O_NOFOLLOW and
+    O_EXCL, in case one appeared since the check); an existing one is kept
+    unless ``replace``, and then replaced by renaming a new file over its
+    name, so that another name of its inode (a hard link) keeps its bytes.
+    True when written."""
+    if not replace:
+        try:
+            _write_new(path, data)
+        except FileExistsError:
+            return False
+        return True
+    temporary = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    try:
+        _write_new(temporary, data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _say_initialised(target: Path, config: Config, written: int, kept: int) -> None:
+    file_sources = sorted(s.name for s in config.sources.values() if s.kind == "file")
+    print(f"wrote {target / 'ingestd.toml'}; schemas in {target / 'schemas'}/ ({written} written"
+          + (f", {kept} kept" if kept else "") + f"); {config.landing_dir}/ with a folder per file source "
+          f"({', '.join(file_sources)})")
+    print(f"sample files of the example sources in {target / 'examples'}/ (made up by ingestd, shaped like the "
+          "Fitbit exports)")
+    option = "" if target.resolve() == Path.cwd().resolve() else f" -c {target / 'ingestd.toml'}"
+    print("next: set database.url and broker.url in ingestd.toml (or INGESTD_DATABASE_URL / INGESTD_AMQP_URL),")
+    print(f"      then: ingestd{option} check && ingestd{option} run, and drop a file: "
+          f"cp {target / 'examples' / 'dailyActivity_merged.csv'} {config.landing_dir / 'daily_activity'}/")
 
 
 def cmd_config_show(config: Config, args) -> int:
     """Every setting in force, its value (secrets redacted) and its origin."""
+    import json
+
     rows = effective_settings(config)
     if getattr(args, "json", False):
-        import json
         print(json.dumps({"config_file": str(config.path), "settings": [
             {"key": k, "value": v, "origin": o} for k, v, o in rows]}, indent=2, default=str))
         return EXIT_OK
     from .table import format_table
     print(f"config file: {config.path}")
-    print(format_table(["KEY", "VALUE", "FROM"], rows, shrink=[1]))
+    print(format_table(["KEY", "VALUE", "FROM"], [
+        (k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else v, o) for k, v, o in rows], shrink=[1]))
     return EXIT_OK
 
 
 def effective_settings(config: Config) -> list[tuple[str, Any, str]]:
-    """(key, value, origin) of every setting, sources last."""
+    """(key, value, origin) of every setting, sources last; every value
+    passes through ``shown`` (no secret)."""
     origins = config.origins
-    out = []
-    for key, value in _flat_settings(config):
-        shown = redact(str(value)) if key in ("database.url", "broker.url") else value
-        out.append((key, shown, origins.get(key, "default")))
-    return out
+    return [(key, shown(value), origins.get(key, "default")) for key, value in _flat_settings(config)]
+
+
+def shown(value: Any) -> Any:
+    """``value`` as ``config show`` prints it, without secrets: in text,
+    what ``logs.redact_url`` hides (the password of a URL or connection
+    string, an http(s) URL's user part, the values of secret query
+    parameters); in tables (``params``), the values of secret names
+    (``logs.is_secret_name``); lists and tables item by item."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_secret_name(str(k)) else shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shown(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    return redact_url(value)
 
 
 def _flat_settings(config: Config):
@@ -83,28 +178,39 @@ def _flat_settings(config: Config):
     for key, field in settings_of(Config):
         yield key, getattr(config, field.name)
     for key, field in settings_of(PollerConfig):
-        yield key, getattr(config.poller, field.name)
+        value = getattr(config.poller, field.name)
+        yield key, dict(value) if field.name == "min_request_interval" else value  # a table in the file
     for source in config.sources.values():
         for key, value in _source_settings(source):
-            if value not in (None, (), "") or key == "format":
-                yield f"sources.{source.name}.{key}", value
+            yield f"sources.{source.name}.{key}", value
 
 
 def _source_settings(source: SourceConfig):
+    """(key, value in force) of every key a source of its kind (and provider)
+    may set, None where unset and without a default; each value as it could
+    be written in the file (durations in seconds, retention in months)."""
     yield "kind", source.kind
     if isinstance(source, FileSource):
         yield from (("format", source.format), ("delimiter", source.delimiter), ("skip_lines", source.skip_lines))
     yield from (("schema", source.schema_path), ("max_invalid_ratio", source.max_invalid_ratio),
-                ("format_keyword", source.format_keyword), ("records_path", source.records_path))
+                ("format_keyword", source.format_keyword), ("records_path", source.records_path),
+                ("expect_every", source.expect_every_seconds), ("partition", source.partition or "none"),
+                ("partition_by", source.partition_by),
+                ("retention", f"{source.retention_months} months" if source.retention_months else None),
+                ("objectives", dict(source.objectives)))
     if isinstance(source, ApiSource):
+        from .providers import provider_for
+
+        provider = provider_for(source)
+        in_force = {"base_url": provider.base_url(), "lookback_days": provider.lookback_days()}
         yield from (("provider", source.provider), ("interval", source.interval_seconds))
-        yield from sorted(source.options.items())
+        for key in sorted(provider.options):
+            yield key, source.options.get(key, in_force.get(key))
 
 
 def cmd_check(config, args) -> int:
     from .broker import Topology, TopologyMismatch, open_connection
     from .db import connect, pending_migrations
-    from .logs import redact_url
 
     results: list[tuple[bool, str, str]] = []
     results.append((True, "config", f"{config.path} ({len(config.sources)} source(s))"))
@@ -152,8 +258,12 @@ def cmd_check(config, args) -> int:
     else:
         results.append((True, "landing", f"{landing} writable"))
     results += _validation_results(config)
+    # Which servers, and who chose them: an INGESTD_DATABASE_URL exported for another project
+    # would otherwise be followed (and its database created by `run`) without a word.
+    chosen_by = {"database": config.origin("database.url"), "broker": config.origin("broker.url")}
     for ok, what, message in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}")
+        said_by = f" (url from {chosen_by[what]})" if what in chosen_by else ""
+        print(f"{'ok  ' if ok else 'FAIL'} {what:<9} {message}{said_by}")
     return EXIT_OK if all(ok for ok, _, _ in results) else EXIT_FAILED
 
 
@@ -192,7 +302,6 @@ def _missing_database(config) -> tuple[bool, str, str]:
     import psycopg2
     import psycopg2.extensions
 
-    from .logs import redact_url
     dsn = psycopg2.extensions.parse_dsn(config.database_url)
     name = dsn.get("dbname", "?")
     try:

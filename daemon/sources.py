@@ -30,6 +30,9 @@ class SourceConfig:
     partition_by: str = "ingested_at"
     # Partitions whose every row is older than this many months are dropped.
     retention_months: int | None = None
+    # The thresholds of its alerts (``[objectives]``, overridden by the
+    # source's own ``objectives``), as exported in ``ingestd_objective``.
+    objectives: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def expected_interval_seconds(self) -> float | None:

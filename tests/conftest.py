@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -25,8 +26,28 @@ import pytest
 from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
-FITBIT = SHARED_DATA / "fitbit"
+
+
+def _test_data() -> Path:
+    """The files the tests load (tests/data/README.md): those of others kept
+    in tests/data, and the samples ingestd writes itself (daemon/samples.py),
+    made here, together in one folder removed when the session ends."""
+    from ingestd.daemon import samples
+    folder = Path(tempfile.mkdtemp(prefix="ingestd-test-data-"))
+    for name in ("fred", "parquet"):
+        (folder / name).symlink_to(REPO / "tests" / "data" / name, target_is_directory=True)
+    samples.write_samples(folder / "fitbit", samples.FITBIT)
+    samples.write_samples(folder / "boc", samples.VALET)
+    return folder
+
+
+TEST_DATA = _test_data()
+FITBIT = TEST_DATA / "fitbit"
+SHARED_DATA = TEST_DATA  # the name tests written before tests/data use
+# The real files of ../shared/data (or INGESTD_TEST_SHARED_DATA) where a copy
+# lies beside the repository: extra cases, made only when it is there.
+_real = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
+REAL_DATA = _real if (_real / "SOURCES.md").is_file() else None
 
 # Hermetic: the user's own settings (the Quick start exports
 # INGESTD_DATABASE_URL) must reach neither the tests nor the ingestd
@@ -77,6 +98,7 @@ def delete_broker_names(amqp_url: str, prefix: str) -> None:
 def pytest_sessionfinish(session, exitstatus):
     from . import live
     live.remove_everything()
+    shutil.rmtree(TEST_DATA, ignore_errors=True)
     for prefix, amqp_url in list(USED_PREFIXES.items()):
         try:
             delete_broker_names(amqp_url, prefix)

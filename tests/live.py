@@ -3,7 +3,7 @@
 No image registry is reachable on the machines these tests were written on, so the images the
 Dockerfile and the compose file name (python:3.11-slim-bookworm, postgres:15,
 rabbitmq:3.10-management) are replaced by stand-ins built from Debian packages with mmdebstrap,
-named ``localhost/ingestd-standin/...``. Their recipes are in ``tests/standins/``. Each is built
+named ``localhost/ingestd-standin-<session>/...``. Their recipes are in ``tests/standins/``. Each is built
 once a session, when a test first asks for it, and removed when the session ends with every
 image and container the tests made.
 
@@ -116,7 +116,11 @@ STANDIN_RECIPES: dict[str, dict] = {
 
 
 def standin_name(official: str) -> str:
-    return f"localhost/ingestd-standin/{official}"
+    """The session's own name for a stand-in (``localhost/ingestd-standin-<session>/...``), so that
+    two suites on one machine never remove each other's images; the kept ones
+    (``INGESTD_TEST_KEEP_STANDINS``) have one name for every session, to be used again."""
+    folder = "ingestd-standin" if KEEP_STANDINS else f"ingestd-standin-{SESSION}"
+    return f"localhost/{folder}/{official}"
 
 
 def build_standin(official: str) -> str:
@@ -187,7 +191,7 @@ def remove_everything() -> None:
                     podman(kind, "rm", "--force", name, check=False)
     PROJECTS.clear()
     for image in reversed(BUILT_IMAGES):
-        if not (KEEP_STANDINS and image.startswith("localhost/ingestd-standin/")):
+        if not (KEEP_STANDINS and image.startswith(standin_name(""))):
             podman("rmi", "--force", image, check=False)
     BUILT_IMAGES.clear()
     podman("image", "prune", "--force", "--filter", f"label={LABEL}", check=False)

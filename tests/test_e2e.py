@@ -94,6 +94,7 @@ def close_broker_connections(prefix: str) -> int:
     return closed
 
 
+@pytest.mark.slow  # an outage of the broker
 def test_broker_connections_cut_during_a_load_and_between_files(procs, db, tmp_path, prefix, write_config):
     landing = tmp_path / "data_lake"
     config_path = write_config()

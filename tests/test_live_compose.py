@@ -243,7 +243,7 @@ def test_compose_stack_up_load_scale_kill_a_consumer_down_and_up(tmp_path, podma
                  interval=2, what="Prometheus to scrape watcher, poller and the 3 consumers")
         rules = api_get(f"{prometheus}/rules")["groups"]
         shipped = yaml.safe_load((REPO / "deploy" / "monitoring" / "alerts.yml").read_text())["groups"][0]["rules"]
-        assert [group["name"] for group in rules] == ["ingestd"] and len(rules[0]["rules"]) == len(shipped) == 9
+        assert [group["name"] for group in rules] == ["ingestd"] and len(rules[0]["rules"]) == len(shipped) > 0
         # Evaluated against the real series (every evaluation_interval) without an error.
         wait_for(lambda: all(rule["health"] == "ok" for rule in api_get(f"{prometheus}/rules")["groups"][0]["rules"]),
                  timeout=150, interval=5, what="every alert rule evaluated without error")

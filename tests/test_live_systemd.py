@@ -9,12 +9,14 @@ restarts a process that stalls; `systemctl stop ingestd.target` returns only onc
 hand is done; journalctl has the logs.
 
 The README's `git clone` takes the repository's committed state (as in CI's fresh clone).
-The units' health ports (9464, 9465, 9471, 9472) are the host's, since the container shares its
-network.
+The units' health ports (9464, 9465, 9471, 9472, and 9480 for a consumer@10) are the host's,
+since the container shares its network.
 """
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 
 import psycopg2.extensions
 import pytest
@@ -149,6 +151,20 @@ def test_units_under_systemd_ready_restart_no_loop_watchdog_and_stop(host, db):
     assert "config error" in host.sh("journalctl -u ingestd-consumer@2 -o cat --no-pager").stdout
     host.sh("cp /root/good.toml /etc/ingestd/ingestd.toml && systemctl reset-failed ingestd-consumer@2"
             " && systemctl start ingestd-consumer@2")
+
+    # The port scheme: instance 10 serves on 9480 (9470+N, not "94710"); instance 100 is outside
+    # it: a config error naming the variable, exit 2, not restarted.
+    host.sh("systemctl start ingestd-consumer@10 ingestd-consumer@100", check=False)
+    wait_for(lambda: host.show("ingestd-consumer@10", "SubState")["SubState"] == "running", timeout=60,
+             what="consumer@10 to report READY")
+    with urllib.request.urlopen("http://127.0.0.1:9480/healthz", timeout=10) as answer:  # the host network
+        assert json.loads(answer.read())["status"] == "ok"
+    wait_for(lambda: host.show("ingestd-consumer@100", "ActiveState")["ActiveState"] == "failed", timeout=60,
+             what="consumer@100 to fail on its port")
+    time.sleep(6)  # past RestartSec=5
+    assert host.show("ingestd-consumer@100", "NRestarts", "ExecMainStatus") == {"NRestarts": "0", "ExecMainStatus": "2"}
+    assert "INGESTD_HEALTH_PORT" in host.sh("journalctl -u ingestd-consumer@100 -o cat --no-pager").stdout
+    host.sh("systemctl stop ingestd-consumer@10 && systemctl reset-failed ingestd-consumer@100")
 
     # A stalled process (SIGSTOP: its loops no longer beat) is killed by the watchdog and
     # restarted. The unit's 120 s are shortened for the test by a drop-in.

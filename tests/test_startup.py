@@ -2,6 +2,7 @@
 and the fix (so systemd does not restart it in a loop); what may pass (a
 server not up yet) keeps the backoff."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,6 +63,7 @@ def test_a_missing_vhost_and_a_refused_broker_login_stop_run_with_the_fix(write_
     assert "refused the login of user 'guest'" in result.stderr and "WrongPass9" not in result.stderr
 
 
+@pytest.mark.slow  # an outage of the broker
 def test_an_unreachable_broker_is_waited_for_not_refused(write_config, procs, tmp_path):
     path = with_url(write_config(), "broker", "amqp://guest:guest@127.0.0.1:1/%2F")
     proc = procs(path, "run")
@@ -158,3 +160,86 @@ def test_check_is_content_with_a_database_that_run_will_create(write_config):
     assert check.returncode == 0, check.stdout
     assert "database 'ingestd_not_yet_x' does not exist yet: ingestd run (or ingestd migrate) creates it" \
         in check.stdout
+
+
+# A racer: imports done and config read before the start line arrives on
+# stdin, so that the processes reach CREATE DATABASE together.
+RACER = """
+import sys
+from ingestd.daemon import cli, roles, db  # noqa: F401 - imported before the start
+sys.stdin.readline()
+sys.exit(cli.main(["--config", sys.argv[1], "migrate"]))
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_first_starts_on_a_missing_database_all_succeed(service_urls, tmp_path):
+    """Units, replicas or hosts starting at once against a database that does
+    not exist yet: one creates it, the others see it made and go on; each
+    migration is applied by exactly one of them; no one reports a lost race
+    as a permission problem."""
+    import sys
+    import uuid
+
+    from ingestd.daemon.db import migration_files
+
+    from .conftest import _with_dbname, drop_database
+
+    server_url, racers = service_urls[0], 4
+    for round_ in range(5):  # the race is not met every time
+        name = f"ingestd_race_{uuid.uuid4().hex[:10]}"
+        config = tmp_path / f"race-{round_}.toml"
+        config.write_text(f'[database]\nurl = "{_with_dbname(server_url, name)}"\n')
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(config)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(racers)]
+        try:
+            time.sleep(1.5)  # every racer imported and waiting
+            for proc in procs:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            results = [(*proc.communicate(timeout=120), proc.returncode) for proc in procs]
+            results = [(rc, out, err) for out, err, rc in results]
+            assert [rc for rc, _, _ in results] == [0] * racers, results
+            for _, _, err in results:
+                assert "may not create" not in err and "Traceback" not in err, err
+            applied = [int(re.search(r"applied (\d+) migration", out).group(1)) for _, out, _ in results]
+            assert sum(applied) == len(migration_files()), applied  # each once, by one racer
+            conn = psycopg2.connect(_with_dbname(server_url, name))
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT name, count(*) FROM ops.schema_migrations GROUP BY name ORDER BY name")
+                    assert cur.fetchall() == [(n, 1) for n, _ in migration_files()]
+            finally:
+                conn.close()
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            drop_database(server_url, name)
+
+
+def test_a_user_without_createdb_is_still_told_to_get_it(service_urls):
+    """Only a real refusal (insufficient privilege) is a permission problem."""
+    import uuid
+
+    from ingestd.daemon.db import ensure_database
+    from ingestd.daemon.errors import NotPermittedError
+
+    from .conftest import _admin, _with_dbname
+
+    server_url = service_urls[0]
+    role = f"ingestd_nocreate_{uuid.uuid4().hex[:8]}"
+    admin = _admin(server_url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")  # a generated name, no input
+        dsn = psycopg2.extensions.parse_dsn(_with_dbname(server_url, f"ingestd_never_{uuid.uuid4().hex[:8]}"))
+        url = psycopg2.extensions.make_dsn(**dict(dsn, user=role, password=None))
+        with pytest.raises(NotPermittedError) as info:
+            ensure_database(url, timeout=5)
+        assert "may not create it" in str(info.value) and "CREATEDB" in info.value.fix
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()

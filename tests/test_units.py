@@ -187,6 +187,32 @@ def test_live_config_applies_source_edits_and_keeps_the_rest(tmp_path):
     assert set(live.get().sources) == {"one", "two"}  # a bad edit keeps the last good config
 
 
+def test_adding_a_source_to_a_running_daemon_warns_of_nothing(tmp_path, caplog):
+    """Only settings that need a restart are named in the warning; where
+    each setting came from is bookkeeping, not a setting."""
+    import logging
+    import time as _time
+
+    from ingestd.daemon.config import LiveConfig
+    path = tmp_path / "ingestd.toml"
+    path.write_text('[[sources]]\nname = "one"\nformat = "csv"\n')
+    live = LiveConfig(load_config(path, environ={}), environ={})
+    _time.sleep(0.01)
+    path.write_text('[[sources]]\nname = "one"\nformat = "csv"\n[[sources]]\nname = "two"\nformat = "csv"\n'
+                    'expect_every = "1h"\n')
+    with caplog.at_level(logging.INFO, logger="ingestd"):
+        assert set(live.get().sources) == {"one", "two"}
+    assert "configuration reloaded" in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    _time.sleep(0.01)
+    path.write_text('[consumer]\nworkers = 3\n[[sources]]\nname = "one"\nformat = "csv"\n')
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ingestd"):
+        live.get()
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].settings == ["workers"]
+
+
 def test_archive_names_never_overwrite_and_stay_within_255_bytes(tmp_path):
     from ingestd.daemon.landing import move_file
     landing = tmp_path / "lz"
