@@ -44,7 +44,8 @@ SOURCES = {"daily_activity": "csv", "daily_jsonl": "jsonl", "daily_parquet": "pa
 SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 # Throughput rounds number their ids from here (1,000,000,000 + n * 10,000,000).
 ROUND_IDS = itertools.count(1)
-FITBIT = Path(os.environ.get("INGESTD_TEST_SHARED_DATA") or REPO.parent / "shared" / "data") / "fitbit"
+# The Fitbit-shaped samples ingestd writes itself (examples/README.md).
+FITBIT = REPO / "examples"
 
 
 def with_db(url: str, name: str) -> str:

@@ -24,6 +24,7 @@ from ingestd.daemon.landing import SOURCE_NAME
 from ingestd.daemon.sources import SourceConfig
 
 from .jsontext import find_string, has_nul_escape
+from .quality import RunQuality
 from .validation import RecordValidator
 
 # (position in the input, value for validation, exact JSON text or None)
@@ -111,6 +112,7 @@ class LoadStats:
     rows_valid: int = 0
     rows_invalid: int = 0
     first_errors: list[dict[str, Any]] = field(default_factory=list)
+    quality: RunQuality | None = None
 
 
 def check_invalid_ratio(stats: LoadStats, max_invalid_ratio: float) -> None:
@@ -121,6 +123,7 @@ def check_invalid_ratio(stats: LoadStats, max_invalid_ratio: float) -> None:
             f"{stats.rows_invalid} of {stats.rows_total} records fail the schema "
             f"(ratio {stats.rows_invalid / stats.rows_total:.3f} > max_invalid_ratio {max_invalid_ratio})",
             rows_total=stats.rows_total, rows_invalid=stats.rows_invalid, examples=stats.first_errors,
+            quality=stats.quality.summary(stats.rows_total) if stats.quality is not None else None,
         )
 
 
@@ -155,12 +158,16 @@ class CopyStream:
         jsonb_length = _JSONB_HEADER.pack
         dumps = orjson.dumps
         errors_of = validator.errors
+        if stats.quality is None:
+            stats.quality = RunQuality(validator.schema)
+        observe = stats.quality.observe
         count = 0
         for number, record, raw in records:
             count += 1
             if raw is None:
                 raw = encode_record(record, number)
             errors = errors_of(record)
+            observe(record, errors)
             # field: int32 length, then jsonb version byte 1 and the JSON text
             row = head + jsonb_length(len(raw) + 1, 1) + raw + number_field(8, number)
             if errors is None:

@@ -28,6 +28,8 @@ class Outcome:
     rows_valid: int = 0
     rows_invalid: int = 0
     bytes_read: int = 0
+    # Fields the schema does not declare, first seen in the source by this load.
+    new_fields: list[str] = field(default_factory=list)
 
 
 class IngestContext:

@@ -101,7 +101,7 @@ def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, O
         assert member.source_input is not None and member.outcome is not None
         ctx.tables.add(member.source_input.source.name)
         member.source_input.dispose(ctx.config, ledger, member.run.run_id)
-        finished(ctx, member.run, member.outcome, time.monotonic() - member.started)
+        finished(ctx, member.run, member.outcome, time.monotonic() - member.started, member.event.created_at)
         done(member.index, member.outcome)
     for member in members:
         if member.outcome is None:
@@ -138,12 +138,14 @@ def _load_together(ctx: IngestContext, ledger: Ledger, ready: list[_Member]) -> 
         failed = next((m for m in loading if not _copy(ctx, ledger, m)), None)
         if failed is None:
             if loading:
-                ledger.record_loads([m.recorded for m in loading])
+                new_fields = ledger.record_loads([m.recorded for m in loading])
                 if ctx.before_commit is not None:
                     ctx.before_commit()
                 ledger.conn.commit()
                 for member in loading:
                     member.outcome = member.pending
+                    if member.outcome is not None:
+                        member.outcome.new_fields = new_fields.get(member.run.run_id, [])
             else:
                 ledger.conn.rollback()
             return loading

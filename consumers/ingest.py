@@ -23,7 +23,19 @@ from ingestd.daemon.errors import PermanentError, TransientError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.landing import display_path
 from ingestd.daemon.ledger import Ledger, LoadRecord, ManifestEntry, RunStart
-from ingestd.daemon.metrics import BYTES_READ, DEAD_LETTERS, LAST_SUCCESS, ROWS, RUN_SECONDS, RUNS, source_label
+from ingestd.daemon.metrics import (
+    BYTES_READ,
+    DEAD_LETTERS,
+    LAST_SUCCESS,
+    LATENCY,
+    RECORDS_CHECKED,
+    ROWS,
+    RUN_SECONDS,
+    RUNS,
+    UNDECLARED_NEW,
+    seconds_since,
+    source_label,
+)
 
 from . import bronze
 from .context import IngestContext, Outcome, RecordingPublisher
@@ -36,12 +48,15 @@ log = logging.getLogger(__name__)
 CHANGED_WHILE_LOADING = "the file changed while it was being loaded; a newer event follows"
 
 
-def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False) -> Outcome:
-    """Handle one message body. Database trouble surfaces as ``TransientError``."""
+def ingest_message(ctx: IngestContext, body: bytes, redelivered: bool = False,
+                   message_id: str | None = None) -> Outcome:
+    """Handle one message body (``message_id``: its AMQP message id, which
+    parks a body that is no event). Database trouble surfaces as
+    ``TransientError``."""
     try:
         event = parse_event(body)
     except PermanentError as exc:
-        return dead_letter_bad_event(ctx, body, exc)
+        return dead_letter_bad_event(ctx, body, exc, message_id)
     try:
         return ingest_event(ctx, event)
     except psycopg2.Error as exc:
@@ -96,19 +111,25 @@ def ingest_event(ctx: IngestContext, event: Event, started_run: RunStart | None 
         # data's fault, so dead-letter it rather than loop.
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000], pgcode=exc.pgcode)
         outcome = dead_letter_event(ctx, ledger, event, run_id, failure)
-    finished(ctx, run, outcome, time.monotonic() - started)
+    finished(ctx, run, outcome, time.monotonic() - started, None if event.trigger == "replay" else event.created_at)
     return outcome
 
 
-def finished(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float) -> None:
-    """Count and log how a run ended."""
-    _count(ctx, run.source, outcome, elapsed)
+def finished(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float,
+             created_at: str | None = None) -> None:
+    """Count and log how a run ended. ``created_at``: when its event was made
+    (the file settled, the API answered), for the end-to-end latency."""
+    _count(ctx, run.source, outcome, elapsed, created_at)
     level = logging.WARNING if outcome.status == "failure" else logging.INFO
     log.log(level, f"run {outcome.status}", extra={
         "run_id": str(run.run_id), "event_id": run.event_id, "source": run.source, "step": "finish",
         "status": outcome.status, "duration_ms": round(elapsed * 1000, 1), "rows": outcome.rows,
         "reason": outcome.reason, "detail": outcome.message or None,
     })
+    if outcome.new_fields:
+        log.warning("fields the schema does not declare, new to this source", extra={
+            "run_id": str(run.run_id), "source": run.source, "step": "quality", "status": "drift",
+            "fields": outcome.new_fields[:20], "count": len(outcome.new_fields)})
 
 
 def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.UUID) -> Outcome:
@@ -125,18 +146,18 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
     # manifest row of the first and skips, without loading anything twice.
     ledger.lock(source_input.source.name, source_input.checksum)
     earlier = ledger.loaded_bytes(source_input.source.name, source_input.checksum)
-    if earlier is not None:
+    if earlier is not None and earlier["status"] == "loaded":
         ledger.conn.rollback()
-        outcome = _skip(ledger, run_id, f"same bytes already loaded from {earlier['source_filename']!r} by run "
-                                        f"{earlier['run_id']}", source_input.checksum)
+        outcome = _skip(ledger, run_id, _already_loaded(earlier), source_input.checksum)
         source_input.dispose(ctx.config, ledger, run_id)
         return outcome
+    # Never loaded, or loaded and every row of it dropped by retention since: it loads (again, saying so).
     stats = copy_input(ctx, ledger, source_input, run_id)
     if stats is None or not source_input.unchanged():
         ledger.conn.rollback()
         return _skip(ledger, run_id, CHANGED_WHILE_LOADING)
-    recorded, outcome = success(source_input, event, run_id, stats)
-    ledger.record_loads([recorded])
+    recorded, outcome = success(source_input, event, run_id, stats, _loaded_again(earlier))
+    outcome.new_fields = ledger.record_loads([recorded]).get(run_id, [])
     if ctx.before_commit is not None:
         ctx.before_commit()
     ledger.conn.commit()
@@ -182,17 +203,36 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
     return stats
 
 
-def success(source_input: Input, event: Event, run_id: uuid.UUID,
-            stats: bronze.LoadStats) -> tuple[LoadRecord, Outcome]:
-    """A load done: what the ledger records of it, and how its event ended."""
-    remarks = source_input.notes()
+def success(source_input: Input, event: Event, run_id: uuid.UUID, stats: bronze.LoadStats,
+            again: str | None = None) -> tuple[LoadRecord, Outcome]:
+    """A load done: what the ledger records of it, and how its event ended.
+    ``again``: why bytes loaded before load again (the run's first remark, and the log's)."""
+    remarks = ([again] if again else []) + source_input.notes()
     if stats.rows_invalid:
         remarks.append(f"{stats.rows_invalid} invalid records kept with validation_status = 'invalid'")
+    quality = stats.quality.summary(stats.rows_total) if stats.quality is not None else None
     recorded = (ManifestEntry(source_input.source.name, source_input.label, source_input.checksum, source_input.size,
                               stats.rows_total, run_id, event.event_id),
-                stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None)
+                stats.rows_valid, stats.rows_invalid, "; ".join(remarks) or None, quality)
     return recorded, Outcome("success", run_id, rows=stats.rows_total, rows_valid=stats.rows_valid,
-                             rows_invalid=stats.rows_invalid, bytes_read=source_input.size)
+                             rows_invalid=stats.rows_invalid, bytes_read=source_input.size,
+                             message="; ".join(remarks) if again else "")
+
+
+def _already_loaded(earlier: dict) -> str:
+    why = f"same bytes already loaded from {earlier['source_filename']!r} by run {earlier['run_id']}"
+    if earlier["rows_expired"]:
+        why += (f" ({earlier['rows_expired']} of its {earlier['row_count']} rows since dropped by retention; "
+                "the bytes load again once all are)")
+    return why
+
+
+def _loaded_again(expired: dict | None) -> str | None:
+    if expired is None:
+        return None  # a first load
+    return (f"loaded again: the same bytes, loaded from {expired['source_filename']!r} by run {expired['run_id']}, "
+            f"were dropped by retention with bronze.{expired['expired_partition']} on "
+            f"{expired['expired_at'].isoformat(timespec='seconds')}")
 
 
 def _dispose_left_behind(ctx: IngestContext, ledger: Ledger, event: Event, checksum: str,
@@ -215,14 +255,21 @@ def _skip(ledger: Ledger, run_id: uuid.UUID, why: str, checksum: str | None = No
     return Outcome("skipped", run_id, message=why)
 
 
-def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float) -> None:
+def _count(ctx: IngestContext, source: str, outcome: Outcome, seconds: float, created_at: str | None) -> None:
     label = source_label(source, ctx.config.sources)
     RUNS.labels(label, outcome.status).inc()
     RUN_SECONDS.labels(label).observe(seconds)
+    # Records checked: of loads, and of files refused for too many invalid ones.
+    RECORDS_CHECKED.labels(label, "valid").inc(outcome.rows_valid)
+    RECORDS_CHECKED.labels(label, "invalid").inc(outcome.rows_invalid)
     if outcome.status == "success":
         ROWS.labels(label, "valid").inc(outcome.rows_valid)
         ROWS.labels(label, "invalid").inc(outcome.rows_invalid)
         BYTES_READ.labels(label).inc(outcome.bytes_read)
         LAST_SUCCESS.labels(label).set_to_current_time()
+        UNDECLARED_NEW.labels(label).inc(len(outcome.new_fields))
+        latency = seconds_since(created_at)
+        if latency is not None:
+            LATENCY.labels(label).observe(latency)
     elif outcome.status == "failure" and outcome.reason:
         DEAD_LETTERS.labels(label, outcome.reason).inc()

@@ -40,6 +40,7 @@ class Delivery:
     delivery_tag: int
     body: bytes
     redelivered: bool
+    message_id: str | None = None  # the AMQP message id (a bad event is parked under it)
 
 
 class ConsumerWorker:
@@ -142,7 +143,8 @@ class ConsumerWorker:
                         extra={"step": "stop", "status": "requeue", "worker": self.name})
 
     def _on_message(self, channel, method, properties, body) -> None:
-        self._work.put(Delivery(channel, method.delivery_tag, body, bool(method.redelivered)))
+        message_id = properties.message_id if isinstance(properties.message_id, str) else None
+        self._work.put(Delivery(channel, method.delivery_tag, body, bool(method.redelivered), message_id))
 
     def _ack(self, channel, delivery_tag: int) -> None:
         self._answer(channel, "basic_ack", delivery_tag)
@@ -234,8 +236,8 @@ class ConsumerWorker:
                 "step": "ingest", "status": "retry", "worker": self.name, "error": str(exc),
                 "retry_in_s": round(delay, 2)})
         try:
-            keep_trying(lambda: ingest_message(ctx, delivery.body, delivery.redelivered), stop=self.stop,
-                        errors=(TransientError,), on_retry=transient)
+            keep_trying(lambda: ingest_message(ctx, delivery.body, delivery.redelivered, delivery.message_id),
+                        stop=self.stop, errors=(TransientError,), on_retry=transient)
         except Exception:  # noqa: BLE001 - a bug must not kill the worker
             # Not the data's fault and not a known transient error: leave the
             # message unacked for redelivery; the delivery limit dead-letters

@@ -78,7 +78,10 @@ class Config:
     polling: bool = setting(False, "landing.polling", bool)
     poll_interval_seconds: float = setting(1.0, "landing.poll_interval_seconds", float)
     rescan_seconds: float = setting(60.0, "landing.rescan_seconds", float)
-    max_file_bytes: int | None = setting(None, "landing.max_file_bytes", int)
+    # A file, and a gzip file's expanded content: a bound even when unset, so
+    # that a small gzip bomb (gzip expands up to ~1,000 times) cannot hold a
+    # worker for long; any file ingestd is sized for is far smaller.
+    max_file_bytes: int | None = setting(16 * 1024**3, "landing.max_file_bytes", int)
     # One record (a JSON record, a JSON Lines line, a CSV row): a consumer
     # holds it whole while it is parsed and validated, which may take up to
     # about 32 times its size in memory (nested JSON of tiny values).
@@ -96,6 +99,10 @@ class Config:
     replay_limit: int = setting(5, "dlq.replay_limit", int)
     health_host: str = setting("127.0.0.1", "health.host", str)
     health_port: int = setting(9464, "health.port", int)  # 0: no health and metrics server
+    # What the alert rules compare with (deploy/monitoring/alerts.yml), per source unless it says otherwise.
+    run_error_ratio: float = setting(0.01, "objectives.run_error_ratio", float)
+    invalid_record_ratio: float = setting(0.01, "objectives.invalid_record_ratio", float)
+    latency_p95_seconds: float = setting(2.0, "objectives.latency_p95_seconds", float)
     poller: PollerConfig = field(default_factory=PollerConfig)
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     # Where each setting came from ("file", "environment (INGESTD_...)");
@@ -105,6 +112,17 @@ class Config:
 
     def source(self, name: str) -> SourceConfig | None:
         return self.sources.get(name)
+
+    def origin(self, key: str) -> str:
+        """Where the setting ``key`` ("database.url") came from, said for a
+        person: ``environment variable INGESTD_DATABASE_URL``, ``config file
+        PATH`` or ``default``."""
+        where = self.origins.get(key)
+        if where is None:
+            return "default"
+        if where == "file":
+            return f"config file {self.path}" if self.path else "config file"
+        return where.replace("environment (", "environment variable ").rstrip(")")
 
     @property
     def api_sources(self) -> list[ApiSource]:
@@ -221,12 +239,11 @@ def build_config(
     for raw in doc.get("sources", []):
         for key in raw:
             where_from[f"sources.{raw.get('name')}.{key}"] = "file"
-    for var, (section, key) in ENV_OVERRIDES.items():
-        if env.get(var):
-            sections.setdefault(section, {})[key] = env[var]
-            origins[(section, key)] = var
-            where_from[f"{section}.{key}"] = f"environment ({var})"
-    problems = []
+    overrides, problems = settings_from_environment(env)
+    for (section, key), (var, value) in overrides.items():
+        sections.setdefault(section, {})[key] = value
+        origins[(section, key)] = var
+        where_from[f"{section}.{key}"] = f"environment ({var})"
     broker = sections.get("broker", {})
     if isinstance(broker.get("url"), list):  # the nodes of a cluster, kept as one comma-separated value
         broker["url"] = ",".join(broker["url"])
@@ -244,8 +261,73 @@ def build_config(
         landing_dir = base_dir / landing_dir
     sources = {raw["name"]: _build_source(raw, base_dir) for raw in doc.get("sources", [])}
     _check_partition_names(sources)
-    return Config(path=path, landing_dir=landing_dir.resolve(), poller=PollerConfig(**_read_settings(PollerConfig,
-                  sections)), sources=sources, origins=where_from, **_read_settings(Config, sections))
+    config = Config(path=path, landing_dir=landing_dir.resolve(), poller=PollerConfig(**_read_settings(PollerConfig,
+                    sections)), sources=sources, origins=where_from, **_read_settings(Config, sections))
+    defaults = {name: float(getattr(config, name)) for name in OBJECTIVES}
+    own = {raw["name"]: raw.get("objectives", {}) for raw in doc.get("sources", [])}
+    config.sources.update({name: dataclasses.replace(source, objectives={
+        **defaults, **{k: float(v) for k, v in own[name].items()}}) for name, source in sources.items()})
+    return config
+
+
+def settings_from_environment(env: Mapping[str, str]) -> tuple[dict[tuple[str, str], tuple[str, Any]], list[str]]:
+    """The settings that ``ENV_OVERRIDES`` set, ``{(section, key): (variable, value)}``,
+    and the problems of those that are not valid: each checked like the same
+    value in the file (config.schema.json), its message naming the variable
+    and the key, and the value only when it cannot hold a password; also
+    ``INGESTD_LOG_FORMAT``, which is no setting. An empty variable counts as
+    unset."""
+    from .logs import ENV_LOG_FORMAT
+
+    schema = config_schema()["properties"]
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+    problems = []
+    for var, (section, key) in ENV_OVERRIDES.items():
+        text = env.get(var)
+        if not text:
+            continue
+        try:
+            value = parse_port_variable(text) if (section, key) == ("health", "port") else text
+        except ValueError as exc:
+            problems.append(f"{section}.{key} (from {var}): {exc}")
+            continue
+        errors = list(jsonschema.Draft202012Validator(schema[section]["properties"][key]).iter_errors(value))
+        if errors:
+            said = "not valid" if key == "url" else errors[0].message
+            if isinstance(value, int) and text.strip() != str(value):  # BASE+N
+                said = f"{text.strip()} = {said}"
+            problems.append(f"{section}.{key} (from {var}): {said}")
+        else:
+            found[(section, key)] = (var, value)
+    if env.get(ENV_LOG_FORMAT) and env[ENV_LOG_FORMAT] not in ("text", "json"):
+        problems.append(f"{ENV_LOG_FORMAT}: {env[ENV_LOG_FORMAT][:40]!r} is neither text nor json")
+    return found, problems
+
+
+# health.port from the environment also takes BASE+N, N from 1 to 99: the
+# consumer template unit sets INGESTD_HEALTH_PORT=9470+%i (systemd has no
+# arithmetic), so that instances 1 to 99 serve on 9471 to 9569, clear of the
+# watcher's 9464 and the poller's 9465 (deploy/systemd/README.md).
+_PORT_SUM = re.compile(r"([0-9]{1,5})\+([0-9]{1,5})")
+INSTANCE_MAX = 99
+
+
+def parse_port_variable(text: str) -> int:
+    """The port of ``INGESTD_HEALTH_PORT``: a whole number, or BASE+N with N
+    from 1 to ``INSTANCE_MAX``; ValueError saying why otherwise. The range of
+    the result is the schema's to check."""
+    value = text.strip()
+    if re.fullmatch(r"[0-9]{1,5}", value):
+        return int(value)
+    found = _PORT_SUM.fullmatch(value)
+    if not found:
+        raise ValueError(f"{text[:40]!r} is not a port: write a whole number from 0 to 65535 (0: no health "
+                         f"server), or BASE+N with N from 1 to {INSTANCE_MAX} (a systemd instance: 9470+%i)")
+    base, instance = int(found.group(1)), int(found.group(2))
+    if not 1 <= instance <= INSTANCE_MAX:
+        raise ValueError(f"{value!r}: N of BASE+N is an instance number from 1 to {INSTANCE_MAX} (consumer "
+                         f"instances 1 to {INSTANCE_MAX}: deploy/systemd/README.md)")
+    return base + instance
 
 
 def check_database_url(url: str) -> str | None:
@@ -264,7 +346,9 @@ def check_database_url(url: str) -> str | None:
         psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError:
         return f"not a valid PostgreSQL connection string (expected {example})"
-    return None
+    from .db import dsn_problem
+
+    return dsn_problem(url)
 
 
 def check_broker_urls(value: str) -> str | None:
@@ -279,7 +363,7 @@ def check_broker_urls(value: str) -> str | None:
 
 def check_broker_url(url: str) -> str | None:
     """Why ``url`` is not an AMQP URL, or None (never repeating the value)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     example = "amqp://user:password@host:5672/vhost"
     if not url.startswith(("amqp://", "amqps://")):
@@ -291,6 +375,22 @@ def check_broker_url(url: str) -> str | None:
         return f"not a valid AMQP URL (expected {example})"
     if not parts.hostname:
         return f"no host in the AMQP URL (expected {example})"
+    import pika
+
+    try:
+        pika.URLParameters(url)
+    except Exception as exc:  # noqa: BLE001 - whatever pika refuses (ValueError, TypeError, SyntaxError...)
+        # pika's words up to the value, which they would repeat; the option by
+        # name: the first one pika refuses on its own.
+        said = re.split(r": |, but got| '", str(exc), maxsplit=1)[0][:80] or type(exc).__name__
+        where = "the URL"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            try:
+                pika.URLParameters(f"{parts.scheme}://h/?{urlencode([(name, value)])}")
+            except Exception:  # noqa: BLE001
+                where = f"option {name[:40]!r}"
+                break
+        return f"{where} is refused by pika ({said}); see the URL parameters of pika's URLParameters"
     return None
 
 
@@ -302,9 +402,10 @@ def parse_duration(value: float | int | str) -> float:
     return float(value[:-1]) * units[value[-1]]
 
 
-def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _read_schema(name: str, raw_path: str, base_dir: Path, format_mode: str = "assert") -> tuple[Path, dict[str, Any]]:
     """A source's JSON Schema, checked: readable JSON, a valid schema of its
-    draft, ECMA-262 patterns."""
+    draft, ECMA-262 patterns, and under ``format_mode`` "assert" only formats
+    that are really checked."""
     schema_path = Path(raw_path)
     if not schema_path.is_absolute():
         schema_path = (base_dir / schema_path).resolve()
@@ -314,7 +415,7 @@ def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[s
         raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
-    from ingestd.consumers.validation import check_patterns, format_checker, validator_class
+    from ingestd.consumers.validation import check_patterns, format_checker, unassertable_formats, validator_class
 
     problems = check_patterns(schema_doc)
     if problems:
@@ -327,23 +428,38 @@ def _read_schema(name: str, raw_path: str, base_dir: Path) -> tuple[Path, dict[s
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
                           f"{exc.message}") from None
+    problems = unassertable_formats(schema_doc, format_mode)
+    if problems:
+        raise ConfigError(f"sources[{name}].schema: {schema_path}: " + "; ".join(problems))
     return schema_path, schema_doc
 
 
 _COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path",
-                "expect_every", "partition", "partition_by", "retention"}
+                "expect_every", "partition", "partition_by", "retention", "objectives"}
+OBJECTIVES = ("run_error_ratio", "invalid_record_ratio", "latency_p95_seconds")
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,3})\s*(months?|years?)\s*$")
 # A partition is named <source>_pYYYY_MM (daemon/partitions.py), within
 # PostgreSQL's 63 bytes.
 PARTITIONED_NAME_MAX = 54
 
 
+# Retention drops the months before now minus the retention: a date that
+# Python's datetime (years 1 to 9999) and the month arithmetic must hold for
+# as long as the daemon runs. A century keeps that far from the edge and is
+# more than any data needs; to keep every month, leave retention out.
+RETENTION_MAX_MONTHS = 1200
+
+
 def parse_retention(value: str) -> int:
-    """Months from ``24 months`` or ``2 years``; ValueError otherwise."""
+    """Months from ``24 months`` or ``2 years`` (at most ``RETENTION_MAX_MONTHS``); ValueError otherwise."""
     match = _RETENTION.match(value)
     if not match:
         raise ValueError(f"{value!r}: write a number of months or years, such as \"24 months\" or \"2 years\"")
-    return int(match.group(1)) * (12 if match.group(2).startswith("year") else 1)
+    months = int(match.group(1)) * (12 if match.group(2).startswith("year") else 1)
+    if months > RETENTION_MAX_MONTHS:
+        raise ValueError(f"{value!r}: at most 100 years ({RETENTION_MAX_MONTHS} months); to keep every month, "
+                         "leave retention out")
+    return months
 
 
 def _partitioning(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,7 +495,8 @@ def _check_partition_names(sources: Mapping[str, SourceConfig]) -> None:
 
 def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
     name = raw["name"]
-    schema_path, schema_doc = _read_schema(name, raw["schema"], base_dir) if raw.get("schema") else (None, None)
+    schema_path, schema_doc = (_read_schema(name, raw["schema"], base_dir, raw.get("format_keyword", "assert"))
+                               if raw.get("schema") else (None, None))
     common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
               "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
               "format_keyword": raw.get("format_keyword", "assert"),
@@ -400,7 +517,7 @@ def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
 # Settings a running daemon picks up when the config file changes; the rest
 # (connections, landing folder, worker count) need a restart.
 HOT_FIELDS = ("sources", "after_load", "max_file_bytes", "max_record_bytes", "replay_limit", "settle_seconds",
-              "poller")
+              "poller", *OBJECTIVES)
 
 
 class LiveConfig:
@@ -423,6 +540,8 @@ class LiveConfig:
         self._next_check = 0.0
         self._lock = threading.Lock()
         self._mtime = self._stat()
+        # Called with each configuration reloaded (a new source's metrics series).
+        self.on_reload: list[Callable[[Config], None]] = []
 
     def _stat(self) -> int | None:
         try:
@@ -456,11 +575,14 @@ class LiveConfig:
         updates = {name: getattr(fresh, name) for name in HOT_FIELDS}
         candidate = dataclasses.replace(fresh, **{f.name: getattr(self._config, f.name)
                                                   for f in dataclasses.fields(Config) if f.name not in HOT_FIELDS})
-        ignored = sorted(f.name for f in dataclasses.fields(Config)
-                         if f.name not in HOT_FIELDS and getattr(fresh, f.name) != getattr(self._config, f.name))
+        # Fields outside the comparison (where each setting came from) are bookkeeping, not settings.
+        ignored = sorted(f.name for f in dataclasses.fields(Config) if f.compare and f.name not in HOT_FIELDS
+                         and getattr(fresh, f.name) != getattr(self._config, f.name))
         self._config = dataclasses.replace(candidate, **updates)
         log.info("configuration reloaded", extra={"step": "config", "status": "reloaded",
                                                   "sources": sorted(self._config.sources)})
+        for hook in self.on_reload:
+            hook(self._config)
         if ignored:
             log.warning("config changes that need a restart were not applied",
                         extra={"step": "config", "status": "restart_needed", "settings": ignored})

@@ -6,8 +6,10 @@ moment) when a role that needs it runs in this process.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -66,10 +68,10 @@ class Health:
 def database_checker(url: str) -> Callable[[], str | None]:
     def check() -> str | None:
         from .db import connect
-        from .errors import TransientError
+        from .errors import IngestError
         try:
             conn = connect(url, timeout=2, application_name="ingestd-readyz")
-        except TransientError as exc:
+        except IngestError as exc:  # unreachable, or a URL the server refuses: not ready, said why
             return str(exc)
         try:
             with conn.cursor() as cur:
@@ -80,6 +82,28 @@ def database_checker(url: str) -> Callable[[], str | None]:
         finally:
             conn.close()
     return check
+
+
+def bind_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A server bound to ``host:port`` (an IPv4 or IPv6 address, or a name).
+
+    Raises OSError whose ``strerror`` says why in one line: the host does not
+    resolve, or the system refuses the port (in use, privileged)."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"the host does not resolve ({exc.strerror})") from None
+    except (UnicodeError, TypeError, ValueError, OverflowError) as exc:  # what the resolver cannot even take
+        raise OSError(errno.EINVAL, f"not a host name or address ({exc})") from None
+    server_class = type("HealthHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
+    try:
+        return server_class(address, handler)
+    except OSError as exc:
+        why = {errno.EADDRINUSE: "the port is in use (another process, or another unit given the same port)",
+               errno.EACCES: "the system refuses this port to this user (ports below 1024 need privileges)",
+               errno.EADDRNOTAVAIL: "the address is not one of this machine's"}.get(exc.errno or 0, exc.strerror)
+        raise OSError(exc.errno, why) from None
 
 
 class HealthServer:
@@ -112,7 +136,7 @@ class HealthServer:
                 else:
                     self._send(404, b'{"error": "not found"}', "application/json")
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = bind_server(host, port, Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
@@ -153,3 +177,33 @@ def sample_queues(config, stop: threading.Event, every: float = 10.0) -> None:
             connection.close()
         except CONNECTION_ERRORS:
             pass  # lost meanwhile: nothing to close
+
+
+def sample_dead_letters(config, stop: threading.Event, every: float = 30.0) -> None:
+    """Keep ``ingestd_dead_letters_waiting`` current from the ops tables (sources that are not
+    configured count as ``_unknown``, so that the series stay bounded)."""
+    import psycopg2
+
+    from .db import connect
+    from .errors import TransientError
+    from .ledger import Ledger
+    from .metrics import set_dead_letters_waiting, source_label
+
+    conn = None
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed:
+                conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-metrics")
+                conn.autocommit = True
+            counts: dict[tuple[str, str], int] = {}
+            for (source, reason), count in Ledger(conn).waiting_by_source_reason().items():
+                key = (source_label(source, config.sources), reason)
+                counts[key] = counts.get(key, 0) + count
+            set_dead_letters_waiting(counts)
+        except (TransientError, psycopg2.Error):
+            if conn is not None:
+                conn.close()
+            conn = None
+        stop.wait(every)
+    if conn is not None:
+        conn.close()

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg2.extensions
 import psycopg2.extras
+from psycopg2 import sql
 from psycopg2.extras import Json
 
 from . import landing
@@ -68,8 +69,8 @@ class ManifestEntry:
 
 
 # A load done, as recorded: its manifest row, valid and invalid record
-# counts, and the run's remarks.
-LoadRecord = tuple[ManifestEntry, int, int, str | None]
+# counts, the run's remarks, and its records' quality (consumers/quality.py).
+LoadRecord = tuple[ManifestEntry, int, int, str | None, dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -221,33 +222,51 @@ class Ledger:
 
     def finish_run(self, run_id: uuid.UUID, status: str, *, rows_total: int | None = None,
                    rows_valid: int | None = None, rows_invalid: int | None = None, error: str | None = None,
-                   reason: str | None = None, checksum: str | None = None) -> None:
+                   reason: str | None = None, checksum: str | None = None,
+                   quality: dict[str, Any] | None = None) -> None:
         """Set a run's final status (no commit)."""
         # clock_timestamp(): now() would be the start of the load's transaction.
         self._run("UPDATE ops.pipeline_runs SET status = %s, finished_at = clock_timestamp(), rows_total = %s,"
                   " rows_valid = %s, rows_invalid = %s, error_summary = %s, reason = %s,"
-                  " checksum = COALESCE(%s, checksum) WHERE run_id = %s",
-                  (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum, run_id))
+                  " checksum = COALESCE(%s, checksum), quality = %s WHERE run_id = %s",
+                  (status, rows_total, rows_valid, rows_invalid, storable_text(error), reason, checksum,
+                   None if quality is None else Json(storable(quality)), run_id))
 
-    def record_loads(self, loads: list[LoadRecord]) -> None:
-        """Loads done: their manifest rows, and their runs a success. No commit; one round
-        trip however many (the values quoted by psycopg2, as parameters)."""
+    def record_loads(self, loads: list[LoadRecord]) -> dict[uuid.UUID, list[str]]:
+        """Loads done: their manifest rows, their runs a success, and the
+        fields their schemas do not declare. No commit; one round trip
+        however many (the values quoted by psycopg2, as parameters). Returns,
+        per run, the undeclared fields its source had never held before."""
         with self.conn.cursor() as cur:
             manifest = b", ".join(cur.mogrify(
                 "(%s, %s, %s, %s, %s, %s, %s)",
                 (e.source, storable_text(e.source_filename), e.checksum, e.size_bytes, e.row_count, e.run_id,
-                 e.event_id)) for e, _, _, _ in loads)
+                 e.event_id)) for e, _, _, _, _ in loads)
             runs = b", ".join(cur.mogrify(
-                "(%s::uuid, %s::bigint, %s::bigint, %s::bigint, %s::text, %s::text)",
-                (e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum))
-                for e, valid, invalid, remarks in loads)
+                "(%s::uuid, %s::bigint, %s::bigint, %s::bigint, %s::text, %s::text, %s::jsonb)",
+                (e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum,
+                 None if quality is None else Json(storable(quality))))
+                for e, valid, invalid, remarks, quality in loads)
+            # In one order, so that two loads adding the same fields cannot deadlock.
+            fields = [cur.mogrify("(%s, %s, %s::uuid)", (source, name, run_id)) for source, name, run_id in sorted(
+                {(e.source, storable_text(name), e.run_id)
+                 for e, _, _, _, quality in loads for name in (quality or {}).get("undeclared_fields", ())},
+                key=lambda item: (item[0], item[1]))]
+            # Last, so that its rows are what the cursor holds.
+            new_fields = (b"; INSERT INTO ops.undeclared_fields (source, field, first_run) VALUES "
+                          + b", ".join(fields) + b" ON CONFLICT DO NOTHING RETURNING first_run, field"
+                          if fields else b"")
             cur.execute(b"INSERT INTO ops.raw_ingest_manifest (source, source_filename, checksum, size_bytes,"
                         b" row_count, run_id, event_id) VALUES " + manifest + b";"
                         b" UPDATE ops.pipeline_runs r SET status = 'success', finished_at = clock_timestamp(),"
                         b" rows_total = v.total, rows_valid = v.valid, rows_invalid = v.invalid,"
-                        b" error_summary = v.remarks, checksum = v.checksum"
-                        b" FROM (VALUES " + runs + b") AS v(run_id, total, valid, invalid, remarks, checksum)"
-                        b" WHERE r.run_id = v.run_id")
+                        b" error_summary = v.remarks, checksum = v.checksum, quality = v.quality"
+                        b" FROM (VALUES " + runs + b") AS v(run_id, total, valid, invalid, remarks, checksum,"
+                        b" quality) WHERE r.run_id = v.run_id" + new_fields)
+            found: dict[uuid.UUID, list[str]] = {}
+            for run_id, name in (cur.fetchall() if fields else ()):
+                found.setdefault(uuid.UUID(str(run_id)), []).append(name)
+            return found
 
     def skip_run(self, run_id: uuid.UUID, why: str, checksum: str | None = None) -> None:
         """Finish a run as ``skipped``, saying why; commits."""
@@ -345,24 +364,35 @@ class Ledger:
     def claim(self, loads: list[tuple[str, str]]) -> list[bool]:
         """For a group's loads, as ``(source, checksum)``: take each one's
         dedup lock without waiting, in one statement. True where the lock
-        was free and the bytes are not in the manifest; the locks are held
-        until the transaction ends. A group never waits on another worker,
-        so two groups cannot deadlock."""
+        was free and the bytes are not in the manifest (neither loaded nor
+        expired: a load again after retention takes the single way, which
+        says so); the locks are held until the transaction ends. A group
+        never waits on another worker, so two groups cannot deadlock."""
         if not loads:
             return []
         rows = self._all(
             "SELECT pg_try_advisory_xact_lock(t.k) AND NOT EXISTS (SELECT 1 FROM ops.raw_ingest_manifest m"
-            " WHERE m.source = t.s AND m.checksum = t.c)"
+            " WHERE m.source = t.s AND m.checksum = t.c AND m.status = 'loaded') AND NOT EXISTS (SELECT 1"
+            " FROM ops.raw_ingest_manifest m WHERE m.source = t.s AND m.checksum = t.c AND m.status = 'expired')"
             " FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY AS t(k, s, c, n) ORDER BY t.n",
             ([lock_key(source, checksum) for source, checksum in loads], [source for source, _ in loads],
              [checksum for _, checksum in loads]))
         return [bool(row[0]) for row in rows]
 
     def loaded_bytes(self, source: str, checksum: str) -> dict[str, Any] | None:
-        """The manifest row of the same bytes loaded into ``source`` (no commit)."""
-        row = self._one("SELECT run_id, source_filename, ingested_at FROM ops.raw_ingest_manifest"
-                        " WHERE source = %s AND checksum = %s", (source, checksum))
-        return None if row is None else {"run_id": row[0], "source_filename": row[1], "ingested_at": row[2]}
+        """The manifest row of the same bytes loaded into ``source``: the one
+        whose rows bronze holds, all or some (``status`` 'loaded'), else the
+        latest whose rows retention dropped ('expired'); None when never
+        loaded (no commit)."""
+        keys = ("status", "run_id", "source_filename", "ingested_at", "row_count", "rows_expired", "expired_at",
+                "expired_partition")
+        columns = ", ".join(keys)
+        row = self._one(f"(SELECT {columns} FROM ops.raw_ingest_manifest WHERE source = %s AND checksum = %s"
+                        " AND status = 'loaded') UNION ALL"
+                        f" (SELECT {columns} FROM ops.raw_ingest_manifest WHERE source = %s AND checksum = %s"
+                        " AND status = 'expired' ORDER BY expired_at DESC LIMIT 1) LIMIT 1",
+                        (source, checksum, source, checksum))
+        return None if row is None else dict(zip(keys, row, strict=True))
 
     # -- dead letters --------------------------------------------------------
     def add_dead_letter(self, *, event_id: str | None, source: str | None, reason: str, error: str,
@@ -384,6 +414,22 @@ class Ledger:
                         f" AND {WAITING} ORDER BY id DESC LIMIT 1", (event_id, replay_count))
         return None if row is None else {"id": row[0], "file_path": row[1]}
 
+    def next_replay_count(self, event_id: str) -> int:
+        """The replay count of a new failure of ``event_id``: one more than
+        its last replayed dead letter, 0 when none was replayed (no commit)."""
+        row = self._one("SELECT max(replay_count) + 1 FROM ops.dead_letters WHERE event_id = %s"
+                        " AND replayed_at IS NOT NULL", (event_id,))
+        return row[0] if row and row[0] is not None else 0
+
+    def replayed_from_quarantine(self, event_id: str, file_path: str, replay_count: int) -> bool:
+        """True when an earlier dead letter of this event holds ``file_path``
+        in quarantine and was replayed, the replay before ``replay_count``:
+        the file that a failed replay carries on (no commit)."""
+        row = self._one("SELECT 1 FROM ops.dead_letters WHERE event_id = %s AND file_path = %s"
+                        " AND replay_count = %s AND replayed_at IS NOT NULL LIMIT 1",
+                        (event_id, storable_text(file_path), replay_count - 1))
+        return row is not None
+
     def note_file_moved(self, dead_letter_id: int, relative: str | None, error: str | None) -> None:
         """Where a dead letter's file went (quarantine), or why it stayed; commits."""
         self._run("UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path), detail = detail || %s::jsonb"
@@ -403,6 +449,11 @@ class Ledger:
         rows = self._all(f"SELECT {', '.join(DEAD_LETTER_COLUMNS)} FROM ops.dead_letters WHERE event_id = %s"
                          " ORDER BY id", (event_id,))
         return [DeadLetter(*row) for row in rows]
+
+    def waiting_by_source_reason(self) -> dict[tuple[str | None, str], int]:
+        """Dead letters waiting, counted per (source, reason)."""
+        return {(source, reason): count for source, reason, count in self._all(
+            f"SELECT source, reason, count(*) FROM ops.dead_letters WHERE {WAITING} GROUP BY source, reason")}
 
     def waiting_count(self) -> int:
         row = self._one(f"SELECT count(*) FROM ops.dead_letters WHERE {WAITING}")
@@ -508,3 +559,23 @@ class Ledger:
         return [{"source": name, "configured": name in configured, "last_success": ok, "last_failure": fail,
                  "rows_today": int(rows_today), "dead_letters_waiting": waiting}
                 for name, ok, fail, rows_today, waiting in rows]
+
+    # -- retention -----------------------------------------------------------
+    def expire_loads(self, source: str, partition: str) -> int:
+        """Before retention drops ``bronze.<partition>`` (detached, in the
+        drop's transaction): count its rows against the loads they came
+        from; a load whose rows are then all gone becomes ``expired``, with
+        when and this partition. How many did (no commit)."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "WITH gone AS (SELECT pipeline_run_id AS run_id, file_hash AS checksum, count(*) AS n FROM {}"
+                " GROUP BY 1, 2), done AS (UPDATE ops.raw_ingest_manifest m"
+                " SET rows_expired = least(m.row_count, m.rows_expired + g.n),"
+                " status = CASE WHEN m.rows_expired + g.n >= m.row_count THEN 'expired' ELSE 'loaded' END,"
+                " expired_at = CASE WHEN m.rows_expired + g.n >= m.row_count THEN now() END,"
+                " expired_partition = CASE WHEN m.rows_expired + g.n >= m.row_count THEN %s END"
+                " FROM gone g WHERE m.source = %s AND m.checksum = g.checksum AND m.run_id = g.run_id"
+                " AND m.status = 'loaded' RETURNING m.status)"
+                " SELECT count(*) FROM done WHERE status = 'expired'").format(
+                    sql.Identifier("bronze", partition)), (partition, source))
+            return int(cur.fetchone()[0])

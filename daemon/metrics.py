@@ -6,6 +6,8 @@ and reason codes: never file names, so the number of series stays bounded.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,6 +44,24 @@ PARTITION_MAINTENANCE = Counter("ingestd_partition_maintenance_total",
                                 "(another process was at it)", ["result"], registry=REGISTRY)
 PARTITIONS_DROPPED = Counter("ingestd_partitions_dropped_total", "Bronze partitions dropped by retention",
                              ["source"], registry=REGISTRY)
+RECORDS_CHECKED = Counter("ingestd_records_checked_total",
+                          "Records validated in runs that ended (loaded, or refused for too many invalid ones), "
+                          "by validity", ["source", "validity"], registry=REGISTRY)
+LATENCY = Histogram("ingestd_end_to_end_latency_seconds",
+                    "From an event's creation (the file settled in the landing folder, the API answered) to "
+                    "its rows committed, for successful loads", ["source"],
+                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
+UNDECLARED_NEW = Counter("ingestd_undeclared_fields_new_total",
+                         "Fields the source's schema does not declare, held by its records for the first time",
+                         ["source"], registry=REGISTRY)
+DEAD_LETTERS_WAITING = Gauge("ingestd_dead_letters_waiting",
+                             "Dead letters neither replayed nor discarded, from the ops tables", ["source", "reason"],
+                             registry=REGISTRY)
+OBJECTIVE = Gauge("ingestd_objective", "The thresholds the alert rules compare with, from the configuration: "
+                  "run_error_ratio, invalid_record_ratio, latency_p95_seconds", ["source", "objective"],
+                  registry=REGISTRY)
+RUN_STATUSES = ("success", "failure", "skipped")
+_waiting_pairs: set[tuple[str, str]] = set()
 # Of the watcher's process only, labelled by the folder, so that no other process exports a 0.
 LANDING_FREE = Gauge("ingestd_landing_free_bytes", "Bytes free for the daemon's user on the landing folder's "
                      "file system", ["folder"], registry=REGISTRY)
@@ -71,6 +91,52 @@ def set_source_gauges(sources, last_successes: dict[str, float] | None = None) -
             EXPECTED_INTERVAL.labels(source.name).set(source.expected_interval_seconds)
     for name, when in (last_successes or {}).items():
         LAST_SUCCESS.labels(name).set(when)
+
+
+def start_source_series(sources: Iterable, reasons: Iterable[str]) -> None:
+    """Every series a source's alerts read, at 0 (and its objectives), before anything happens:
+    a counter whose series appears already at 1 shows Prometheus no increase, so the first failure
+    after a start would go unseen."""
+    reasons = list(reasons)
+    for source in sources:
+        name = source.name
+        for status in RUN_STATUSES:
+            RUNS.labels(name, status)
+        for reason in reasons:
+            DEAD_LETTERS.labels(name, reason)
+            DEAD_LETTERS_WAITING.labels(name, reason)
+        for validity in ("valid", "invalid"):
+            RECORDS_CHECKED.labels(name, validity)
+            ROWS.labels(name, validity)
+        LATENCY.labels(name)
+        UNDECLARED_NEW.labels(name)
+        for objective, value in source.objectives.items():
+            OBJECTIVE.labels(name, objective).set(value)
+
+
+def set_dead_letters_waiting(counts: Mapping[tuple[str, str], int]) -> None:
+    """The waiting dead letters per (source, reason); pairs no longer waiting go to 0."""
+    for labels in _waiting_pairs - set(counts):
+        DEAD_LETTERS_WAITING.labels(*labels).set(0)
+    for (source, reason), count in counts.items():
+        DEAD_LETTERS_WAITING.labels(source, reason).set(count)
+        _waiting_pairs.add((source, reason))
+
+
+def seconds_since(created_at: str | None) -> float | None:
+    """Seconds from an event's ``created_at`` to now; None when it does not
+    read as an instant with its offset, or lies in the future (another
+    host's clock)."""
+    if not created_at:
+        return None
+    try:
+        then = datetime.fromisoformat(created_at)
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        return None
+    elapsed = datetime.now(then.tzinfo).timestamp() - then.timestamp()
+    return elapsed if elapsed >= 0 else None
 
 
 def source_label(name: str | None, known: object) -> str:

@@ -19,6 +19,7 @@ from .broker import Publisher, Topology, open_connection
 from .db import connect
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TransientError
 from .ledger import Ledger
+from .logs import redact_url
 from .reports import gather_status
 from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
@@ -317,14 +318,25 @@ def cmd_runs(config, args) -> int:
 def cmd_status(config, args) -> int:
     status = gather_status(config)
     if args.json:
-        print_json({"database": status.database, "broker": status.broker, "queues": status.queues,
+        print_json({"database": status.database, "broker": status.broker,
+                    "database_url": redact_url(config.database_url),
+                    "database_url_from": config.origin("database.url"),
+                    "broker_url": redact_url(config.amqp_url), "broker_url_from": config.origin("broker.url"),
+                    "queues": status.queues,
                     "sources": status.sources, "pollers": status.pollers,
                     "dead_letters_waiting": status.dead_letters_waiting, "problems": status.problems,
                     "needs_attention": status.needs_attention,
                     "checked_at": datetime.now(UTC)})
     else:
-        print(f"database  {status.database}")
-        print(f"broker    {status.broker}")
+        # Which servers, and who chose them: an INGESTD_DATABASE_URL exported for another project is
+        # a surprise worth seeing.
+        import textwrap
+        width = output_width()
+        for label, state, url, key in (("database", status.database, config.database_url, "database.url"),
+                                       ("broker", status.broker, config.amqp_url, "broker.url")):
+            line = printable(f"{label:<9} {state}  {redact_url(url)}  ({config.origin(key)})")
+            print(line if len(line) <= width else textwrap.fill(line, width, subsequent_indent=" " * 10,
+                                                                 break_on_hyphens=False))
         if status.queues:
             print()
             print(format_table(["QUEUE", "MESSAGES", "CONSUMERS"],

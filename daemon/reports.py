@@ -88,8 +88,12 @@ def _judge(config: Config, status: Status) -> None:
     if status.dead_letters_waiting:
         status.problems.append(f"{status.dead_letters_waiting} dead letter(s) waiting: ingestd dlq list")
     events = status.queues.get("events", {})
-    if events.get("consumers") == 0 and events.get("messages"):
-        status.problems.append(f"no consumer on {events['queue']} and {events['messages']} event(s) waiting: "
+    if status.broker == "ok" and events.get("consumers") is None:
+        status.problems.append(f"queue {events.get('queue')} does not exist: nothing has started yet; "
+                               "start ingestd run (or ingestd consume)")
+    elif events.get("consumers") == 0:
+        waiting = f" and {events['messages']} event(s) waiting" if events.get("messages") else ""
+        status.problems.append(f"no consumer on {events['queue']}{waiting}: nothing loads what arrives; "
                                "start ingestd consume (or ingestd run)")
     now = datetime.now(UTC)
     for poller in status.pollers:

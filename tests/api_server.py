@@ -1,5 +1,5 @@
 """A real HTTP server for poller tests: serves recorded API responses from
-../shared/data on 127.0.0.1 and can be told to misbehave."""
+tests/data (recorded and sample answers) on 127.0.0.1 and can be told to misbehave."""
 from __future__ import annotations
 
 import collections

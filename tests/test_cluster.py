@@ -20,7 +20,7 @@ from .cluster import Cluster, unavailable
 from .conftest import config_text, drop_file, one_row_csv, query
 from .test_e2e import big_csv, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
 FILES = 2_000
 ROWS = 200_000
@@ -93,7 +93,10 @@ def test_a_burst_survives_the_leader_stopping_then_quorum_lost_and_regained(
 
     # A node comes back: the quorum is restored and the rest is loaded.
     first_leader.start()
-    wait_for(lambda: manifest(db) == FILES + 1, timeout=600, interval=1)
+    try:
+        wait_for(lambda: manifest(db) == FILES + 1, timeout=600, interval=1)
+    except AssertionError:
+        raise AssertionError(_where_it_stopped(cluster, db, prefix, landing, tmp_path)) from None
     assert query(db, "SELECT count(*), count(DISTINCT source_filename) FROM ops.raw_ingest_manifest")[0] == (
         FILES + 1, FILES + 1)
     assert query(db, "SELECT count(*) FROM bronze.daily_activity")[0][0] == ROWS + FILES
@@ -110,3 +113,26 @@ def _leader_or_none(cluster, queue):
         return cluster.leader_of(queue)
     except RuntimeError:
         return None
+
+
+def _where_it_stopped(cluster, db, prefix, landing, tmp_path) -> str:
+    """What a maintainer needs when the rest is not loaded: which files, what the
+    queues hold on each node, the runs that did not succeed, the daemon's warnings."""
+    loaded = {row[0] for row in query(db, "SELECT source_filename FROM ops.raw_ingest_manifest")}
+    files = sorted(p.name for p in (landing / "daily_activity").iterdir())
+    missing = [name for name in files if not any(path.endswith(name) for path in loaded)]
+    lines = [f"{len(loaded)} of {FILES + 1} files loaded; missing {len(missing)}: {missing[:10]}"]
+    runs = query(db, "SELECT status, count(*) FROM ops.pipeline_runs GROUP BY status")
+    lines.append(f"runs by status: {runs}")
+    for node in cluster.nodes:
+        result = node.run("rabbitmqctl", "list_queues", "name", "leader", "members", "messages",
+                          "messages_unacknowledged", "consumers", "--formatter", "json", check=False, timeout=30)
+        lines.append(f"{node.name}: rc {result.returncode} {result.stdout.strip()[:1500]}")
+    for log in sorted(tmp_path.glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        notable = [line for line in text if "WARNING" in line or "ERROR" in line or "Traceback" in line]
+        lines.append(f"{log.name}: {len(text)} lines; last warnings/errors:")
+        lines.extend(notable[-40:])
+        lines.append("last lines:")
+        lines.extend(text[-15:])
+    return "\n".join(lines)

@@ -30,11 +30,14 @@ def units(tmp_path):
     for unit in SERVICES + ["ingestd.target"]:
         text = (SYSTEMD / unit).read_text().replace("/opt/ingestd/bin/ingestd", str(ingestd))
         (tmp_path / unit.replace("@.service", "@1.service")).write_text(text)
+        if "@" in unit:
+            (tmp_path / unit.replace("@.service", "@99.service")).write_text(text)
     return tmp_path
 
 
 def test_units_verify(units):
-    names = ["ingestd-watcher.service", "ingestd-poller.service", "ingestd-consumer@1.service", "ingestd.target"]
+    names = ["ingestd-watcher.service", "ingestd-poller.service", "ingestd-consumer@1.service",
+             "ingestd-consumer@99.service", "ingestd.target"]
     result = subprocess.run([systemd_analyze(), "verify", *[str(units / n) for n in names]],
                             capture_output=True, text=True, timeout=120, cwd=units)
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "ingestd" in line]
@@ -60,6 +63,35 @@ def test_units_are_notify_services_with_a_watchdog_and_a_long_stop():
         stop = int(re.search(r"TimeoutStopSec=(\d+)", text).group(1))
         assert stop >= 600  # longer than a large file's load
     assert "Wants=" in (SYSTEMD / "ingestd.target").read_text()
+
+
+def health_port(unit: str, instance: str = "") -> tuple[int | None, list[str]]:
+    """The health port a unit's process takes (``%i`` expanded to ``instance``),
+    read by ingestd's own check of the environment, and that check's problems."""
+    from ingestd.daemon.config import settings_from_environment
+    text = re.search(r"^Environment=INGESTD_HEALTH_PORT=(\S+)$", (SYSTEMD / unit).read_text(), re.M).group(1)
+    found, problems = settings_from_environment({"INGESTD_HEALTH_PORT": text.replace("%i", instance)})
+    return (found[("health", "port")][1] if found else None), problems
+
+
+def test_consumer_instances_1_to_99_get_distinct_health_ports_clear_of_the_others():
+    fixed = {health_port("ingestd-watcher.service")[0], health_port("ingestd-poller.service")[0]}
+    assert len(fixed) == 2 and None not in fixed
+    ports = []
+    for n in range(1, 100):
+        port, problems = health_port("ingestd-consumer@.service", str(n))
+        assert problems == [] and port is not None and 1024 <= port <= 65535, (n, problems)
+        ports.append(port)
+    assert len(set(ports)) == 99 and not set(ports) & fixed
+    readme = (SYSTEMD / "README.md").read_text()
+    assert f"{min(ports)} to {max(ports)}" in readme  # the scheme and its limit, documented
+    # Outside the scheme: a config error (exit 2), which the units do not restart.
+    for instance in ("0", "100", "a", "1x", ""):
+        port, problems = health_port("ingestd-consumer@.service", instance)
+        assert port is None and len(problems) == 1 and "INGESTD_HEALTH_PORT" in problems[0], (instance, problems)
+    for unit in SERVICES:
+        text = (SYSTEMD / unit).read_text()
+        assert "Restart=on-failure" in text and re.search(r"^RestartPreventExitStatus=2$", text, re.M), unit
 
 
 def test_every_path_and_user_the_units_name_is_created_by_the_readme_steps():
@@ -126,7 +158,7 @@ def test_compose_file_is_valid(compose):
     plain = {k: v for k, v in doc.items() if not k.startswith("x-")}  # anchors are already merged in
     parsed = PyCompose.from_yaml(yaml.safe_dump(plain))
     assert set(parsed.service_names()) == {"postgres", "rabbitmq", "migrate", "watcher", "poller", "consumer",
-                                           "prometheus", "grafana"}
+                                           "prometheus", "grafana", "alertmanager"}
 
 
 def test_compose_cross_checks_with_the_code(compose):
@@ -204,8 +236,13 @@ def test_every_role_has_the_same_memory_bound_under_systemd_and_compose(compose)
         assert int(high.group(1)) * units[high.group(2)] < limit_mb, unit
         compose_limit = doc["services"][role]["mem_limit"]
         assert int(compose_limit[:-1]) * units[compose_limit[-1].upper()] == limit_mb, role
-    # A consumer's bound leaves room for the measured worst case of one
-    # record of the default max_record_bytes (docs/configuration.md: sizing memory).
+    # A consumer's bound leaves room for the documented worst case of each worker of the example
+    # config at once: 100 MB + 48 x max_record_bytes (docs/operations.md: memory of a consumer worker).
+    import tomllib
+
     from ingestd.daemon.config import Config
     default_record = Config(path=None, landing_dir=REPO).max_record_bytes
-    assert 40 * default_record + 200 * 2**20 <= 1024 * 2**20
+    workers = tomllib.loads((REPO / "ingestd.example.toml").read_text())["consumer"]["workers"]
+    consumer_mb = int(re.search(r"^MemoryMax=(\d+)G$", (SYSTEMD / "ingestd-consumer@.service").read_text(),
+                                re.M).group(1)) * 1024
+    assert 100 * 2**20 + workers * 48 * default_record <= consumer_mb * 2**20

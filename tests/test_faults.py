@@ -14,7 +14,7 @@ from .conftest import FITBIT, drop_file, query
 from .proxy import CuttableProxy
 from .test_e2e import big_csv, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
 
 def count(db, sql, params=None):
@@ -192,7 +192,9 @@ def test_unwritable_archive_keeps_the_load_reports_it_and_never_reloads(procs, d
     (landing / "_archive").write_text("not a folder: every archive move fails")  # fails even for root
     run = procs(config_path, "run")
     drop_file(landing, "heart_rate/h.csv", FITBIT / "heartrate_seconds_merged_excerpt.csv")
-    wait_for(lambda: count(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'running'") == 1)
+    # The file is archived after the load commits: the run's note on it comes a moment later.
+    wait_for(lambda: count(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status <> 'running'"
+                               " AND error_summary IS NOT NULL") == 1)
     status, summary = query(db, "SELECT status, error_summary FROM ops.pipeline_runs")[0]
     assert status == "success" and "could not archive" in summary
     assert (landing / "heart_rate" / "h.csv").exists()

@@ -85,7 +85,8 @@ def test_metrics_health_and_systemd_notifications_of_a_running_daemon(write_conf
         assert metric(text, "ingestd_runs_total", source="daily_activity", status="success") == 1
         assert metric(text, "ingestd_events_published_total", source="daily_activity", kind="file") == 1
         assert metric(text, "ingestd_dead_letters_total", source="_unknown", reason="unknown_source") == 1
-        assert metric(text, "ingestd_bytes_read_total", source="daily_activity") == 91317
+        assert metric(text, "ingestd_bytes_read_total", source="daily_activity") == (
+            FITBIT / "dailyActivity_merged.csv").stat().st_size
         assert metric(text, "ingestd_last_success_timestamp_seconds", source="daily_activity") > time.time() - 60
         assert metric(text, "ingestd_run_duration_seconds_count", source="daily_activity") == 1
         assert "mystery" not in text and "daily.csv" not in text  # labels are sources and reasons only

@@ -15,7 +15,7 @@ import pytest
 from .conftest import FITBIT, config_text, drop_file, one_row_csv, query
 from .live import free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture

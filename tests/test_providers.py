@@ -1,5 +1,5 @@
 """Each API provider on its own: the requests of a poll, the check of an
-answer (on the recorded answers of ../shared/data), record identities and
+answer (on recorded and sample answers, tests/data/README.md), record identities and
 cursors. No HTTP, no broker, no database."""
 from pathlib import Path
 

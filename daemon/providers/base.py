@@ -17,10 +17,13 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ingestd.daemon.errors import PermanentError
+from ingestd.daemon.logs import is_secret_name, redact
 from ingestd.daemon.sources import ApiSource
 
-# Query parameters that carry secrets, removed from every URL that is shown.
-SECRET_PARAMS = {"api_key", "apikey", "key", "token", "access_token", "password", "secret"}
+# A value the config gives a secret parameter is also scrubbed from answers and
+# errors (an API that echoes the request) when it is at least this long: a
+# shorter one would hide every occurrence of a common text, and is no secret.
+MIN_SCRUBBED = 4
 Identity = tuple[str, str]
 ENV_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
 SERIES_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
@@ -48,11 +51,32 @@ class ApiRequest:
 
 
 def redact_endpoint(url: str, secrets: tuple[str, ...] = ()) -> str:
-    """The URL without secret query parameters, and without any secret value."""
+    """The URL as an event, a table or a log may hold it: without its user
+    part, without any query parameter whose name is secret
+    (``logs.is_secret_name``) or whose value holds one (``a=1;token=x``),
+    and without any of ``secrets``."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() not in SECRET_PARAMS]
-    return scrub(urlunsplit(parts._replace(query=urlencode(query), netloc=parts.netloc.rsplit("@", 1)[-1])),
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not is_secret_name(k) and redact(v) == v]
+    return scrub(redact(urlunsplit(parts._replace(query=urlencode(query), netloc=parts.netloc.rsplit("@", 1)[-1]))),
                  secrets)
+
+
+def configured_secrets(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The secret values a source's config holds itself: the password of its
+    ``url`` or ``base_url``, their secret query parameters, the values of its
+    secret ``params``."""
+    found: list[str] = []
+    for key in ("url", "base_url"):
+        try:
+            parts = urlsplit(str(settings.get(key) or ""))
+            # A user part without a password is a token (https://TOKEN@host).
+            found.append((parts.password if parts.password is not None else parts.username) or "")
+        except ValueError:  # a host the URL cannot hold: the request fails before anything is sent
+            continue
+        found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if is_secret_name(k)]
+    found += [str(v) for k, v in dict(settings.get("params") or {}).items() if is_secret_name(k)]
+    return tuple(sorted({v for v in found if len(v) >= MIN_SCRUBBED}, key=len, reverse=True))
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -108,7 +132,9 @@ class Provider:
         return [str(self.settings["api_key_env"])] if self.settings.get("api_key_env") else []
 
     def secrets(self, environ: Mapping[str, str]) -> tuple[str, ...]:
-        return tuple(environ[n] for n in self.secret_env() if environ.get(n))
+        """The values to scrub from every text a poll of this source produces:
+        its keys from the environment, and the secrets its config holds."""
+        return tuple(environ[n] for n in self.secret_env() if environ.get(n)) + configured_secrets(self.settings)
 
     def api_key(self, environ: Mapping[str, str]) -> str | None:
         name = self.settings.get("api_key_env")
