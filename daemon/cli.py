@@ -157,7 +157,13 @@ def _add_operator_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would be discarded")
     p.add_argument("--json", action="store_true", help="JSON summary for scripts")
 
-    p = sub.add_parser("runs", help="run history", description="Recent runs, newest first.")
+    p = sub.add_parser("runs", help="run history and each run's data quality",
+                       description="Recent runs, newest first, with their records: total, valid, invalid. "
+                                   "--id shows one run whole: its records' quality (the share missing each "
+                                   "required field, the most frequent failures, fields the schema does not "
+                                   "declare, declared fields no record held).")
+    p.add_argument("--id", metavar="RUN_ID", dest="run_id", help="one run, in detail (its id: from runs --json, "
+                   "dlq show, or a log line's run_id)")
     p.add_argument("--status", choices=["running", "success", "failure", "skipped"], help="only runs that ended so")
     p.add_argument("--source", metavar="NAME", help="only runs of this source")
     p.add_argument("--since", metavar="WHEN", help="started at or after (2h, 7d, 2026-11-23T08:00)")

@@ -38,7 +38,7 @@ TRIGGERS = ("file", "api", "replay", "manual")
 DEAD_LETTER_COLUMNS = ("id", "event_id", "source", "reason", "error", "detail", "event", "run_id", "file_path",
                        "dead_lettered_at", "replayed_at", "replay_count", "discarded_at", "note")
 RUN_COLUMNS = ("run_id", "event_id", "source", "trigger", "status", "started_at", "finished_at", "rows_total",
-               "rows_valid", "rows_invalid", "error_summary", "reason", "worker", "file_path")
+               "rows_valid", "rows_invalid", "error_summary", "reason", "worker", "file_path", "quality")
 
 
 def storable_text(value: str | None) -> str | None:
@@ -312,8 +312,9 @@ class Ledger:
         return f"{status} by run {run_id}"
 
     def recent_runs(self, status: str | None = None, source: str | None = None, since: datetime | None = None,
-                    limit: int = 20) -> list[dict[str, Any]]:
-        tests = (("status = %s", status), ("source = %s", source), ("started_at >= %s", since))
+                    limit: int = 20, run_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        tests = (("status = %s", status), ("source = %s", source), ("started_at >= %s", since),
+                 ("run_id = %s", run_id))
         clauses = [clause for clause, value in tests if value]
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self._all(f"SELECT {', '.join(RUN_COLUMNS)} FROM ops.pipeline_runs{where}"
@@ -559,6 +560,37 @@ class Ledger:
         return [{"source": name, "configured": name in configured, "last_success": ok, "last_failure": fail,
                  "rows_today": int(rows_today), "dead_letters_waiting": waiting}
                 for name, ok, fail, rows_today, waiting in rows]
+
+    def source_quality(self, names: list[str], fields_shown: int = 5) -> dict[str, dict[str, Any]]:
+        """Per source: records checked and invalid in runs started in the
+        last hour and the last day (loads, and files refused as
+        ``schema_rejected``), and the fields its records held that its schema
+        does not declare: how many in all, and the first ``fields_shown`` of
+        those first seen in the last day."""
+        rows = self._all("""
+            SELECT n.source, h.checked, h.invalid, d.checked, d.invalid,
+                (SELECT count(*) FROM ops.undeclared_fields u WHERE u.source = n.source),
+                (SELECT count(*) FROM ops.undeclared_fields u WHERE u.source = n.source
+                    AND u.first_seen_at > now() - interval '1 day'),
+                ARRAY(SELECT u.field FROM ops.undeclared_fields u WHERE u.source = n.source
+                    AND u.first_seen_at > now() - interval '1 day' ORDER BY u.first_seen_at DESC, u.field
+                    LIMIT %s)
+            FROM unnest(%s::text[]) AS n(source)
+            CROSS JOIN LATERAL (
+                SELECT coalesce(sum(coalesce(r.rows_valid, 0) + coalesce(r.rows_invalid, 0)), 0),
+                       coalesce(sum(r.rows_invalid), 0)
+                FROM ops.pipeline_runs r WHERE r.source = n.source AND r.started_at > now() - interval '1 hour'
+                AND r.status IN ('success', 'failure')) AS h(checked, invalid)
+            CROSS JOIN LATERAL (
+                SELECT coalesce(sum(coalesce(r.rows_valid, 0) + coalesce(r.rows_invalid, 0)), 0),
+                       coalesce(sum(r.rows_invalid), 0)
+                FROM ops.pipeline_runs r WHERE r.source = n.source AND r.started_at > now() - interval '1 day'
+                AND r.status IN ('success', 'failure')) AS d(checked, invalid)""", (fields_shown, names))
+        return {name: {"last_hour": {"checked": int(hc), "invalid": int(hi)},
+                       "last_day": {"checked": int(dc), "invalid": int(di)},
+                       "undeclared_fields": int(total), "undeclared_new_today": int(new),
+                       "undeclared_new_today_names": list(shown)}
+                for name, hc, hi, dc, di, total, new, shown in rows}
 
     # -- retention -----------------------------------------------------------
     def expire_loads(self, source: str, partition: str) -> int:

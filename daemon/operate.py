@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .db import connect
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TransientError
 from .ledger import Ledger
 from .logs import redact_url
-from .reports import gather_status
+from .reports import gather_status, run_detail, window_cell
 from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
 
@@ -294,13 +295,26 @@ def cmd_runs(config, args) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    run_id = None
+    if args.run_id is not None:
+        try:
+            run_id = uuid.UUID(args.run_id)
+        except ValueError:
+            _err(f"--id {printable(args.run_id)!s:.80}: not a run id (a UUID, as ingestd runs --json shows)")
+            return EXIT_USAGE
     ledger = _ledger(config)
     try:
-        rows = ledger.recent_runs(args.status, args.source, since, args.limit)
+        rows = ledger.recent_runs(args.status, args.source, since, args.limit, run_id=run_id)
     finally:
         ledger.conn.close()
+    if run_id is not None and not rows:
+        _err(f"no run {run_id} (with these filters)")
+        return EXIT_FAILED
     if args.json:
         print_json({"runs": rows})
+        return EXIT_OK
+    if run_id is not None:
+        print("\n".join(run_detail(rows[0], output_width())))
         return EXIT_OK
     table = []
     for r in rows:
@@ -324,7 +338,8 @@ def cmd_status(config, args) -> int:
                     "broker_url": redact_url(config.amqp_url), "broker_url_from": config.origin("broker.url"),
                     "queues": status.queues,
                     "sources": status.sources, "pollers": status.pollers,
-                    "dead_letters_waiting": status.dead_letters_waiting, "problems": status.problems,
+                    "dead_letters_waiting": status.dead_letters_waiting, "quality": status.quality,
+                    "problems": status.problems, "notes": status.notes,
                     "needs_attention": status.needs_attention,
                     "checked_at": datetime.now(UTC)})
     else:
@@ -348,12 +363,22 @@ def cmd_status(config, args) -> int:
                 [[s["source"] + ("" if s["configured"] else " (not configured)"), s["last_success"],
                   s["last_failure"], s["rows_today"], s["dead_letters_waiting"]] for s in status.sources],
                 shrink=[0]))
+        if any(q["last_day"]["checked"] or q["undeclared_fields"] for q in status.quality.values()):
+            print()
+            print(format_table(
+                ["SOURCE", "VALID, LAST HOUR", "VALID, LAST DAY", "UNDECLARED FIELDS"],
+                [[name, window_cell(q["last_hour"]), window_cell(q["last_day"]),
+                  f"{q['undeclared_fields']}" + (f" ({q['undeclared_new_today']} new today)"
+                                                 if q["undeclared_new_today"] else "")]
+                 for name, q in status.quality.items()], shrink=[0]))
         if status.pollers:
             print()
             print(format_table(["API SOURCE", "NEXT POLL", "LAST POLL", "LAST RESULT"],
                                [[p["source"], p["next_poll_at"], p["last_polled_at"], p["last_status"]]
                                 for p in status.pollers]))
         print()
+        for note in status.notes:
+            print(f"note: {note}")
         if status.problems:
             for problem in status.problems:
                 print(f"attention: {problem}")

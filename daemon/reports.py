@@ -1,6 +1,8 @@
 """Run history and the status screen: what an operator reads first."""
 from __future__ import annotations
 
+import math
+import textwrap
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ from .db import connect
 from .errors import TransientError
 from .ledger import Ledger
 from .logs import redact_url
+from .table import cell
 
 
 @dataclass
@@ -21,7 +24,11 @@ class Status:
     sources: list[dict[str, Any]] = field(default_factory=list)
     pollers: list[dict[str, Any]] = field(default_factory=list)
     dead_letters_waiting: int = 0
+    # Per source: records checked and invalid over the last hour and day, undeclared fields.
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # Worth a look, not a failure: schema drift.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
@@ -79,6 +86,7 @@ def _read_ledger(config: Config, status: Status) -> None:
         status.sources = ledger.source_summaries(sorted(config.sources))
         status.dead_letters_waiting = ledger.waiting_count()
         status.pollers = ledger.poll_states()
+        status.quality = ledger.source_quality([s["source"] for s in status.sources])
     finally:
         conn.close()
 
@@ -106,7 +114,88 @@ def _judge(config: Config, status: Status) -> None:
             status.problems.append(f"API source {poller['source']} is overdue: its poll was due at "
                                    f"{due.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}: is ingestd poll "
                                    "(or ingestd run) running?")
+    _judge_quality(config, status)
     dead = status.queues.get("dead", {}).get("messages")
     if dead is not None and dead != status.dead_letters_waiting:
         status.problems.append(f"the dead-letter queue holds {dead} message(s) but {status.dead_letters_waiting} "
                                "dead letter(s) wait in ops.dead_letters")
+
+
+def _judge_quality(config: Config, status: Status) -> None:
+    """A source whose invalid records over the last hour exceed its objective
+    (the IngestdDataQuality alert's figure) needs attention; fields new today
+    that its schema does not declare are worth a note."""
+    for name, figures in status.quality.items():
+        hour = figures["last_hour"]
+        source = config.sources.get(name)
+        objective = (source.objectives.get("invalid_record_ratio") if source is not None else None)
+        if objective is None:
+            objective = config.invalid_record_ratio
+        if hour["checked"] and hour["invalid"] / hour["checked"] > objective:
+            status.problems.append(
+                f"source {name}: {hour['invalid']} of the {hour['checked']} records checked in the last hour were "
+                f"invalid ({percent(hour['invalid'], hour['checked'])}; objective at most "
+                f"{objective * 100:g} %): ingestd runs --source {name}")
+        if figures["undeclared_new_today"]:
+            shown = figures["undeclared_new_today_names"]
+            more = figures["undeclared_new_today"] - len(shown)
+            names = ", ".join(cell(n) for n in shown) + (f" and {more} more" if more > 0 else "")
+            status.notes.append(f"source {name}: {figures['undeclared_new_today']} field(s) its schema does not "
+                                f"declare, first seen today: {names}")
+
+
+def percent(part: int, whole: int) -> str:
+    """``part / whole`` as a percentage rounded down, so that 1 invalid record
+    in 100,000 never reads as 100 % valid, nor 0 as more than 0."""
+    tenths = math.floor(part * 1000 / whole) if whole else 0
+    return f"{tenths / 10:.1f} %"
+
+
+def valid_share(valid: int | None, invalid: int | None) -> str:
+    """The share of a run's (or a window's) checked records that were valid; ``-`` when none were."""
+    checked = (valid or 0) + (invalid or 0)
+    return percent(valid or 0, checked) if checked else "-"
+
+
+def window_cell(window: dict[str, int]) -> str:
+    checked = window["checked"]
+    return "-" if not checked else f"{valid_share(checked - window['invalid'], window['invalid'])} of {checked}"
+
+
+def run_detail(run: dict[str, Any], width: int) -> list[str]:
+    """One run whole, for ``ingestd runs --id``: what happened and what its records said."""
+    def line(label: str, value: Any) -> list[str]:
+        return textwrap.wrap(f"{label + ':':<20}{cell(value)}", max(width, 40),
+                             subsequent_indent=" " * 20, break_on_hyphens=False) or [label + ":"]
+
+    lines: list[str] = []
+    for label, key in (("run", "run_id"), ("event", "event_id"), ("source", "source"), ("trigger", "trigger"),
+                       ("status", "status"), ("started", "started_at"), ("finished", "finished_at"),
+                       ("worker", "worker"), ("file", "file_path"), ("reason", "reason"),
+                       ("error" if run.get("status") != "success" else "remarks", "error_summary")):
+        if run.get(key) is not None:
+            lines += line(label, run[key])
+    if run.get("rows_total") is not None:
+        valid, invalid = run["rows_valid"], run["rows_invalid"]
+        lines += line("records", f"{run['rows_total']}: {valid or 0} valid, {invalid or 0} invalid "
+                                 f"({valid_share(valid, invalid)} valid)")
+    quality = run.get("quality")
+    if not isinstance(quality, dict):
+        return lines
+    total = run.get("rows_total") or 0
+    missing = quality.get("missing_required") or {}
+    if missing:
+        lines += line("missing required", ", ".join(
+            f"{name} {share * 100:.1f} %" for name, share in missing.items() if isinstance(share, (int, float))))
+    failures = [f for f in quality.get("top_failures") or () if isinstance(f, dict)]
+    if failures:
+        lines.append("top failures:")
+        for failure in failures:
+            lines += line(f"  {failure.get('count')}x", f"{failure.get('keyword')} at {failure.get('pointer')}")
+    if "undeclared_fields" in quality:
+        undeclared = quality.get("undeclared_fields") or []
+        lines += line("undeclared fields", (", ".join(map(str, undeclared)) or "none")
+                      + (" and more" if quality.get("undeclared_more") else ""))
+    if "never_seen" in quality and total:
+        lines += line("never seen", ", ".join(map(str, quality.get("never_seen") or [])) or "none")
+    return lines

@@ -4,13 +4,14 @@ alert rules read (deploy/monitoring/alerts.yml)."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from prometheus_client import generate_latest
 
 from ingestd.consumers.quality import MAX_FIELDS, MAX_NAME, RunQuality
 
-from .conftest import drop_file, query
+from .conftest import drop_file, ingestd_cmd, query
 
 SCHEMA = {"type": "object", "required": ["id", "name"],
           "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "note": {"type": "string"}},
@@ -99,3 +100,35 @@ objectives = {{ invalid_record_ratio = 0.05 }}
                                                                                                ("size",)]
     assert counted("ingestd_undeclared_fields_new_total", 'source="q"') >= 2
     assert counted("ingestd_records_checked_total", 'source="q",validity="invalid"') >= 1
+
+    # What the operator reads: the runs list, one run whole, the status screen.
+    cli = ["--config", str(config.path)]
+    listing = subprocess.run(ingestd_cmd(*cli, "runs", "--source", "q"), capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert "2/1/1" in listing.stdout and "1/1/0" in listing.stdout and str(first.run_id) not in listing.stdout
+    detail = subprocess.run(ingestd_cmd(*cli, "runs", "--id", str(first.run_id)), capture_output=True, text=True,
+                            timeout=60)
+    assert detail.returncode == 0, detail.stderr
+    lines = detail.stdout.splitlines()
+    assert any(line.startswith("missing required:") and "name 50.0 %" in line for line in lines), detail.stdout
+    assert any(line.startswith("undeclared fields:") and line.endswith("colour") for line in lines), detail.stdout
+    assert any(line.startswith("never seen:") and line.endswith("note") for line in lines), detail.stdout
+    assert any("required at /" in line for line in lines), detail.stdout  # the top failure and where
+    assert subprocess.run(ingestd_cmd(*cli, "runs", "--id", "not-a-uuid"), capture_output=True,
+                          timeout=60).returncode == 2
+    assert subprocess.run(ingestd_cmd(*cli, "runs", "--id", "00000000-0000-0000-0000-000000000000"),
+                          capture_output=True, timeout=60).returncode == 1
+
+    status = subprocess.run(ingestd_cmd(*cli, "status", "--json"), capture_output=True, text=True, timeout=120)
+    doc = json.loads(status.stdout)
+    figures = doc["quality"]["q"]
+    assert figures["last_hour"] == figures["last_day"] == {"checked": 3, "invalid": 1}
+    assert (figures["undeclared_fields"], figures["undeclared_new_today"]) == (2, 2)
+    assert sorted(figures["undeclared_new_today_names"]) == ["colour", "size"]
+    # 1 invalid of 3 is above the source's objective of 5 %: attention, exit 1; drift is a note.
+    assert status.returncode == 1
+    assert any(p.startswith("source q: 1 of the 3 records checked in the last hour were invalid")
+               for p in doc["problems"]), doc["problems"]
+    assert any(n.startswith("source q: 2 field(s)") for n in doc["notes"]), doc["notes"]
+    screen = subprocess.run(ingestd_cmd(*cli, "status"), capture_output=True, text=True, timeout=120).stdout
+    assert "VALID, LAST HOUR" in screen and "66.6 % of 3" in screen and "2 (2 new today)" in screen, screen
