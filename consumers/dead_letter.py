@@ -62,18 +62,22 @@ def _is_described(entry: Path, identity: tuple[Any, Any]) -> bool:
     return (st.st_size, st.st_mtime_ns) == identity
 
 
-def owned_file_path(ledger: Ledger, event_id: str, event_path: str | None, replay_count: int) -> str | None:
+def owned_file_path(ledger: Ledger, event_id: str, event_path: str | None, replay_count: int,
+                    consumer_took: bool = True) -> str | None:
     """The ``file_path`` a new dead letter may hold: the event's file where
     it lies in its source's folder, but a quarantined file only when an
-    earlier failure of this very event put it there and was replayed. An
-    event naming another dead letter's quarantined file gets none, so that
-    no ``dlq`` command acts on that file through it."""
+    earlier failure of this very event put it there and was replayed, and
+    a consumer took this replay (``consumer_took``: a message in the dead
+    queue is only its sender's word). An event naming another dead letter's
+    quarantined file gets none, so that no ``dlq`` command acts on that file
+    through it."""
     if not event_path:
         return None
     shown = display_path(event_path)
     if PurePosixPath(event_path).parts[:1] != (QUARANTINE_DIR,):
         return shown
-    return shown if replay_count > 0 and ledger.replayed_from_quarantine(event_id, shown, replay_count) else None
+    return shown if consumer_took and replay_count > 0 and \
+        ledger.replayed_from_quarantine(event_id, shown, replay_count) else None
 
 
 def _note_move(ledger: Ledger, dead_letter_id: int, moved: Moved | None) -> None:
@@ -218,9 +222,13 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
     Returns the new ``ops.dead_letters`` id; None for messages the consumer
     dead-lettered itself (they carry ``x-ingestd-reason``) or already recorded.
     Its file, if any, is quarantined like any dead-lettered file, but only
-    when the broker says it gave up on the message in ``events_queue``
-    (``x-death``): a message anyone posted to the dead exchange is recorded
-    and moves nothing.
+    when the ledger shows that a consumer took this very event on that file
+    and never finished it (a run still ``running``, which this closes as
+    interrupted), and the broker says it gave up on the message in
+    ``events_queue`` (``x-death``). Headers and body are the sender's word:
+    anyone who may publish to the dead exchange can write them. A message
+    no consumer took is recorded, moves nothing, and its dead letter says
+    why its file was left in place (``detail.file_left``).
     """
     if headers and "x-ingestd-reason" in headers:
         return None
@@ -238,11 +246,31 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
     source = source if source and SOURCE_NAME.match(source) else None
     path = display_path(fields["path"]) if fields.get("path") else None
     from_events = events_queue is not None and any(d.get("queue") == events_queue for d in deaths)
-    message = (f"the broker dead-lettered the message ({broker_reason}): a consumer kept failing on it" if from_events
-               else f"a message reached the dead-letter queue without a consumer failing on it ({broker_reason})")
     if ledger.waiting_dead_letter(event_id, replay_count) is not None:
         ledger.conn.rollback()
         return None
+    is_file = path is not None and fields.get("kind", "file") == "file"
+    # Looked up before its run is closed below: the run a consumer started
+    # and never finished is the one proof that this message is not made up.
+    taken = is_file and source is not None and \
+        ledger.unfinished_run(event_id, source, fields["path"], sent.get("size")) is not None
+    if from_events and (taken or not is_file):
+        message = f"the broker dead-lettered the message ({broker_reason}): a consumer kept failing on it"
+    elif from_events:
+        message = (f"the message says the broker dead-lettered it ({broker_reason}), "
+                   "but no consumer is recorded taking it")
+    else:
+        message = f"a message reached the dead-letter queue without a consumer failing on it ({broker_reason})"
+    moves = is_file and from_events and taken
+    detail: dict[str, Any] = {"x_death": deaths, "broker_reason": broker_reason}
+    if is_file and not moves:
+        detail["file_left"] = (
+            f"{path} left in place: " + (
+                f"no consumer took event {event_id} on that file (ops.pipeline_runs holds no unfinished run "
+                "of it), and the message alone moves nothing" if from_events else
+                "the broker did not say it gave up on the message in the events queue")
+            + ("" if PurePosixPath(fields["path"]).parts[:1] == (QUARANTINE_DIR,) else
+               f"; the watcher loads the file (or: ingestd publish {path})"))
     ledger.close_interrupted([event_id], "the broker dead-lettered the message")
     trigger = doc.get("trigger") if isinstance(doc, dict) else None
     if trigger not in ("file", "api", "replay", "manual"):
@@ -251,10 +279,11 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
                                                 event_id=event_id, file_path=path))
     dead_letter_id = ledger.add_dead_letter(
         event_id=event_id, source=source, reason="delivery_limit", error=message,
-        detail={"x_death": deaths, "broker_reason": broker_reason}, event=doc, run_id=run_id,
-        file_path=owned_file_path(ledger, event_id, fields.get("path"), replay_count), replay_count=replay_count)
+        detail=detail, event=doc, run_id=run_id,
+        file_path=owned_file_path(ledger, event_id, fields.get("path"), replay_count, consumer_took=taken),
+        replay_count=replay_count)
     ledger.conn.commit()
-    if path is not None and fields.get("kind", "file") == "file" and from_events:
+    if moves:
         identity = (sent.get("size"), sent.get("mtime_ns"))  # ``fields`` holds a dict's strings: ``sent`` is one
         _note_move(ledger, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
                                                     fields.get("trigger", "file"), str(run_id)[:8], identity))

@@ -95,6 +95,28 @@ def replay_message(dead: DeadLetter, landing_dir: Path) -> tuple[str, bytes, str
     return event.routing_key, event.to_json(), event.event_id
 
 
+def consumer_took_file(ledger: Ledger, dead: DeadLetter) -> bool:
+    """Whether ``dead``'s quarantined file is one ingestd handled for it.
+
+    A dead letter the recorder made from a message in the dead queue
+    (``delivery_limit``) holds a quarantined file only when a consumer took
+    its event on that file: the message alone is its sender's word. A row
+    recorded otherwise (an earlier version moved files on a message's word)
+    keeps its file from replay and ``--delete-file``. Other dead letters were
+    made by the consumer that failed on the file: True."""
+    if dead.reason != "delivery_limit" or not dead.file_path \
+            or PurePosixPath(dead.file_path).parts[:1] != (QUARANTINE_DIR,):
+        return True
+    event = dead.event if isinstance(dead.event, dict) else {}
+    paths = [p for p in (event.get("path"), dead.file_path) if isinstance(p, str)]
+    return bool(dead.event_id and dead.source) and ledger.consumer_took(
+        str(dead.event_id), str(dead.source), paths, None if dead.run_id is None else str(dead.run_id))
+
+
+NOT_TAKEN = ("no consumer is recorded taking its event on {path} (the dead letter was recorded from a message "
+             "alone); the file stays: check it, then move it back or delete it by hand")
+
+
 @dataclass
 class ReplayReport:
     published: list[DeadLetter] = field(default_factory=list)
@@ -121,6 +143,9 @@ def replay(ledger: Ledger, publisher: Publisher, landing_dir: Path, rows: Iterab
         if dead.replay_count >= replay_limit:
             report.refused.append((dead, f"replay limit reached ({dead.replay_count} of {replay_limit}); "
                                          "fix the cause and discard it, or raise [dlq] replay_limit"))
+            continue
+        if not consumer_took_file(ledger, dead):
+            report.refused.append((dead, NOT_TAKEN.format(path=dead.file_path)))
             continue
         try:
             key, body, message_id = replay_message(dead, landing_dir)
@@ -160,6 +185,9 @@ def discard(ledger: Ledger, broker_url: str, topology: Topology, landing_dir: Pa
             continue
         discarded.append(dead)
         if delete_file and dead.file_path and PurePosixPath(dead.file_path).parts[0] == QUARANTINE_DIR:
+            if not consumer_took_file(ledger, dead):
+                problems.append(f"#{dead.id}: file not deleted: " + NOT_TAKEN.format(path=dead.file_path))
+                continue
             try:
                 resolve_in_landing(landing_dir, dead.file_path).unlink()
             except FileNotFoundError:

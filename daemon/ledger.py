@@ -431,6 +431,32 @@ class Ledger:
                         (event_id, storable_text(file_path), replay_count - 1))
         return row is not None
 
+    def unfinished_run(self, event_id: str, source: str, file_path: str, file_size: Any) -> uuid.UUID | None:
+        """The run a consumer started for this event and never finished
+        (still ``running``: the trace a delivery cut off leaves), when it is
+        the event's latest run and took the same source, file path and size.
+        None otherwise: no consumer is known to have taken this event on that
+        file, whatever a message says (no commit)."""
+        row = self._one("SELECT run_id, status, source, file_path, file_size FROM ops.pipeline_runs"
+                        " WHERE event_id = %s ORDER BY started_at DESC LIMIT 1", (event_id,))
+        if row is None:
+            return None
+        run_id, status, taken_source, taken_path, taken_size = row
+        size_matches = type(file_size) is int and taken_size == file_size
+        if status != "running" or not size_matches or taken_source != storable_text(source) \
+                or taken_path != storable_text(file_path):
+            return None
+        return run_id
+
+    def consumer_took(self, event_id: str, source: str, file_paths: list[str], exclude: uuid.UUID | str | None) -> bool:
+        """True when a run other than ``exclude`` (a dead letter's own
+        record) took this event on one of ``file_paths`` of ``source``: a
+        consumer handled it, not just a message naming it (no commit)."""
+        row = self._one("SELECT 1 FROM ops.pipeline_runs WHERE event_id = %s AND source = %s"
+                        " AND file_path = ANY(%s) AND run_id IS DISTINCT FROM %s LIMIT 1",
+                        (event_id, storable_text(source), [storable_text(p) for p in file_paths], exclude))
+        return row is not None
+
     def note_file_moved(self, dead_letter_id: int, relative: str | None, error: str | None) -> None:
         """Where a dead letter's file went (quarantine), or why it stayed; commits."""
         self._run("UPDATE ops.dead_letters SET file_path = COALESCE(%s, file_path), detail = detail || %s::jsonb"

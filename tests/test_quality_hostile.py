@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,3 +46,57 @@ def test_an_objective_is_a_finite_number_in_its_range_or_the_config_is_refused(w
         with pytest.raises(ConfigError) as refused:
             build_config(doc, base_dir=Path("/tmp"), environ={})
         assert key in str(refused.value)
+
+
+MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
+
+
+def promtool_or_skip() -> str:
+    import os
+    import shutil
+
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool not installed (Debian: apt-get install prometheus; .ci/run installs it)"
+        if os.environ.get("INGESTD_TEST_LIVE") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def test_the_largest_latency_objective_can_fire(tmp_path):
+    """histogram_quantile never says more than the largest finite bucket: an objective at or above
+    it (the config takes up to 86400 s) would be an alert that cannot fire. With the real buckets
+    of ingestd_end_to_end_latency_seconds, loads of 3 days against the largest objective fire."""
+    import json
+    import shutil
+    import subprocess
+
+    from ingestd.daemon.config import config_schema
+    from ingestd.daemon.metrics import LATENCY
+
+    schema = config_schema()["properties"]["objectives"]["properties"]["latency_p95_seconds"]
+    largest = schema["maximum"]
+    bounds = [b for b in LATENCY._upper_bounds if math.isfinite(b)]
+    assert max(bounds) > largest
+    labels = 'source="slow", instance="consumer-1:9464", job="ingestd"'
+    series = [{"series": f'ingestd_objective{{source="slow", objective="latency_p95_seconds", '
+                         'instance="consumer-1:9464", job="ingestd"}', "values": f"{largest}x30"}]
+    # One load a minute, each 3 days after its event was made: in no finite bucket.
+    series += [{"series": f'ingestd_end_to_end_latency_seconds_bucket{{{labels}, le="{b:g}"}}', "values": "0x30"}
+               for b in bounds]
+    series.append({"series": f'ingestd_end_to_end_latency_seconds_bucket{{{labels}, le="+Inf"}}',
+                   "values": "0+1x30"})
+    rule = next(rule for group in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+                for rule in group["rules"] if rule["alert"] == "IngestdLatencyHigh")
+    annotations = {key: text.replace("{{ $labels.source }}", "slow") for key, text in rule["annotations"].items()}
+    annotations["summary"] = "slow: 95% of loads within 2d 0h 0m 0s, above its objective"
+    tests = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "15m", "alertname": "IngestdLatencyHigh", "exp_alerts": [{
+            "exp_labels": {"severity": "warning", "source": "slow"}, "exp_annotations": annotations}]}]}]}
+    shutil.copy(MONITORING / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "latency.test.yml").write_text(json.dumps(tests))
+    result = subprocess.run([promtool_or_skip(), "test", "rules", "latency.test.yml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
