@@ -77,26 +77,35 @@ def dead_letter_file(ctx, config, relative, data):
 
 
 def poison(config, relative):
-    """An event no consumer survives: nacked until the broker dead-letters it."""
+    """An event no consumer survives: each delivery starts the event's run, as
+    a consumer does, and the consumer dies (the message goes back unanswered),
+    until the broker dead-letters it."""
+    from ingestd.consumers.ingest import IngestContext, run_start
+    from ingestd.daemon.broker import Publisher
+    from ingestd.daemon.events import parse_event
     body = event_for(config, relative).to_json()
     topology = Topology(config.prefix, config.delivery_limit)
+    ctx = IngestContext(config, Publisher(config.amqp_url, topology), "test-poison")
     conn = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
-    ch = conn.channel()
-    topology.declare(ch)
-    ch.basic_publish(topology.events_exchange, f"file.{relative.split('/')[0]}", body,
-                     pika.BasicProperties(message_id=json.loads(body)["event_id"], delivery_mode=2))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        method, _, _ = ch.basic_get(topology.events_queue)
-        if method is not None:
-            ch.basic_nack(method.delivery_tag, requeue=True)
-        elif ch.queue_declare(topology.events_queue, passive=True).method.message_count == 0:
-            break
-        else:
-            time.sleep(0.05)
-    depth = ch.queue_declare(topology.events_queue, passive=True).method.message_count
-    conn.close()
-    return depth
+    try:
+        ch = conn.channel()
+        topology.declare(ch)
+        ch.basic_publish(topology.events_exchange, f"file.{relative.split('/')[0]}", body,
+                         pika.BasicProperties(message_id=json.loads(body)["event_id"], delivery_mode=2))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            method, _, delivered = ch.basic_get(topology.events_queue)
+            if method is not None:
+                ctx.ledger().start_runs([run_start(ctx, parse_event(delivered))])
+                ch.basic_nack(method.delivery_tag, requeue=True)
+            elif ch.queue_declare(topology.events_queue, passive=True).method.message_count == 0:
+                break
+            else:
+                time.sleep(0.05)
+        return ch.queue_declare(topology.events_queue, passive=True).method.message_count
+    finally:
+        conn.close()
+        ctx.close()
 
 
 def run_recorder(config, seconds=2.0):
