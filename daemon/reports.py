@@ -181,21 +181,46 @@ def run_detail(run: dict[str, Any], width: int) -> list[str]:
                                  f"({valid_share(valid, invalid)} valid)")
     quality = run.get("quality")
     if not isinstance(quality, dict):
-        return lines
+        return lines  # a run from before quality was kept (NULL), or nothing readable
+    # Read as it may be: a row written by another version or by hand holds anything, of any size.
     total = run.get("rows_total") or 0
-    missing = quality.get("missing_required") or {}
-    if missing:
-        lines += line("missing required", ", ".join(
-            f"{name} {share * 100:.1f} %" for name, share in missing.items() if isinstance(share, (int, float))))
-    failures = [f for f in quality.get("top_failures") or () if isinstance(f, dict)]
+    missing = quality.get("missing_required")
+    if isinstance(missing, dict):
+        shares = [(name, share) for name, share in missing.items()
+                  if isinstance(share, (int, float)) and not isinstance(share, bool) and math.isfinite(share)]
+        if shares:
+            lines += line("missing required", _some([f"{_name(name)} {share * 100:.1f} %"
+                                                     for name, share in shares[:SHOWN + 1]], len(shares)))
+    failures = quality.get("top_failures")
+    failures = [f for f in failures[:SHOWN] if isinstance(f, dict)] if isinstance(failures, list) else []
     if failures:
         lines.append("top failures:")
         for failure in failures:
-            lines += line(f"  {failure.get('count')}x", f"{failure.get('keyword')} at {failure.get('pointer')}")
-    if "undeclared_fields" in quality:
-        undeclared = quality.get("undeclared_fields") or []
-        lines += line("undeclared fields", (", ".join(map(str, undeclared)) or "none")
-                      + (" and more" if quality.get("undeclared_more") else ""))
-    if "never_seen" in quality and total:
-        lines += line("never seen", ", ".join(map(str, quality.get("never_seen") or [])) or "none")
+            count = failure.get("count")
+            lines += line(f"  {count if isinstance(count, int) else '?'}x",
+                          f"{_name(failure.get('keyword'))} at {_name(failure.get('pointer'))}")
+    undeclared = quality.get("undeclared_fields", ())
+    if isinstance(undeclared, list):
+        lines += line("undeclared fields", (_some([_name(n) for n in undeclared[:SHOWN + 1]], len(undeclared))
+                                            or "none") + (" and more" if quality.get("undeclared_more") is True
+                                                          and len(undeclared) <= SHOWN else ""))
+    never_seen = quality.get("never_seen", ())
+    if isinstance(never_seen, list) and total:
+        lines += line("never seen", _some([_name(n) for n in never_seen[:SHOWN + 1]], len(never_seen)) or "none")
     return lines
+
+
+# At most so many names of one list, each cut at so many characters (as consumers/quality.py keeps them).
+SHOWN = 100
+NAME_CHARS = 200
+
+
+def _name(value: Any) -> str:
+    text = value if isinstance(value, str) else "?"
+    return text if len(text) <= NAME_CHARS else text[:NAME_CHARS - 1] + "…"
+
+
+def _some(shown: list[str], total: int) -> str:
+    """The first ``SHOWN`` of ``total`` names, and how many more there are."""
+    more = total - SHOWN
+    return ", ".join(shown[:SHOWN]) + (f" and {more} more" if more > 0 else "")

@@ -100,3 +100,36 @@ def test_the_largest_latency_objective_can_fire(tmp_path):
     result = subprocess.run([promtool_or_skip(), "test", "rules", "latency.test.yml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12)
+QUALITY_KEYS = ("missing_required", "top_failures", "undeclared_fields", "undeclared_more", "never_seen")
+CONTROL = __import__("re").compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@settings(max_examples=400, deadline=None)
+@given(quality=JSON_VALUES | st.fixed_dictionaries({}, optional={k: JSON_VALUES for k in QUALITY_KEYS}))
+def test_one_run_shows_whatever_quality_document_its_row_holds(quality):
+    """Rows from before ops.pipeline_runs.quality (NULL) or written by hand or by another
+    version: `ingestd runs --id` shows what it can read, never a traceback nor a raw control
+    character."""
+    from ingestd.daemon.reports import run_detail
+
+    run = {"run_id": "r", "status": "success", "rows_total": 3, "rows_valid": 2, "rows_invalid": 1,
+           "quality": quality}
+    lines = run_detail(run, 80)
+    assert lines and not any(CONTROL.search(line) for line in lines)
+
+
+def test_one_run_shows_a_huge_quality_document_in_bounded_space():
+    from ingestd.daemon.reports import run_detail
+
+    names = [f"field_{n}_" + "x" * 1_000 for n in range(10_000)]
+    quality = {"missing_required": {name: 0.5 for name in names}, "undeclared_fields": names, "never_seen": names,
+               "top_failures": [{"keyword": "type", "pointer": "/" + name, "count": 1} for name in names]}
+    run = {"run_id": "r", "status": "success", "rows_total": 3, "rows_valid": 2, "rows_invalid": 1,
+           "quality": quality}
+    shown = "\n".join(run_detail(run, 100))
+    assert len(shown) < 200_000 and "and 9900 more" in shown
