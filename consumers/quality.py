@@ -12,9 +12,11 @@ the same pass that validates the records:
   ``properties`` (or ``patternProperties``) do not declare: schema drift;
 - ``never_seen``: declared fields no record of the run held.
 
-Everything here is bounded whatever the file holds: at most
+Everything here is bounded whatever the file (or the schema) holds: at most
 ``MAX_FIELDS`` undeclared names and ``MAX_FAILURE_KEYS`` distinct
-failures are counted, names and pointers cut at ``MAX_NAME`` characters.
+failures are counted, at most ``MAX_FIELDS`` names of each list are kept
+(``*_more`` says there were others), names and pointers cut at
+``MAX_NAME`` characters.
 """
 from __future__ import annotations
 
@@ -94,14 +96,20 @@ class RunQuality:
     def summary(self, records: int) -> dict[str, Any]:
         """The run's figures, as stored in ``ops.pipeline_runs.quality``."""
         top = sorted(self.failures.items(), key=lambda item: (-item[1], item[0]))[:TOP_FAILURES]
+        # The most missed of the required fields, in the order of their names.
+        missing = sorted(sorted(self.missing.items(), key=lambda item: (-item[1], item[0]))[:MAX_FIELDS])
         out: dict[str, Any] = {
-            "missing_required": {name: round(count / records, 6) for name, count in sorted(self.missing.items())}
-            if records else {},
+            "missing_required": {_cut(name): round(count / records, 6) for name, count in missing} if records else {},
             "top_failures": [{"keyword": k, "pointer": p, "count": n} for (k, p), n in top],
         }
+        if records and len(self.missing) > MAX_FIELDS:
+            out["missing_required_more"] = True
         if self.declared is not None:
             out["undeclared_fields"] = sorted(self.undeclared)
             if self.undeclared_more:
                 out["undeclared_more"] = True
-            out["never_seen"] = sorted(_cut(name) for name in self.declared - self.seen) if records else []
+            never_seen = sorted(self.declared - self.seen) if records else []
+            out["never_seen"] = [_cut(name) for name in never_seen[:MAX_FIELDS]]
+            if len(never_seen) > MAX_FIELDS:
+                out["never_seen_more"] = True
         return out

@@ -190,7 +190,8 @@ def run_detail(run: dict[str, Any], width: int) -> list[str]:
                   if isinstance(share, (int, float)) and not isinstance(share, bool) and math.isfinite(share)]
         if shares:
             lines += line("missing required", _some([f"{_name(name)} {share * 100:.1f} %"
-                                                     for name, share in shares[:SHOWN + 1]], len(shares)))
+                                                     for name, share in shares[:SHOWN + 1]], len(shares))
+                          + _and_more(quality, "missing_required_more", len(shares)))
     failures = quality.get("top_failures")
     failures = [f for f in failures[:SHOWN] if isinstance(f, dict)] if isinstance(failures, list) else []
     if failures:
@@ -202,11 +203,11 @@ def run_detail(run: dict[str, Any], width: int) -> list[str]:
     undeclared = quality.get("undeclared_fields", ())
     if isinstance(undeclared, list):
         lines += line("undeclared fields", (_some([_name(n) for n in undeclared[:SHOWN + 1]], len(undeclared))
-                                            or "none") + (" and more" if quality.get("undeclared_more") is True
-                                                          and len(undeclared) <= SHOWN else ""))
+                                            or "none") + _and_more(quality, "undeclared_more", len(undeclared)))
     never_seen = quality.get("never_seen", ())
     if isinstance(never_seen, list) and total:
-        lines += line("never seen", _some([_name(n) for n in never_seen[:SHOWN + 1]], len(never_seen)) or "none")
+        lines += line("never seen", (_some([_name(n) for n in never_seen[:SHOWN + 1]], len(never_seen)) or "none")
+                      + _and_more(quality, "never_seen_more", len(never_seen)))
     return lines
 
 
@@ -218,6 +219,11 @@ NAME_CHARS = 200
 def _name(value: Any) -> str:
     text = value if isinstance(value, str) else "?"
     return text if len(text) <= NAME_CHARS else text[:NAME_CHARS - 1] + "…"
+
+
+def _and_more(quality: dict[str, Any], flag: str, listed: int) -> str:
+    """`` and more`` when the run had more names than it kept (and all it kept are shown)."""
+    return " and more" if quality.get(flag) is True and listed <= SHOWN else ""
 
 
 def _some(shown: list[str], total: int) -> str:

@@ -133,3 +133,78 @@ def test_one_run_shows_a_huge_quality_document_in_bounded_space():
            "quality": quality}
     shown = "\n".join(run_detail(run, 100))
     assert len(shown) < 200_000 and "and 9900 more" in shown
+
+
+# Field names as a file's author may write them: any code point, lone surrogates and U+0000
+# included (a reader that takes them passes them on), empty, long.
+FIELD_NAMES = st.text(st.characters(codec=None, categories=None), max_size=300) | st.sampled_from(
+    ["", "\x00", "\ud800", "\x1b[2J", "'); DROP TABLE ops.pipeline_runs; --", "%s", "%(x)s", "id", "x_1", "a" * 5000])
+RECORDS = st.lists(st.dictionaries(FIELD_NAMES, st.integers(), max_size=12) | st.integers() | st.text(max_size=5)
+                   | st.lists(st.integers(), max_size=3), max_size=30)
+ERRORS = st.none() | st.lists(st.fixed_dictionaries({"pointer": st.text(max_size=300), "keyword": st.text(max_size=20)}),
+                              max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(records=RECORDS, errors=st.lists(ERRORS, min_size=30, max_size=30))
+def test_whatever_field_names_a_file_holds_its_quality_is_stored(database_url, records, errors):
+    """The summary of any records is bounded, storable as jsonb, and recorded with the load (run,
+    manifest, undeclared fields) in the same statement, with no SQL made of a name."""
+    import hashlib
+    import json
+    import uuid
+
+    import psycopg2
+
+    from ingestd.consumers.quality import MAX_FIELDS, MAX_NAME, RunQuality
+    from ingestd.daemon.ledger import Ledger, ManifestEntry
+
+    quality = RunQuality(SCHEMA_OPEN)
+    for record, found in zip(records, errors, strict=False):
+        quality.observe(record, found)
+    summary = quality.summary(len(records))
+    assert len(summary["undeclared_fields"]) <= MAX_FIELDS and len(summary["top_failures"]) <= 5
+    assert all(len(name) <= MAX_NAME for name in summary["undeclared_fields"])
+    conn = psycopg2.connect(database_url)
+    try:
+        ledger = Ledger(conn)
+        run_id = uuid.uuid4()
+        ledger.start_run(run_id, None, "q", "file", "test", "q/a.jsonl", 1)
+        checksum = hashlib.sha256(run_id.bytes).hexdigest()
+        entry = ManifestEntry("q", "q/a.jsonl", checksum, 1, len(records), run_id, None)
+        new = ledger.record_loads([(entry, len(records), 0, None, summary)])
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT status, quality FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))
+            status, stored = cur.fetchone()
+            cur.execute("SELECT count(*) FROM ops.raw_ingest_manifest WHERE run_id = %s", (run_id,))
+            assert cur.fetchone()[0] == 1
+        assert status == "success" and set(stored) == set(summary)
+        assert len(stored["undeclared_fields"]) == len(summary["undeclared_fields"])
+        assert len(new.get(run_id, [])) <= len(summary["undeclared_fields"])
+        assert len(json.dumps(stored)) < 200_000
+    finally:
+        conn.close()
+
+
+SCHEMA_OPEN = {"type": "object", "required": ["id", "name"], "properties": {"id": {}, "name": {}, "\x00": {}},
+               "patternProperties": {"^x_": {}}}
+
+
+def test_a_wide_schema_keeps_each_runs_quality_bounded():
+    """A schema of thousands of fields (a generated one, a wide CSV's) against records that hold
+    none of them: what one run stores stays within the same bounds as a file's own names."""
+    from ingestd.consumers.quality import MAX_FIELDS, RunQuality
+    from ingestd.daemon.reports import run_detail
+
+    names = [f"column_{n:05d}" for n in range(20_000)]
+    quality = RunQuality({"type": "object", "required": names, "properties": {name: {} for name in names}})
+    for n in range(10):
+        quality.observe({"other": n}, [{"pointer": "/", "keyword": "required"}])
+    summary = quality.summary(10)
+    assert len(summary["never_seen"]) == MAX_FIELDS and summary["never_seen_more"] is True
+    assert len(summary["missing_required"]) == MAX_FIELDS and summary["missing_required_more"] is True
+    shown = run_detail({"run_id": "r", "status": "success", "rows_total": 10, "rows_valid": 0, "rows_invalid": 10,
+                        "quality": summary}, 100)
+    assert any(line.startswith("never seen:") for line in shown) and "and more" in shown[-1]
