@@ -247,11 +247,11 @@ class Ledger:
                 (e.run_id, e.row_count, valid, invalid, storable_text(remarks), e.checksum,
                  None if quality is None else Json(storable(quality))))
                 for e, valid, invalid, remarks, quality in loads)
-            # In one order, so that two loads adding the same fields cannot deadlock.
-            fields = [cur.mogrify("(%s, %s, %s::uuid)", (source, name, run_id)) for source, name, run_id in sorted(
-                {(e.source, storable_text(name), e.run_id)
-                 for e, _, _, _, quality in loads for name in (quality or {}).get("undeclared_fields", ())},
-                key=lambda item: (item[0], item[1]))]
+            # In one order, so that two loads adding the same fields cannot deadlock; a field that
+            # several of these loads hold is first seen in the first of them (rows after it conflict).
+            fields = [cur.mogrify("(%s, %s, %s::uuid)", (source, name, run_id)) for source, name, _, run_id in sorted(
+                {(e.source, storable_text(name), n, e.run_id) for n, (e, _, _, _, quality) in enumerate(loads)
+                 for name in (quality or {}).get("undeclared_fields", ())}, key=lambda item: item[:3])]
             # Last, so that its rows are what the cursor holds.
             new_fields = (b"; INSERT INTO ops.undeclared_fields (source, field, first_run) VALUES "
                           + b", ".join(fields) + b" ON CONFLICT DO NOTHING RETURNING first_run, field"

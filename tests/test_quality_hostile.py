@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from ingestd.daemon.config import OBJECTIVES, build_config
 from ingestd.daemon.errors import ConfigError
 
+from .conftest import query
+
 RATIO_KEYS = ("run_error_ratio", "invalid_record_ratio")
 
 
@@ -208,3 +210,32 @@ def test_a_wide_schema_keeps_each_runs_quality_bounded():
     shown = run_detail({"run_id": "r", "status": "success", "rows_total": 10, "rows_valid": 0, "rows_invalid": 10,
                         "quality": summary}, 100)
     assert any(line.startswith("never seen:") for line in shown) and "and more" in shown[-1]
+
+
+def test_a_field_new_to_several_loads_of_one_group_is_the_first_loads(db, database_url):
+    """Small files load together (consumers/group.py), recorded in one record_loads: a field that
+    several of them hold for the first time is first seen in the first of them, and new to it only."""
+    import hashlib
+    import uuid
+
+    import psycopg2
+
+    from ingestd.daemon.ledger import Ledger, ManifestEntry
+
+    conn = psycopg2.connect(database_url)
+    try:
+        ledger = Ledger(conn)
+        loads = []
+        for n in range(20):
+            run_id = uuid.uuid4()
+            ledger.start_run(run_id, None, "q", "file", "test", f"q/{n}.jsonl", 1)
+            entry = ManifestEntry("q", f"q/{n}.jsonl", hashlib.sha256(run_id.bytes).hexdigest(), 1, 1, run_id, None)
+            loads.append((entry, 1, 0, None, {"undeclared_fields": ["colour", f"only_{n}"]}))
+        new = ledger.record_loads(loads)
+        conn.commit()
+    finally:
+        conn.close()
+    first = loads[0][0].run_id
+    assert query(db, "SELECT first_run::text FROM ops.undeclared_fields WHERE field = 'colour'") == [(str(first),)]
+    assert sorted(new[first]) == ["colour", "only_0"]
+    assert all(new[entry.run_id] == [f"only_{n}"] for n, (entry, *_) in enumerate(loads) if n)
