@@ -11,6 +11,7 @@ many values it holds. consumers/parquetplan.py sizes the batches from them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -25,9 +26,12 @@ from .jsontext import too_large_message
 # largest batch read at a time).
 WINDOW = 8192
 HEADER_FIRST, HEADER_MOST = 16 << 10, 16 << 20  # pyarrow's own start and limit
+_HEADER_BUFFER = 256 << 10  # bytes read at a time for page headers
 _DATA, _DICTIONARY, _DATA_V2 = 0, 2, 3
 _PLAIN_DICTIONARY, _RLE, _BIT_PACKED, _DELTA_BYTE_ARRAY, _RLE_DICTIONARY = 2, 3, 4, 7, 8
 _INDICES = (_PLAIN_DICTIONARY, _RLE_DICTIONARY)
+# The least bytes of a PLAIN dictionary entry, per physical type (FIXED_LEN_BYTE_ARRAY: its width).
+_LEAST_BYTES = {"BOOLEAN": 0, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8, "BYTE_ARRAY": 4}
 _CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}
 _REVERSED_BITS = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
@@ -290,21 +294,27 @@ def _chunk_meta(chunk: dict[int, Any], leaf: Leaf, group: int) -> ChunkMeta:
     return ChunkMeta(CODEC_NAMES[meta[4]], meta[5], meta[7], meta[9], meta.get(11))
 
 
-@dataclass
+@dataclass(slots=True)
 class Page:
-    """A data page: its levels (values, nulls and empty lists included)."""
+    """A data page: its levels (values, nulls and empty lists included), and
+    where its repetition levels are."""
     first: int  # levels before it in its column chunk
     levels: int
     size: int  # decompressed bytes
     payload: int  # file offset of its bytes
     compressed: int
     encoding: int
-    header: dict[int, Any]
+    version2: bool = False
+    repetition_bytes: int = 0  # version 2: the bytes of its repetition levels (uncompressed, first)
+    repetition_encoding: int = _RLE  # version 1
 
 
 @dataclass
 class Chunk:
-    """A column chunk as its page headers tell it."""
+    """A column chunk as its page headers tell it: what the plan needs of it,
+    summed page by page. ``pages`` holds the pages only when asked for
+    (``read_chunk``); the plan walks them again (``iter_pages``), so that its
+    memory does not grow with their number."""
     path: str
     physical: str
     width: int  # FIXED_LEN_BYTE_ARRAY's length
@@ -315,6 +325,11 @@ class Chunk:
     largest: int = 0
     as_dictionary: bool = False  # read as a dictionary array (indices, not expanded)
     entry: int = 0  # at most the bytes of one dictionary entry
+    levels: int = 0  # of its data pages, in all
+    data_pages: int = 0
+    index_pages: int = 0  # data pages of dictionary indices
+    index_levels: int = 0  # their levels
+    other_strings: int = 0  # the string bytes the other data pages yield (string_bytes)
 
     @property
     def dictionary_bytes(self) -> int:
@@ -323,26 +338,39 @@ class Chunk:
     @property
     def indices_only(self) -> bool:
         """Every data page holds dictionary indices."""
-        return self.dictionary is not None and all(p.encoding in _INDICES for p in self.pages)
+        return self.dictionary is not None and self.index_pages == self.data_pages
 
-    @property
-    def levels(self) -> int:
-        return self.pages[-1].first + self.pages[-1].levels if self.pages else 0
+    def strings(self) -> int:
+        """At most the bytes of strings (or binary) decoding all its pages yields."""
+        if self.physical != "BYTE_ARRAY":
+            return 0
+        return self.other_strings + (0 if self.as_dictionary else self.index_levels * self.entry)
 
 
-def _header(fh: IO[bytes], offset: int, end: int) -> tuple[dict[int, Any], int]:
-    """The page header at ``offset`` and its length in bytes."""
-    want = HEADER_FIRST
-    while True:
-        fh.seek(offset)
-        data = fh.read(min(want, end - offset))
-        reader = _Compact(data)
-        try:
-            return reader.struct(), reader.pos
-        except _Short:
-            if len(data) < want or want >= HEADER_MOST:
-                raise ValueError(f"a page header at byte {offset} is cut or over {HEADER_MOST} bytes") from None
-            want *= 4
+class _Headers:
+    """Page headers read through a buffer: many small pages cost a read of
+    the buffer each, not a read each."""
+
+    def __init__(self, fh: IO[bytes], end: int) -> None:
+        self.fh, self.end = fh, end
+        self.start, self.data = 0, b""
+
+    def read(self, offset: int) -> tuple[dict[int, Any], int]:
+        """The page header at ``offset`` and its length in bytes."""
+        want = HEADER_FIRST
+        while True:
+            wanted = min(want, self.end - offset)
+            if not self.start <= offset or offset + wanted > self.start + len(self.data):
+                self.fh.seek(offset)
+                self.start, self.data = offset, self.fh.read(min(max(want, _HEADER_BUFFER), self.end - offset))
+            data = self.data[offset - self.start:offset - self.start + want]
+            reader = _Compact(data)
+            try:
+                return reader.struct(), reader.pos
+            except _Short:
+                if len(data) < want or want >= HEADER_MOST:
+                    raise ValueError(f"a page header at byte {offset} is cut or over {HEADER_MOST} bytes") from None
+                want *= 4
 
 
 def _chunk_range(meta: Any, file_size: int, padded: bool) -> tuple[int, int]:
@@ -356,37 +384,72 @@ def _chunk_range(meta: Any, file_size: int, padded: bool) -> tuple[int, int]:
     return start, min(end + 100, file_size) if padded else end
 
 
-def read_chunk(fh: IO[bytes], meta: Any, column: Any, file_size: int, padded: bool, page_cap: int) -> Chunk:
-    """Every page header of one column chunk, read as pyarrow reads them:
-    from its first page until its declared value count is reached or its
-    bytes end. A page larger than ``page_cap`` decompressed is too_large."""
-    chunk = Chunk(column.path, column.physical_type, column.length or 0, column.max_repetition_level,
-                  meta.compression)
+def new_chunk(meta: Any, column: Any) -> Chunk:
+    """A column chunk (``meta``) of ``column``, its pages not read yet."""
+    return Chunk(column.path, column.physical_type, column.length or 0, column.max_repetition_level,
+                 meta.compression)
+
+
+def iter_pages(fh: IO[bytes], chunk: Chunk, meta: Any, file_size: int, padded: bool,
+               page_cap: int) -> Iterator[Page]:
+    """The data pages of a column chunk, read as pyarrow reads them: from its
+    first page until its declared value count is reached or its bytes end;
+    ``chunk`` sums them as they pass and takes its dictionary page. A page
+    over ``page_cap`` bytes, decompressed or compressed (pyarrow allocates
+    both as its header says), is too_large; sizes a header cannot hold (a
+    dictionary of more entries than its bytes can hold, repetition levels
+    longer than their page) are a ValueError."""
+    chunk.levels = chunk.largest = chunk.data_pages = chunk.index_pages = chunk.index_levels = 0
+    chunk.other_strings = 0
+    chunk.dictionary = None
     pos, end = _chunk_range(meta, file_size, padded)
-    seen = 0
-    while seen < meta.num_values and pos < end:
-        header, length = _header(fh, pos, end)
+    headers = _Headers(fh, end)
+    least = _LEAST_BYTES.get(chunk.physical, chunk.width)  # of a PLAIN dictionary entry
+    while chunk.levels < meta.num_values and pos < end:
+        header, length = headers.read(pos)
         kind, size, compressed = header.get(1), header.get(2, -1), header.get(3, -1)
         if size < 0 or compressed < 0:
             raise ValueError("a page header without its sizes")
-        if size > page_cap:
-            raise PermanentError("too_large", f"column {chunk.path}: a Parquet page of {size} bytes decompressed "
-                                 f"exceeds {page_cap} bytes (8 x landing.max_record_bytes)", limit=page_cap)
+        if max(size, compressed) > page_cap:
+            raise PermanentError("too_large", f"column {chunk.path}: a Parquet page of {max(size, compressed)} bytes "
+                                 f"{'decompressed' if size >= compressed else 'compressed'} exceeds {page_cap} bytes "
+                                 "(8 x landing.max_record_bytes)", limit=page_cap)
         chunk.largest = max(chunk.largest, size)
         pos += length
         if kind == _DICTIONARY and chunk.dictionary is None:
             entries = (header.get(7) or {}).get(1, 0)
-            chunk.dictionary = Page(0, entries, size, pos, compressed, 0, header)
+            if not 0 <= entries * least <= size:
+                raise ValueError(f"column {chunk.path}: a dictionary page of {size} bytes claims {entries} entries")
+            chunk.dictionary = Page(0, entries, size, pos, compressed, 0)
             chunk.entry = size
         elif kind in (_DATA, _DATA_V2):
             inner = header.get(5 if kind == _DATA else 8) or {}
             levels = inner.get(1, -1)
             if levels < 0:
                 raise ValueError("a data page without its value count")
-            chunk.pages.append(Page(seen, levels, size, pos, compressed, inner.get(2 if kind == _DATA else 4, 0),
-                                    header))
-            seen += levels
+            if kind == _DATA:
+                page = Page(chunk.levels, levels, size, pos, compressed, inner.get(2, 0),
+                            repetition_encoding=inner.get(4, _RLE))
+            else:
+                page = Page(chunk.levels, levels, size, pos, compressed, inner.get(4, 0), True, inner.get(6, 0))
+                if not 0 <= page.repetition_bytes <= compressed:
+                    raise ValueError(f"column {chunk.path}: a page of {compressed} bytes claims "
+                                     f"{page.repetition_bytes} bytes of repetition levels")
+            chunk.levels += levels
+            chunk.data_pages += 1
+            if page.encoding in _INDICES:
+                chunk.index_pages += 1
+                chunk.index_levels += levels
+            else:
+                chunk.other_strings += string_bytes(chunk, page)
+            yield page
         pos += compressed
+
+
+def read_chunk(fh: IO[bytes], meta: Any, column: Any, file_size: int, padded: bool, page_cap: int) -> Chunk:
+    """A column chunk with every page header kept (``iter_pages``)."""
+    chunk = new_chunk(meta, column)
+    chunk.pages = list(iter_pages(fh, chunk, meta, file_size, padded, page_cap))
     return chunk
 
 
@@ -403,17 +466,29 @@ class Window:
     levels: int = 0
     top: int = 0  # the most levels of one of its rows
     second: int = 0  # the next most
+    strings: int = 0  # the bytes of strings its pages yield (counted when a ``sink`` takes windows)
+    counted: int = -1  # the page whose strings were counted last (its payload offset)
+
+
+# Takes each window once final, and how many alike it stands for.
+Sink = Callable[[Window, int], None]
 
 
 class _Rows:
     """The rows of a repeated column chunk, told by its repetition levels (a
     0 starts a row): per window of rows, the levels it spans and its two
     largest rows. Only the row group's ``rows`` count (pyarrow reads no
-    more). A row whose JSON text cannot fit ``limit`` is too_large."""
+    more). A row whose JSON text cannot fit ``limit`` is too_large. With a
+    ``sink``, each window goes to it once final and only the open one is
+    kept (windows of one-level rows, alike, go as one): memory does not grow
+    with the rows, whatever count the pages claim."""
 
-    def __init__(self, rows: int, limit: int, first_record: int, path: str) -> None:
+    def __init__(self, rows: int, limit: int, first_record: int, path: str, sink: Sink | None = None) -> None:
         self.rows, self.limit, self.first_record, self.path = rows, limit, first_record, path
         self.windows: list[Window] = []
+        self.sink = sink
+        self.passed = 0  # windows given to the sink
+        self.final: Callable[[Window, int], None] = lambda window, alike: None  # set by the reader of the pages
         self.row = -1  # the open row
         self.open = 0  # its levels so far
         self.inside = 0  # bytes of strings in pages that lie inside it
@@ -445,12 +520,31 @@ class _Rows:
 
     def finish(self) -> list[Window]:
         self._close()
+        if self.sink is not None:
+            self._pass()
         return self.windows
 
+    def _pass(self, alike: Window | None = None, count: int = 0) -> None:
+        """The open window to the sink, and ``count`` windows like ``alike`` after it."""
+        assert self.sink is not None
+        if self.windows:
+            window = self.windows.pop()
+            self.final(window, 1)
+            self.sink(window, 1)
+            self.passed += 1
+        if alike is not None:
+            self.final(alike, count)
+            self.sink(alike, count)
+            self.passed += count
+
     def _window(self, row: int, level: int) -> Window:
-        if row // WINDOW == len(self.windows):
+        index = row // WINDOW - self.passed
+        if index == len(self.windows):
+            if self.sink is not None and self.windows:
+                self._pass()
+                index -= 1
             self.windows.append(Window(level))
-        return self.windows[row // WINDOW]
+        return self.windows[index]
 
     def _open(self, level: int) -> None:
         self.row += 1
@@ -464,6 +558,11 @@ class _Rows:
         """``count`` rows of one level each, from the row after the open one."""
         row = self.row + 1
         while count > 0:
+            if self.sink is not None and row % WINDOW == 0 and count >= WINDOW:
+                alike = count // WINDOW  # whole windows of one-level rows
+                self._pass(Window(level, WINDOW, 1, int(WINDOW > 1)), alike)
+                row, level, count = row + alike * WINDOW, level + alike * WINDOW, count - alike * WINDOW
+                continue
             window = self._window(row, level)
             room = min(count, WINDOW - row % WINDOW)
             window.levels += room
@@ -556,12 +655,12 @@ def _count_zeros(data: bytes, levels: int, width: int, hybrid: bool) -> int:
     return zeros
 
 
-def row_count(fh: IO[bytes], chunk: Chunk) -> int:
-    """The rows a repeated column chunk's pages hold: its repetition levels
-    that are 0 (each starts a row)."""
+def row_count(fh: IO[bytes], chunk: Chunk, pages: Iterable[Page] | None = None) -> int:
+    """The rows a repeated column chunk's pages (``pages``, or those it
+    holds) hold: its repetition levels that are 0 (each starts a row)."""
     width = chunk.max_rep.bit_length()
     rows = 0
-    for page in chunk.pages:
+    for page in chunk.pages if pages is None else pages:
         data, hybrid = _repetition_levels(fh, chunk, page)
         rows += _count_zeros(data, page.levels, width, hybrid)
     return rows
@@ -662,12 +761,12 @@ def _hadoop_lz4(data: bytes, size: int) -> bytes:
 def _repetition_levels(fh: IO[bytes], chunk: Chunk, page: Page) -> tuple[bytes, bool]:
     """A page's repetition level bytes, and whether they are the RLE hybrid
     (else the old BIT_PACKED encoding, turned into least significant bit first)."""
-    if page.header[1] == _DATA_V2:
+    if page.version2:
         fh.seek(page.payload)  # version 2 keeps its levels uncompressed, first
-        return fh.read(page.header[8].get(6, 0)), True
+        return fh.read(page.repetition_bytes), True
     fh.seek(page.payload)
     data = _decompress(fh.read(page.compressed), chunk.codec, page.size)
-    encoding = page.header[5].get(4, _RLE)
+    encoding = page.repetition_encoding
     if encoding == _RLE:
         length = int.from_bytes(data[:4], "little")
         return data[4:4 + length], True
@@ -705,18 +804,38 @@ def longest_entry(fh: IO[bytes], chunk: Chunk) -> int:
         length = int.from_bytes(data[pos:pos + 4], "little")
         most = max(most, length)
         pos += 4 + length
+        if pos > len(data):
+            break
     if pos > len(data):
         raise ValueError(f"column {chunk.path}: the dictionary page is cut short")
     return most
 
 
-def count_rows(fh: IO[bytes], chunk: Chunk, rows: int, limit: int, first_record: int) -> list[Window]:
-    """Windows of the rows of a repeated column chunk; too_large for a row
-    whose JSON text cannot fit ``limit``, before anything is decoded."""
-    counter = _Rows(rows, limit, first_record, chunk.path)
+def count_rows(fh: IO[bytes], chunk: Chunk, rows: int, limit: int, first_record: int,
+               pages: Iterable[Page] | None = None, sink: Sink | None = None) -> list[Window]:
+    """Windows of the rows of a repeated column chunk (its ``pages``, or
+    those it holds); too_large for a row whose JSON text cannot fit
+    ``limit``, before anything is decoded. With a ``sink``, each window goes
+    to it once final, with the bytes of strings of the pages it spans, and
+    none is kept."""
+    counter = _Rows(rows, limit, first_record, chunk.path, sink)
     starts = _Starts(counter)
     width = chunk.max_rep.bit_length()
-    for page in chunk.pages:
+    page = Page(0, 0, 0, -1, 0, 0)
+
+    def count_strings(window: Window, alike: int = 1) -> None:
+        """Add the strings of ``page`` the window (of the open row's levels so far) spans."""
+        if window.counted == page.payload:
+            return
+        is_open = bool(counter.windows) and window is counter.windows[-1] and not counter.done
+        end = window.first + window.levels + (counter.open if is_open else 0)
+        overlap = min(end, page.first + page.levels) - max(window.first, page.first)
+        if overlap > 0:
+            window.strings += string_bytes(chunk, page, overlap)
+        window.counted = page.payload
+
+    counter.final = count_strings
+    for page in chunk.pages if pages is None else pages:
         before = counter.row
         data, hybrid = _repetition_levels(fh, chunk, page)
         if hybrid:
@@ -728,6 +847,8 @@ def count_rows(fh: IO[bytes], chunk: Chunk, rows: int, limit: int, first_record:
         if inside and page.encoding not in _INDICES and string_bytes(chunk, page):
             # Each value costs at most 10 bytes besides its string (length, levels).
             counter.add_inside(max(0, page.size - 10 * page.levels))
+        if sink is not None and counter.windows:
+            count_strings(counter.windows[-1])
         if counter.done:
             break
     return counter.finish()

@@ -9,10 +9,16 @@ batches stay within ``BATCH_BUDGET``, from what the page headers and the
 repetition levels say (consumers/parquetpages.py), whatever the footer
 claims. A row whose JSON cannot fit ``max_record_bytes`` is refused before
 it is decoded.
+
+The plan walks the page headers as a stream, a row group at a time, and
+keeps of them what sums up a column chunk, never a page each: its memory
+does not grow with the number of pages (nor of rows), and what it keeps
+per row group is a byte and the group's batch size.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -23,98 +29,137 @@ from .parquetpages import (
     WINDOW,
     Chunk,
     Footer,
+    Page,
     Window,
     count_rows,
+    iter_pages,
     longest_entry,
+    new_chunk,
     old_parquet_mr,
-    read_chunk,
     row_count,
     string_bytes,
 )
 
 DEFAULT_BATCH_ROWS = WINDOW
+# The batch sizes tried, halving: 8,192 rows to 1.
+SIZES = tuple(DEFAULT_BATCH_ROWS >> i for i in range(DEFAULT_BATCH_ROWS.bit_length()))
 # What a batch of rows may cost while pyarrow decodes it and its JSON is
 # built (estimated below): 64 MiB.
 BATCH_BUDGET = 64 << 20
 # Estimated bytes a value costs while decoded and encoded (its levels, the
-# Arrow value, its text and the kernels' copies; measured about 30 for
-# small integers). Strings and binary cost their bytes when decoded; their
-# text (escapes, base64, copies: about BYTE_COST a byte) is built only for
-# as many as BATCH_BUDGET allows (readers.PARQUET_EXPANSION), checked then.
-VALUE_COST = 48
+# Arrow value, its text and the kernels' copies). Measured (peak RSS of a
+# reading process over what the plan estimated, docs/operations.md): 60 for
+# lists of small integers, 80 for lists of int64 or of nulls, 115 to 120
+# for maps and lists of structs, 160 for short binary values (base64 goes
+# through Python); this is the most of them. Strings and binary cost their
+# bytes when decoded besides; their text (escapes, base64, copies: about
+# BYTE_COST a byte) is built only for as many as BATCH_BUDGET allows
+# (readers.PARQUET_EXPANSION), checked then.
+VALUE_COST = 160
 BYTE_COST = 8
+# What pyarrow holds of a dictionary while it reads its row group, per entry
+# and per byte of the decompressed page (measured, 1 M entries: 3.3 bytes a
+# byte for integers; 55 bytes an entry of 8 characters for strings it
+# expands; 171 for strings read as dictionary arrays, each batch with its
+# copy of the dictionary).
+DICTIONARY_COST = (0, 4)
+STRING_DICTIONARY_COST = (32, 4)
+KEPT_DICTIONARY_COST = (128, 4)
 # pyarrow's read buffer per column (without it, each column chunk is read whole).
 READ_BUFFER = 64 << 10
+
+Pages = Callable[[Chunk], Iterator[Page]]
 
 
 def _value_cost(chunk: Chunk) -> int:
     return VALUE_COST + (chunk.width if chunk.physical == "FIXED_LEN_BYTE_ARRAY" else 0)
 
 
-def _range_cost(chunk: Chunk, firsts: list[int], first: int, end: int) -> int:
-    """What decoding and encoding the levels [first, end) of a chunk may cost."""
-    cost = (end - first) * _value_cost(chunk)
-    if chunk.physical != "BYTE_ARRAY" or end <= first:
-        return cost
-    for index in range(max(0, bisect_right(firsts, first) - 1), bisect_left(firsts, end)):
-        page = chunk.pages[index]
-        overlap = min(end, page.first + page.levels) - max(first, page.first)
-        if overlap > 0:
-            cost += string_bytes(chunk, page, overlap)
-    return cost
+def _total(chunk: Chunk) -> int:
+    """What decoding and encoding all of a column chunk may cost."""
+    return chunk.levels * _value_cost(chunk) + chunk.strings()
 
 
-class _Column:
-    """The most one batch of ``rows`` rows of a column chunk may cost."""
+def _flat_strings(chunk: Chunk, pages: Iterator[Page], end: int) -> list[int]:
+    """Per batch size of ``SIZES``, the most bytes of strings one batch of a
+    column that does not repeat (a level a row) yields, rows [0, end) read."""
+    most, batch, held = [0] * len(SIZES), [-1] * len(SIZES), [0] * len(SIZES)
+    for page in pages:
+        low, high = page.first, min(page.first + page.levels, end)
+        if high <= low:
+            if low >= end:
+                break
+            continue
+        for i, size in enumerate(SIZES):
+            first, last = low // size, (high - 1) // size
+            if first != batch[i]:
+                most[i], batch[i], held[i] = max(most[i], held[i]), first, 0
+            if first == last:
+                held[i] += string_bytes(chunk, page, high - low)
+                continue
+            most[i] = max(most[i], held[i] + string_bytes(chunk, page, (first + 1) * size - low))
+            if last - first > 1:  # batches inside the page
+                most[i] = max(most[i], string_bytes(chunk, page, size))
+            batch[i], held[i] = last, string_bytes(chunk, page, high - last * size)
+    return [max(m, h) for m, h in zip(most, held, strict=True)]
 
-    def __init__(self, chunk: Chunk, rows: int, windows: list[Window] | None) -> None:
-        self.chunk, self.rows, self.windows = chunk, rows, windows
-        self.firsts = [page.first for page in chunk.pages]
-        self.total = _range_cost(chunk, self.firsts, 0, chunk.levels)
 
-    def most(self, rows: int) -> int:
-        if self.chunk.max_rep == 0:  # one level a row
-            end = min(self.rows, self.chunk.levels)
-            if self.chunk.physical != "BYTE_ARRAY":
-                return min(rows, end) * _value_cost(self.chunk)
-            return max((_range_cost(self.chunk, self.firsts, first, min(first + rows, end))
-                        for first in range(0, end, rows)), default=0)
-        if self.windows is None:  # repeated, but too light to matter: all of it
-            return self.total
-        cost = _value_cost(self.chunk)
-        return max((min(w.levels, w.top + (rows - 1) * w.second) * cost
-                    + _range_cost(self.chunk, self.firsts, w.first, w.first + w.levels) - w.levels * cost
-                    for w in self.windows), default=0)
+def _column_costs(fh: IO[bytes], chunk: Chunk, rows: int, limit: int, first_record: int,
+                  pages: Pages) -> list[int]:
+    """Per batch size of ``SIZES``, the most one batch of a column chunk may cost."""
+    cost = _value_cost(chunk)
+    if chunk.max_rep == 0:  # one level a row
+        end = min(rows, chunk.levels)
+        values = [min(size, end) * cost for size in SIZES]
+        if chunk.physical != "BYTE_ARRAY":
+            return values
+        return [v + s for v, s in zip(values, _flat_strings(chunk, pages(chunk), end), strict=True)]
+    total = _total(chunk)
+    if total <= BATCH_BUDGET // 16:  # repeated, but too light to matter: all of it
+        return [total] * len(SIZES)
+    most = [0] * len(SIZES)
+
+    def window(w: Window, alike: int) -> None:
+        for i, size in enumerate(SIZES):
+            most[i] = max(most[i], min(w.levels, w.top + (size - 1) * w.second) * cost + w.strings)
+
+    count_rows(fh, chunk, rows, limit, first_record, pages(chunk), window)
+    return most
 
 
-def batch_rows(fh: IO[bytes], chunks: list[Chunk], rows: int, limit: int, first_record: int, names: int = 0) -> int:
+def batch_rows(fh: IO[bytes], chunks: list[Chunk], rows: int, limit: int, first_record: int, names: int,
+               pages: Pages) -> int:
     """How many rows of a row group pyarrow may decode at a time: the most
     (up to ``DEFAULT_BATCH_ROWS``, halving) whose batches stay within
     ``BATCH_BUDGET``, or 1 (a row alone, its size checked as it is encoded).
+    ``chunks``: the group's column chunks, summed (``iter_pages``), which
+    ``pages`` walks again where one batch's share must be told.
     ``names``: the bytes of column (and struct field) names each row's text holds."""
     per_row = names * BYTE_COST
-    if sum(_range_cost(c, [p.first for p in c.pages], 0, c.levels) for c in chunks) + rows * per_row \
-            <= BATCH_BUDGET:
+    if sum(_total(c) for c in chunks) + rows * per_row <= BATCH_BUDGET:
         return DEFAULT_BATCH_ROWS
-    columns = []
+    costs = [0] * len(SIZES)
     for chunk in chunks:
         if chunk.physical == "BYTE_ARRAY" and chunk.dictionary and not chunk.as_dictionary:
             chunk.entry = longest_entry(fh, chunk)  # expanded by pyarrow: how long an entry can be
-        column = _Column(chunk, rows, None)
-        if chunk.max_rep and column.total > BATCH_BUDGET // 16:
-            column.windows = count_rows(fh, chunk, rows, limit, first_record)
-        columns.append(column)
-    size = DEFAULT_BATCH_ROWS
-    while size > 1 and sum(column.most(size) for column in columns) + size * per_row > BATCH_BUDGET:
-        size //= 2
-    return size
+        for i, cost in enumerate(_column_costs(fh, chunk, rows, limit, first_record, pages)):
+            costs[i] += cost
+    for i, size in enumerate(SIZES):
+        if costs[i] + size * per_row <= BATCH_BUDGET:
+            return size
+    return 1
 
 
 @dataclass
 class Plan:
     """How to read a Parquet file within bounded memory."""
-    batches: list[tuple[int, int]]  # (row group, rows a batch)
+    sizes: array[int]  # per row group, the rows of a batch
     dictionaries: list[str]  # string columns read as dictionary arrays (pyarrow does not expand them)
+
+    @property
+    def batches(self) -> Iterator[tuple[int, int]]:
+        """(row group, rows a batch), in order."""
+        return iter(enumerate(self.sizes))
 
 
 def plan(path: Any, footer: Footer, limit: int, readable: set[str] | None = None,
@@ -126,59 +171,105 @@ def plan(path: Any, footer: Footer, limit: int, readable: set[str] | None = None
     is asked). ``names``: the bytes of JSON text the names of the columns
     give every row (the least), and with those of the fields of its structs.
 
-    too_large: a page over ``8 x limit`` bytes decompressed, a row group
-    whose pages held at once (one per column, and its dictionary) exceed
-    ``16 x limit``, a row whose JSON cannot fit ``limit``. ``ValueError``
-    for headers that cannot be read."""
+    The page headers are walked a row group at a time, twice where a
+    group's batches must be told (the string columns read as dictionaries
+    are known only once every group's pages are): what is kept of a group
+    between is whether it is light (all of it one batch, whatever is read
+    as dictionaries).
+
+    too_large: a page over ``8 x limit`` bytes, decompressed or compressed,
+    a row group whose pages held at once (one per column, and its
+    dictionary) exceed ``16 x limit``, a row whose JSON cannot fit
+    ``limit``. ``ValueError`` for headers that cannot be read."""
     if names[0] > limit and any(rows for rows, _ in footer.groups):
         raise PermanentError("too_large", too_large_message("record 1", limit)
                              + f" (the names of its columns alone take {names[0]} bytes)", record=1)
     padded = old_parquet_mr(footer.created_by)
+    strings = {leaf.path for leaf in footer.leaves if leaf.physical_type == "BYTE_ARRAY"}
+    candidates = strings if readable is None else strings & readable
     with open(path, "rb") as fh:
         file_size = fh.seek(0, 2)
-        groups = []
-        for index, (rows, metas) in enumerate(footer.groups):
-            chunks = [read_chunk(fh, meta, leaf, file_size, padded, 8 * limit)
-                      for meta, leaf in zip(metas, footer.leaves, strict=True)]
+
+        def walk(index: int) -> tuple[list[Chunk], Pages]:
+            """The column chunks of row group ``index``, summed, and how to walk their pages again."""
+            metas = footer.groups[index][1]
+            chunks = [new_chunk(meta, leaf) for meta, leaf in zip(metas, footer.leaves, strict=True)]
+            by_chunk = {id(chunk): meta for chunk, meta in zip(chunks, metas, strict=True)}
+
+            def pages(chunk: Chunk) -> Iterator[Page]:
+                return iter_pages(fh, chunk, by_chunk[id(chunk)], file_size, padded, 8 * limit)
+            return chunks, pages
+
+        # First walk: the checks, which string columns are dictionary indices
+        # throughout, and which groups are light whatever is read as dictionaries.
+        not_indices: set[str] = set()
+        heavy = bytearray()
+        for index, (rows, _) in enumerate(footer.groups):
+            chunks, pages = walk(index)
+            flat = any(leaf.max_repetition_level == 0 for leaf in footer.leaves)
+            counted = None
+            for number, chunk in enumerate(chunks):
+                if not flat and number == 0:
+                    counted = row_count(fh, chunk, pages(chunk))
+                else:
+                    for _ in pages(chunk):
+                        pass
+                if chunk.path in strings and not chunk.indices_only:
+                    not_indices.add(chunk.path)
+            for chunk in chunks:  # the most pyarrow may hold: as dictionaries where it may be asked to
+                chunk.as_dictionary = chunk.path in candidates and chunk.indices_only
             _check_held(chunks, index, 16 * limit)
-            _check_rows(fh, chunks, index, rows)
-            groups.append((chunks, rows))
+            _check_rows(chunks, index, rows, counted)
+            for chunk in chunks:
+                chunk.as_dictionary = False
+            heavy.append(sum(_total(c) for c in chunks) + rows * names[1] * BYTE_COST > BATCH_BUDGET)
         # A string column whose every chunk holds dictionary indices only is read
         # as indices (pyarrow builds a dictionary of any other page: memory).
-        dictionaries = {c.path for chunks, _ in groups for c in chunks if c.physical == "BYTE_ARRAY"}
-        dictionaries -= {c.path for chunks, _ in groups for c in chunks if not c.indices_only}
-        if readable is not None:
-            dictionaries &= readable
-        batches, first_record = [], 1
-        for index, (chunks, rows) in enumerate(groups):
-            for chunk in chunks:
-                chunk.as_dictionary = chunk.path in dictionaries
-            batches.append((index, batch_rows(fh, chunks, rows, limit, first_record, names[1])))
+        dictionaries = candidates - not_indices
+        sizes, first_record = array("l"), 1
+        for index, (rows, _) in enumerate(footer.groups):
+            size = DEFAULT_BATCH_ROWS
+            if heavy[index]:
+                chunks, pages = walk(index)
+                for chunk in chunks:
+                    chunk.as_dictionary = chunk.path in dictionaries
+                    for _ in pages(chunk):
+                        pass
+                size = batch_rows(fh, chunks, rows, limit, first_record, names[1], pages)
+            sizes.append(size)
             first_record += rows
-    return Plan(batches, sorted(dictionaries))
+    return Plan(sizes, sorted(dictionaries))
 
 
 def _check_held(chunks: list[Chunk], index: int, cap: int) -> None:
     # pyarrow keeps, per column, its largest page decompressed, its dictionary
-    # decoded (a string's bytes and its offsets, about three times the page)
-    # and a read buffer.
-    held = sum(c.largest + c.dictionary_bytes * (3 if c.physical == "BYTE_ARRAY" else 1) + READ_BUFFER
-               for c in chunks)
+    # decoded (DICTIONARY_COST and the like) and a read buffer.
+    held = sum(c.largest + _dictionary_held(c) + READ_BUFFER for c in chunks)
     if held > cap:
         raise PermanentError("too_large", f"row group {index + 1} needs {held} bytes of Parquet pages decompressed "
                              f"at once ({len(chunks)} columns), over {cap} (16 x landing.max_record_bytes)",
                              limit=cap)
 
 
-def _check_rows(fh: IO[bytes], chunks: list[Chunk], index: int, rows: int) -> None:
+def _dictionary_held(chunk: Chunk) -> int:
+    if chunk.dictionary is None:
+        return 0
+    if chunk.physical != "BYTE_ARRAY":
+        per_entry, per_byte = DICTIONARY_COST
+    else:
+        per_entry, per_byte = KEPT_DICTIONARY_COST if chunk.as_dictionary else STRING_DICTIONARY_COST
+    return chunk.dictionary.levels * per_entry + chunk.dictionary.size * per_byte
+
+
+def _check_rows(chunks: list[Chunk], index: int, rows: int, counted: int | None) -> None:
     # pyarrow reads as many rows as the footer says a row group has: fewer
     # than its pages hold lose the rest, silently. A column that does not
     # repeat holds one level a row in its pages; one that repeats (lists,
-    # maps), a level 0 a row in its repetition levels, counted where no
-    # column of the row group is one of the first kind.
+    # maps), a level 0 a row in its repetition levels (``counted``, of the
+    # first column, where no column of the row group is one of the first kind).
     flat = [chunk for chunk in chunks if chunk.max_rep == 0]
     for chunk in flat or chunks[:1]:
-        held = chunk.levels if chunk.max_rep == 0 else row_count(fh, chunk)
+        held = chunk.levels if chunk.max_rep == 0 else counted
         if held != rows:
             raise ValueError(f"row group {index + 1}: the footer says {rows} rows, the pages of column {chunk.path} "
                              f"hold {held}")
