@@ -67,6 +67,15 @@ STRING_DICTIONARY_COST = (32, 4)
 KEPT_DICTIONARY_COST = (128, 4)
 # pyarrow's read buffer per column (without it, each column chunk is read whole).
 READ_BUFFER = 64 << 10
+# What pyarrow keeps per page of a row group until the group is read
+# (measured: 200 bytes a page of one small integer with its statistics,
+# 73 without; a row group of 2 M such pages took 460 MB).
+PAGE_COST = 256
+# What pyarrow keeps per level of a repeated column (lists, maps) until its
+# row group is read, whatever the batch (its repetition and definition
+# levels, two bytes each: measured 3.2 bytes a level for 20 M levels, 2.5
+# for 80 M, with the batches of 64 rows).
+LEVEL_COST = 4
 
 Pages = Callable[[Chunk], Iterator[Page]]
 
@@ -208,12 +217,15 @@ def plan(path: Any, footer: Footer, limit: int, readable: set[str] | None = None
             chunks, pages = walk(index)
             flat = any(leaf.max_repetition_level == 0 for leaf in footer.leaves)
             counted = None
+            before = 0  # what the chunks before hold (their dictionaries at the least)
             for number, chunk in enumerate(chunks):
+                walked = _checked_pages(pages(chunk), chunks[:number + 1], before, index, 16 * limit)
                 if not flat and number == 0:
-                    counted = row_count(fh, chunk, pages(chunk))
+                    counted = row_count(fh, chunk, walked)
                 else:
-                    for _ in pages(chunk):
+                    for _ in walked:
                         pass
+                before += _held(chunk)
                 if chunk.path in strings and not chunk.indices_only:
                     not_indices.add(chunk.path)
             for chunk in chunks:  # the most pyarrow may hold: as dictionaries where it may be asked to
@@ -241,14 +253,41 @@ def plan(path: Any, footer: Footer, limit: int, readable: set[str] | None = None
     return Plan(sizes, sorted(dictionaries))
 
 
-def _check_held(chunks: list[Chunk], index: int, cap: int) -> None:
+def _held(chunk: Chunk) -> int:
     # pyarrow keeps, per column, its largest page decompressed, its dictionary
-    # decoded (DICTIONARY_COST and the like) and a read buffer.
-    held = sum(c.largest + _dictionary_held(c) + READ_BUFFER for c in chunks)
+    # decoded (DICTIONARY_COST and the like), a read buffer, some bytes a page
+    # and, where the column repeats, a level.
+    return chunk.largest + _dictionary_held(chunk) + READ_BUFFER + chunk.data_pages * PAGE_COST \
+        + (chunk.levels * LEVEL_COST if chunk.max_rep else 0)
+
+
+def _check_held(chunks: list[Chunk], index: int, cap: int) -> None:
+    held = sum(_held(c) for c in chunks)
     if held > cap:
-        raise PermanentError("too_large", f"row group {index + 1} needs {held} bytes of Parquet pages decompressed "
-                             f"at once ({len(chunks)} columns), over {cap} (16 x landing.max_record_bytes)",
-                             limit=cap)
+        _refuse_held(chunks, index, held, cap)
+
+
+def _refuse_held(chunks: list[Chunk], index: int, held: int, cap: int) -> None:
+    pages = sum(c.data_pages for c in chunks)
+    columns = f"{len(chunks)} column{'s' if len(chunks) != 1 else ''}"
+    if pages * PAGE_COST > cap // 4:
+        raise PermanentError("too_large", f"row group {index + 1} holds {pages} pages or more ({columns}), and pyarrow "
+                             f"keeps about {PAGE_COST} bytes a page while it reads a row group: it needs {held} bytes "
+                             f"or more at once, over {cap} (16 x landing.max_record_bytes: fewer than "
+                             f"{cap // PAGE_COST} pages a row group)", limit=cap)
+    raise PermanentError("too_large", f"row group {index + 1} needs {held} bytes of Parquet pages decompressed at once "
+                         f"({columns}), over {cap} (16 x landing.max_record_bytes)", limit=cap)
+
+
+def _checked_pages(pages: Iterator[Page], chunks: list[Chunk], before: int, index: int, cap: int) -> Iterator[Page]:
+    """The pages of the last of ``chunks`` (``before``: what the others
+    hold), refused as soon as what they hold passes ``cap``
+    (``_check_held``): a row group of millions of pages ends early."""
+    chunk = chunks[-1]
+    for page in pages:
+        if before + _held(chunk) > cap:
+            _refuse_held(chunks, index, before + _held(chunk), cap)
+        yield page
 
 
 def _dictionary_held(chunk: Chunk) -> int:
