@@ -3,7 +3,15 @@
 Bronze keeps each JSON record's own text: PostgreSQL's jsonb parser reads
 the bytes of the file, so numbers of any size and precision and strings
 arrive exactly as written. A Python value of the record is built as well,
-for validation only (integers exact, other numbers as doubles).
+for validation only, and every number in it stands for its value as
+written: integers are ``int``; a number with a fraction or an exponent is a
+``float`` when its double is that value (the shortest text that reads back
+as the double has the written value, and below 2**53 in magnitude, or the
+double is the value itself), which is the usual case (1.23, 0.5, 1e-05),
+and otherwise an ``ExactNumber``: the nearest double, which RecordValidator
+compares by its exact decimal value (0.30000000000000001,
+1.0000000000000001, 1e23, 1e-400, a number of 5000 digits). Integers too
+long for ``int(text)`` are ``WholeNumber``.
 
 Before a parser builds anything for a record, its nesting depth and size
 are checked while the bytes stream in (``MAX_DEPTH`` levels, the per-record
@@ -18,9 +26,14 @@ beyond PostgreSQL's numeric range (``load_error``).
 from __future__ import annotations
 
 import json
+import math
+import operator
 import re
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from fractions import Fraction
 from typing import IO, Any
 
 import orjson
@@ -40,15 +53,20 @@ INT_MAX_DIGITS = 4300
 
 Value = Any
 
-# A fast filter: orjson turns integers beyond 64 bits (19+ digits) into
-# doubles, and a scale past numeric's 16383 needs a long digit run or an
-# exponent below -9999; nesting needs brackets. One byte translation, then
-# substring counts and searches: several times faster than a regular
-# expression for runs of digits.
-_SHAPE = bytes(0x30 if 0x30 <= b <= 0x39 else 0x5B if b in (0x5B, 0x7B) else 0x65 if b in (0x45, 0x65)
-               else 0x2D if b == 0x2D else 0x20 for b in range(256))
-_LONG_DIGITS = b"0" * 19
-_LONG_NEGATIVE_EXPONENT = b"e-00000"
+# A fast filter. A number's double may not be its value as written only if
+# it has 16 or more digits (with its point: a run of 16 here), or an
+# exponent (1e23, 1e-400); orjson turns integers beyond 64 bits (20
+# digits) into doubles, and a scale past numeric's 16383 needs a long digit
+# run or an exponent; nesting needs brackets. One byte translation (digits
+# and the point to "0"), then substring counts and searches: several times
+# faster than a regular expression for runs of digits.
+_SHAPE = bytes(0x30 if 0x30 <= b <= 0x39 or b == 0x2E else 0x5B if b in (0x5B, 0x7B)
+               else 0x65 if b in (0x45, 0x65) else 0x2D if b == 0x2D else 0x20 for b in range(256))
+_LONG_DIGITS = b"0" * 16
+_EXPONENT = b"0e"  # a digit, then e or E: one search finds every exponent
+# A number's text (the filter's hits are checked one number at a time).
+_NUMBER = re.compile(rb"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_TWO_53 = 2**53
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -146,17 +164,177 @@ def parse_record(text: bytes, where: str, depth_checked: bool = False, exact_num
         # precise error.
         value = _parse_exactly(text, where)
     else:
-        # orjson gives a double for an integer past 64 bits and 0.0 for a
-        # number below the double range: such text is read again, exactly.
-        # (Without that check, a number past numeric's range is refused by
-        # PostgreSQL itself: a load_error all the same, naming the row.)
-        if exact_numbers and (_LONG_DIGITS in shape or _LONG_NEGATIVE_EXPONENT in shape) and _holds_float(value):
+        # orjson gives doubles: one that is not the number's value as written
+        # (an integer past 64 bits, 0.30000000000000001, 1e-400 as 0.0, 1e23)
+        # has the record read again, exactly. (A number past numeric's range
+        # is refused then, or by PostgreSQL itself: a load_error all the same,
+        # naming the row.)
+        if exact_numbers and (_LONG_DIGITS in shape or _EXPONENT in shape) and _holds_float(value) \
+                and not doubles_are_written_values(text):
             value = _parse_exactly(text, where)
     if b"\\u0000" in text and _NUL_ESCAPE.search(text):
         pointer = find_string(value, lambda s: "\x00" in s)
         raise PermanentError("load_error", f"{where}: the string at {pointer} holds U+0000 (\\u0000), which "
                              "PostgreSQL jsonb cannot store", pointer=pointer)
     return value
+
+
+def doubles_are_written_values(text: bytes) -> bool:
+    """Whether every number of ``text`` that orjson reads as a double is
+    kept exactly by that double (``is_written_value``). Digits inside
+    strings are taken for numbers too: at worst the record is read again
+    exactly for nothing."""
+    for found in _NUMBER.finditer(text):
+        fraction, exponent = found.group(1, 2)
+        token = found.group()
+        if len(token) > 40:
+            return False  # past 64 bits, or a number numeric's range is checked for
+        if fraction is None and exponent is None:
+            if len(token) >= 19 and not -2**63 <= int(token) < 2**64:
+                return False  # past 64 bits: a double for orjson
+            continue
+        if exponent is None and len(token) <= 16:
+            continue  # 15 digits at most: the double's shortest text is this value
+        exact = Decimal(token.decode("ascii"))
+        if not is_written_value(float(exact), exact):
+            return False
+    return True
+
+
+def is_written_value(value: float, exact: Decimal) -> bool:
+    """Whether the double ``value`` stands exactly for ``exact``, the value
+    written: below 2**53 in magnitude its shortest text must have that value
+    (Python's comparisons of such doubles with integers and with each other
+    then say what the values say); beyond, the double must be it exactly."""
+    if not math.isfinite(value):
+        return False
+    if -_TWO_53 < value < _TWO_53:
+        return Decimal(repr(value)) == exact
+    return Decimal(value) == exact
+
+
+def written_value(value: Any) -> Any:
+    """The exact value a number of a record or a schema stands for: an
+    ``ExactNumber``'s decimal, an ``int``, a finite float's shortest text
+    read as a decimal (0.1 is one tenth, as the schema or file wrote it);
+    ``NotImplemented`` for what is no number, None for NaN."""
+    if type(value) is ExactNumber:
+        return value.exact
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return Decimal(repr(value)) if math.isfinite(value) else Decimal(value)
+    if isinstance(value, (Decimal, Fraction)):
+        return None if value != value else value
+    return NotImplemented
+
+
+# How an ExactNumber compares: by its exact value while jsonschema validates
+# for RecordValidator (set per thread), else as its double (it is the float
+# a JSON parser gives), except in code compiled by fastjsonschema, which
+# compares doubles: there it refuses (its globals carry COMPILED_MARK; the
+# record then goes to jsonschema).
+AS_DOUBLE, EXACT = 0, 1
+COMPILED_MARK = "_ingestd_compares_doubles"
+
+
+class _Comparisons(threading.local):
+    mode = AS_DOUBLE
+
+
+comparisons = _Comparisons()
+
+
+class InexactComparison(Exception):
+    """An ExactNumber compared where only doubles are compared."""
+
+
+def _as_double(number: ExactNumber, caller: Any) -> bool:
+    """Whether ``number`` compares as its double where ``caller`` (a frame)
+    compares it; raises in code that would take the double for the value."""
+    if caller.f_globals.get(COMPILED_MARK):
+        raise InexactComparison(f"{number!r} is not its double")
+    return True
+
+
+def _exact_comparison(compare: Callable[[Any, Any], bool], as_double: Callable[[Any, Any], Any],
+                      nan: bool) -> Callable[[Any, Any], Any]:
+    def method(self: ExactNumber, other: Any) -> Any:
+        if comparisons.mode != EXACT and _as_double(self, sys._getframe(1)):
+            return as_double(self, other)
+        value = written_value(other)
+        if value is NotImplemented:
+            return NotImplemented
+        return nan if value is None else compare(self.exact, value)
+    return method
+
+
+class ExactNumber(float):
+    """A number of a record whose double is not its value as written
+    (0.30000000000000001, 1e23, 1e-400). It is that double, the float any
+    JSON parser would give, for arithmetic and comparisons, except while
+    RecordValidator validates: on jsonschema's path it compares (``==``,
+    ``<``...), hashes and says ``is_integer()`` by its exact value; in the
+    compiled validators (fastjsonschema compares doubles) it raises
+    ``InexactComparison`` and the record goes to jsonschema. It prints as
+    written."""
+
+    __slots__ = ("exact", "text")
+    exact: Decimal
+    text: str | None
+
+    def __new__(cls, exact: Decimal, text: str | None = None) -> ExactNumber:
+        self = super().__new__(cls, float(exact))
+        self.exact = exact
+        self.text = text
+        return self
+
+    __eq__ = _exact_comparison(operator.eq, float.__eq__, False)
+    __ne__ = _exact_comparison(operator.ne, float.__ne__, True)
+    __lt__ = _exact_comparison(operator.lt, float.__lt__, False)
+    __le__ = _exact_comparison(operator.le, float.__le__, False)
+    __gt__ = _exact_comparison(operator.gt, float.__gt__, False)
+    __ge__ = _exact_comparison(operator.ge, float.__ge__, False)
+
+    def __hash__(self) -> int:
+        if comparisons.mode != EXACT and _as_double(self, sys._getframe(1)):
+            return float.__hash__(self)
+        return hash(self.exact)  # equal numbers hash alike across int, float, Decimal
+
+    def is_integer(self) -> bool:
+        if comparisons.mode != EXACT and _as_double(self, sys._getframe(1)):
+            return float.is_integer(self)
+        return self.exact == self.exact.to_integral_value()
+
+    def __repr__(self) -> str:
+        return self.text if self.text is not None else str(self.exact)
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ExactNumber, (self.exact, self.text))
+
+
+class WholeNumber(int):
+    """An integer written with more digits than ``int(text)`` takes
+    (``INT_MAX_DIGITS``); printed from its decimal, which has no such limit."""
+
+    exact: Decimal
+
+    def __new__(cls, exact: Decimal) -> WholeNumber:
+        self = super().__new__(cls, int(exact))
+        self.exact = exact
+        return self
+
+    def __repr__(self) -> str:
+        return str(self.exact)
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WholeNumber, (self.exact,))
 
 
 def _holds_float(value: Any) -> bool:
@@ -185,7 +363,7 @@ def _refuse_constant(name: str) -> Any:
 def _parse_exactly(text: bytes, where: str) -> Value:
     """The slow, exact parse: every number's text checked against PostgreSQL's
     numeric range, lone surrogates found, then numbers turned into the
-    validation view (int, or float as orjson gives)."""
+    validation view (``_number``)."""
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -236,6 +414,8 @@ def _number(text: str, where: str, path: list[str]) -> int | float:
     is_int = text.lstrip("-").isdigit()
     if is_int and len(text) <= INT_MAX_DIGITS:
         return int(text)
+    if not is_int and len(text) <= 16 and "e" not in text and "E" not in text:
+        return float(text)  # 15 digits at most: its double's shortest text is this value
     exact = Decimal(text)
     sign, digits, exponent = exact.as_tuple()
     scale = max(0, -int(exponent))
@@ -244,8 +424,12 @@ def _number(text: str, where: str, path: list[str]) -> int | float:
         raise PermanentError("load_error", f"{where}: the number {excerpt} at {_pointer(path)} is beyond the "
                              "range of PostgreSQL numeric (131072 digits before the point, 16383 after)",
                              pointer=_pointer(path))
-    # The validation view: doubles like every other non-integer (bronze keeps the text).
-    return float(exact)
+    # The validation view (bronze keeps the text): the double where it is
+    # the value written, else a number that compares by its exact value.
+    if is_int:
+        return WholeNumber(exact)
+    value = float(exact)
+    return value if is_written_value(value, exact) else ExactNumber(exact, text)
 
 
 def find_string(value: Any, test, path: list[str] | None = None) -> str:

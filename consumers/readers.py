@@ -485,7 +485,7 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
                         if len(text) > max_record_bytes:
                             raise PermanentError("too_large", too_large_message(f"record {number}",
                                                                                 max_record_bytes), record=number)
-                        yield (orjson.loads(text) if values else {}), text
+                        yield (_parquet_value(text, number) if values else {}), text
                     del texts  # the piece's texts go before the next is built
     except PermanentError:
         raise
@@ -494,6 +494,16 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
         where = f" (after record {number})" if number else ""
         raise PermanentError("parse_error", f"not a readable Parquet file{where}: {type(exc).__name__}: {exc}",
                              record=number or None) from None
+
+
+def _parquet_value(text: bytes, number: int) -> Any:
+    """The value of a row's JSON text. Its floats are the shortest texts of
+    doubles, which are their values, except past 2**53 (written with an
+    exponent: "1.5e+300"), where the double may not be what is written."""
+    value = orjson.loads(text)
+    if b"e+" in text:
+        value = parse_record(text, f"record {number}", depth_checked=True, parsed=value)
+    return value
 
 
 def _name_bytes(fields: list[pa.Field], structs: bool) -> int:
