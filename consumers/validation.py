@@ -14,6 +14,16 @@ explicit, the same on every path:
   format it cannot check (an unknown name, or a check whose package is not
   installed) refuses the source's config (``unassertable_formats``).
 
+Numbers are judged by their value as written (JSON Schema compares numbers
+by mathematical value): a record's numbers come from consumers/jsontext.py
+as ``int``, a ``float`` whose double is the value written, or an
+``ExactNumber`` (0.30000000000000001, 1e23), which jsonschema's path
+compares by its exact decimal and which sends its record to that path; a
+schema's floats stand for their shortest text (``"maximum": 1e308`` is
+10**308, not the double next to it). ``multipleOf`` divides the values as
+written (0.3 is a multiple of 0.1, 1.15 of 0.01); ``type``, bounds,
+``const``, ``enum`` and ``uniqueItems`` compare exactly.
+
 A compiled validator (fastjsonschema, about 1-2 µs a record against
 jsonschema's 25) answers instead of jsonschema only where it is proven to
 give the same verdict: every keyword of the schema, through every subschema
@@ -28,9 +38,12 @@ import calendar
 import copy
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -41,6 +54,8 @@ import jsonschema._format
 import jsonschema._keywords
 import jsonschema._utils
 import regress
+
+from .jsontext import AS_DOUBLE, COMPILED_MARK, EXACT, ExactNumber, comparisons, written_value
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +78,9 @@ ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$commen
 # Keywords fastjsonschema (draft 4/6/7 semantics) implements with the same
 # verdicts as jsonschema, where the draft means the same by them. Checked by
 # differential tests (tests/test_validation_verdicts.py), which also found
-# what is left out: multipleOf (jsonschema divides doubles, so 0.3 is no
-# multiple of 0.1 for it, and takes float remainders of large numbers;
-# fastjsonschema computes in decimals).
+# what is left out: multipleOf (jsonschema, as ingestd sets it up, divides
+# the values as written; fastjsonschema divides doubles or decimals of
+# them).
 _COMMON = frozenset({
     "type", "enum", "maximum", "minimum", "maxLength", "minLength", "pattern", "maxItems", "minItems",
     "uniqueItems", "maxProperties", "minProperties", "required", "properties", "patternProperties",
@@ -168,10 +183,10 @@ class _EcmaRe:
 
 
 def use_ecma_patterns() -> None:
-    """Make jsonschema match patterns as ECMA-262 and check uniqueItems in
-    linear time (idempotent). Refuses to
-    start if jsonschema's internals moved, rather than validate silently with
-    another regex flavour."""
+    """Make jsonschema match patterns as ECMA-262, check uniqueItems in
+    linear time and multipleOf on the values as written (idempotent).
+    Refuses to start if jsonschema's internals moved, rather than validate
+    silently with another regex flavour."""
     for module in (jsonschema._keywords, jsonschema._utils):
         current = getattr(module, "re", None)
         if current is None:
@@ -185,6 +200,49 @@ def use_ecma_patterns() -> None:
         raise RuntimeError("jsonschema._keywords no longer uses uniq: ingestd cannot bound uniqueItems; "
                            "pin jsonschema to a version this ingestd supports")
     jsonschema._keywords.uniq = unique_items
+    # multipleOf (divisibleBy in draft 3) divides the values as written:
+    # jsonschema divides doubles (0.3 is no multiple of 0.1 for it, nor 1.15
+    # of 0.01).
+    for cls in DRAFTS:
+        for keyword, function in list(cls.VALIDATORS.items()):
+            if function is _JSONSCHEMA_MULTIPLE_OF:
+                cls.VALIDATORS[keyword] = multiple_of
+
+
+_JSONSCHEMA_MULTIPLE_OF = jsonschema._keywords.multipleOf
+
+
+def multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's multipleOf on the values as written: the quotient of the
+    two exact values is an integer."""
+    if not validator.is_type(instance, "number"):
+        return
+    verdict = is_multiple(instance, divisor)
+    if verdict is None:  # not a positive finite divisor, or NaN: jsonschema's own answer
+        yield from _JSONSCHEMA_MULTIPLE_OF(validator, divisor, instance, schema)
+    elif not verdict:
+        yield jsonschema.ValidationError(f"{instance!r} is not a multiple of {divisor}")
+
+
+def is_multiple(instance: Any, divisor: Any) -> bool | None:
+    """Whether ``instance`` is an integer multiple of ``divisor``, both as
+    written (``written_value``); None when either is no finite number or the
+    divisor is not positive."""
+    if type(instance) is int and type(divisor) is int and divisor > 0:
+        return instance % divisor == 0
+    value, step = _fraction(instance), _fraction(divisor)
+    if value is None or step is None or step <= 0:
+        return None
+    return (value / step).denominator == 1
+
+
+def _fraction(number: Any) -> Fraction | None:
+    if isinstance(number, bool):
+        return None
+    value = written_value(number)
+    if value is None or value is NotImplemented or (isinstance(value, Decimal) and not value.is_finite()):
+        return None
+    return Fraction(value)
 
 
 def unique_items(array: Any) -> bool:
@@ -205,8 +263,15 @@ def _canonical(value: Any) -> Any:
         return ("boolean", value)
     if isinstance(value, str):
         return ("string", value)
+    if type(value) is ExactNumber:
+        # Its exact value: whole, the integer (1e23 is 10**23); else a
+        # decimal, which no float of a record equals (a float stands for its
+        # shortest text, which is never an ExactNumber's value).
+        return ("number", int(value.exact)) if value.is_integer() else ("decimal", value.exact)
     if isinstance(value, float) and value.is_integer():
-        return ("number", int(value))  # exact: 1.0 is 1, 1e300 is not 10**300
+        # 1.0 is 1; a float past 2**53 is its double (the readers give 1e300
+        # as an ExactNumber, which is 10**300)
+        return ("number", int(value))
     if isinstance(value, (int, float)):
         return ("number", value)
     if value is None:
@@ -624,14 +689,66 @@ def compile_fast(schema: Any, formats: dict[str, Callable[[Any], bool]], use_for
     if isinstance(document, dict):
         document["$schema"] = _FAST_DIALECT[DRAFTS.get(cls, "draft 2020-12")]
     function = fastjsonschema.compile(document, formats=formats, use_formats=use_formats, use_default=False)
+    inner = getattr(function, "func", function)  # compile() binds its arguments with functools.partial
+    namespace = getattr(inner, "__globals__", None)
+    if not isinstance(namespace, dict):
+        raise SchemaError("this fastjsonschema's validators keep no globals")
+    # Its code compares doubles: a number whose double is not its value
+    # (jsontext.ExactNumber) refuses to be compared there.
+    namespace[COMPILED_MARK] = True
     if real:
-        inner = getattr(function, "func", function)  # compile() binds its arguments with functools.partial
-        table = getattr(inner, "__globals__", {}).get("REGEX_PATTERNS")
+        table = namespace.get("REGEX_PATTERNS")
         if not isinstance(table, dict):
             raise SchemaError("this fastjsonschema keeps no pattern table")
         for name, pattern in real.items():
             table[name] = ecma_pattern(pattern)
     return function
+
+
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_TWO_53 = 2**53
+
+
+def written_schema(schema: Any, cls: type, as_integers: bool) -> Any:
+    """``schema`` with the floats of its bounds, ``const`` and ``enum`` whose
+    double is not the number written (1e308 is 10**308; the double is
+    10**308 + 1.1e291) replaced by that number: for the compiled validator
+    the integer (``as_integers``), for jsonschema an ``ExactNumber`` that
+    prints as before. Python compares an integer of a record with a float by
+    the double; below 2**53 the double and the shortest text agree, so
+    only floats beyond it are replaced. The schema itself when there are none."""
+    if not _big_floats(schema):
+        return schema
+    document = copy.deepcopy(schema)
+
+    def written(value: Any) -> Any:
+        if type(value) is float and math.isfinite(value) and abs(value) >= _TWO_53:
+            exact = Decimal(repr(value))
+            if Decimal(value) != exact:
+                return int(exact) if as_integers else ExactNumber(exact, repr(value))
+        if isinstance(value, list):
+            return [written(v) for v in value]
+        if isinstance(value, dict):
+            return {k: written(v) for k, v in value.items()}
+        return value
+
+    for _, node in schema_positions(document, cls):
+        if not isinstance(node, dict):
+            continue
+        for key in _BOUNDS + ("const", "enum"):
+            if key in node and not isinstance(node[key], bool):
+                node[key] = written(node[key])
+    return document
+
+
+def _big_floats(value: Any) -> bool:
+    if type(value) is float:
+        return abs(value) >= _TWO_53
+    if isinstance(value, dict):
+        return any(_big_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_big_floats(v) for v in value)
+    return False
 
 
 class RecordValidator:
@@ -654,13 +771,14 @@ class RecordValidator:
         problems += unassertable_formats(schema, format_mode, checker)
         if problems:
             raise SchemaError("; ".join(problems))
-        self._reference = cls(schema, format_checker=checker)
+        self._reference = cls(written_schema(schema, cls, as_integers=False), format_checker=checker)
         self.plan = plan_for(schema, format_mode)
         if self.plan.fast:
             formats = _fast_formats(checker)
+            compiled = written_schema(schema, cls, as_integers=True)
             try:
-                self._fast = compile_fast(schema, formats, checker is not None, cls)
-                self._flat = _FlatObjectCheck.build(schema, formats, checker is not None, cls)
+                self._fast = compile_fast(compiled, formats, checker is not None, cls)
+                self._flat = _FlatObjectCheck.build(compiled, formats, checker is not None, cls)
             except Exception as exc:  # noqa: BLE001 - any compile failure means "use the reference path"
                 self._fast = self._flat = None
                 self.plan = ValidationPlan(self.plan.draft, False, (f"fastjsonschema cannot compile it: {exc}",),
@@ -671,6 +789,8 @@ class RecordValidator:
         if self._reference is None:
             return None
         try:
+            # The compiled path compares doubles: a number whose double is not
+            # its value (an ExactNumber) raises there, and jsonschema judges.
             if self._flat is not None:
                 if self._flat.is_valid(record):
                     return None
@@ -683,7 +803,9 @@ class RecordValidator:
         except Exception:  # noqa: BLE001 - the compiled path failing is no verdict: the reference gives it
             pass  # (a schema that refers to itself without end: RecursionError; the reference says what it can)
         found = []
+        numbers = comparisons
         try:
+            numbers.mode = EXACT
             for error in self._reference.iter_errors(record):
                 found.append({
                     "pointer": "/" + "/".join(_escape(p) for p in error.absolute_path),
@@ -697,6 +819,8 @@ class RecordValidator:
             # evaluate for it): never called valid without a verdict.
             return [{"pointer": "/", "keyword": "$schema",
                      "message": f"the schema cannot be evaluated for this record ({type(exc).__name__}: {exc})"[:500]}]
+        finally:
+            numbers.mode = AS_DOUBLE
         # The fast path is exact where used: a disagreement is the reference's call.
         return found or None
 
