@@ -67,6 +67,7 @@ _EXPONENT = b"0e"  # a digit, then e or E: one search finds every exponent
 # A number's text (the filter's hits are checked one number at a time).
 _NUMBER = re.compile(rb"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _TWO_53 = 2**53
+_BLANKS = b" \t\r\n"
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -170,13 +171,26 @@ def parse_record(text: bytes, where: str, depth_checked: bool = False, exact_num
         # is refused then, or by PostgreSQL itself: a load_error all the same,
         # naming the row.)
         if exact_numbers and (_LONG_DIGITS in shape or _EXPONENT in shape) and _holds_float(value) \
-                and not doubles_are_written_values(text):
+                and not _shortest_texts(text, value) and not doubles_are_written_values(text):
             value = _parse_exactly(text, where)
     if b"\\u0000" in text and _NUL_ESCAPE.search(text):
         pointer = find_string(value, lambda s: "\x00" in s)
         raise PermanentError("load_error", f"{where}: the string at {pointer} holds U+0000 (\\u0000), which "
                              "PostgreSQL jsonb cannot store", pointer=pointer)
     return value
+
+
+def _shortest_texts(text: bytes, value: Any) -> bool:
+    """Whether every number of ``text`` is written as the shortest text of
+    its double, as most writers of JSON write floats (Python, JavaScript,
+    orjson: 323.83276483316234), and no double is past 1e16, where it may not
+    be its text's value: ``text`` is ``value`` written again by orjson, but
+    for whitespace (strings and structure are the same; the numbers align)."""
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return b"e+" not in again and text.translate(None, _BLANKS) == again.translate(None, _BLANKS)
 
 
 def doubles_are_written_values(text: bytes) -> bool:
@@ -195,6 +209,9 @@ def doubles_are_written_values(text: bytes) -> bool:
             continue
         if exponent is None and len(token) <= 16:
             continue  # 15 digits at most: the double's shortest text is this value
+        double = float(token)
+        if -_TWO_53 < double < _TWO_53 and repr(double).encode() == token:
+            continue
         exact = Decimal(token.decode("ascii"))
         if not is_written_value(float(exact), exact):
             return False

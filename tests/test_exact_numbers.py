@@ -306,3 +306,20 @@ def test_a_number_is_a_plain_float_exactly_when_its_double_stands_for_it(number)
     else:
         assert type(parsed) is ExactNumber and Fraction(parsed.exact) == value
         assert float(parsed) == float(Decimal(text))  # as arithmetic: the nearest double
+    double = float(Decimal(text))
+    if value.denominator != 1 and abs(double) < 2**53 and Fraction(Decimal(repr(double))) == value:
+        assert type(parsed) is float  # the usual case stays a plain float (the fast path)
+
+
+@settings(PROPERTY)
+@given(st.lists(st.one_of(doubles, st.floats(min_value=-1e30, max_value=1e30)), min_size=1, max_size=8),
+       st.sampled_from([{}, {"separators": (",", ":")}, {"indent": 1}]))
+def test_floats_written_as_the_shortest_text_of_their_double_stay_floats(floats, layout):
+    """What Python, JavaScript and orjson write (repr): no exact reading
+    needed below 1e16; beyond, the double is not what "1e+23" says."""
+    text = json.dumps({"n": floats, "s": "a b", "m": {"x": floats[0]}}, **layout).encode()
+    value = parse_record(text, "x")
+    for double, parsed in zip(floats, value["n"]):
+        assert parsed == double
+        big = abs(double) >= 1e16 and Decimal(double) != Decimal(repr(double))
+        assert type(parsed) is (ExactNumber if big else float), (double, type(parsed))
