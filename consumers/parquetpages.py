@@ -27,6 +27,9 @@ from .jsontext import too_large_message
 WINDOW = 8192
 HEADER_FIRST, HEADER_MOST = 16 << 10, 16 << 20  # pyarrow's own start and limit
 _HEADER_BUFFER = 256 << 10  # bytes read at a time for page headers
+# pyarrow keeps the pages of a string column it reads until their row group
+# is read when they are small (measured: under 12 KB, kept; over 60 KB, not).
+SMALL_PAGE = 32 << 10
 _DATA, _DICTIONARY, _DATA_V2 = 0, 2, 3
 _PLAIN_DICTIONARY, _RLE, _BIT_PACKED, _DELTA_BYTE_ARRAY, _RLE_DICTIONARY = 2, 3, 4, 7, 8
 _INDICES = (_PLAIN_DICTIONARY, _RLE_DICTIONARY)
@@ -330,6 +333,7 @@ class Chunk:
     index_pages: int = 0  # data pages of dictionary indices
     index_levels: int = 0  # their levels
     other_strings: int = 0  # the string bytes the other data pages yield (string_bytes)
+    small_pages: int = 0  # bytes of its pages under SMALL_PAGE decompressed, in a string column
 
     @property
     def dictionary_bytes(self) -> int:
@@ -400,7 +404,7 @@ def iter_pages(fh: IO[bytes], chunk: Chunk, meta: Any, file_size: int, padded: b
     dictionary of more entries than its bytes can hold, repetition levels
     longer than their page) are a ValueError."""
     chunk.levels = chunk.largest = chunk.data_pages = chunk.index_pages = chunk.index_levels = 0
-    chunk.other_strings = 0
+    chunk.other_strings = chunk.small_pages = 0
     chunk.dictionary = None
     pos, end = _chunk_range(meta, file_size, padded)
     headers = _Headers(fh, end)
@@ -437,6 +441,8 @@ def iter_pages(fh: IO[bytes], chunk: Chunk, meta: Any, file_size: int, padded: b
                                      f"{page.repetition_bytes} bytes of repetition levels")
             chunk.levels += levels
             chunk.data_pages += 1
+            if chunk.physical == "BYTE_ARRAY" and size < SMALL_PAGE:
+                chunk.small_pages += size
             if page.encoding in _INDICES:
                 chunk.index_pages += 1
                 chunk.index_levels += levels
