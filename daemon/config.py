@@ -193,7 +193,7 @@ def check_config_document(doc: Mapping[str, Any]) -> list[str]:
     """Every problem of a parsed config document, as messages naming the key."""
     validator = jsonschema.Draft202012Validator(config_schema())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    messages = [describe_config_error(e) for e in errors] + _objective_problems(doc)
+    messages = [describe_config_error(e) for e in errors] + _nan_problems(doc)
     names = [s.get("name") for s in doc.get("sources", []) if isinstance(s, dict)]
     for name in sorted({n for n in names if names.count(n) > 1 and n}):
         messages.append(f"sources: name {name!r} is configured twice")
@@ -440,17 +440,19 @@ _COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format
 OBJECTIVES = ("run_error_ratio", "invalid_record_ratio", "latency_p95_seconds")
 
 
-def _objective_problems(doc: Mapping[str, Any]) -> list[str]:
-    """Objectives that are NaN, which the schema's bounds let through (NaN
-    compares false with everything): its alert would never fire, nor the
-    status screen's verdict, while the threshold looks set."""
-    sources = doc.get("sources")
-    tables = [("objectives", doc.get("objectives"))] + [
-        (f"sources[{n}].objectives", raw.get("objectives"))
-        for n, raw in enumerate(sources if isinstance(sources, list) else []) if isinstance(raw, Mapping)]
-    return [f"{where}.{key}: nan is not a number (write one such as {0.01 if key != 'latency_p95_seconds' else 2})"
-            for where, table in tables if isinstance(table, Mapping)
-            for key, value in table.items() if isinstance(value, float) and math.isnan(value)]
+def _nan_problems(value: Any, where: str = "") -> list[str]:
+    """Settings that are NaN (TOML's ``nan``), anywhere in the file: the
+    schema's bounds let NaN through (it compares false with everything), so
+    an objective of nan would silence its alert and the status verdict, a
+    ``max_invalid_ratio`` of nan would never refuse a file, while the value
+    looks set."""
+    if isinstance(value, float) and math.isnan(value):
+        return [f"{where or 'the config'}: nan is not a number (write a number)"]
+    if isinstance(value, Mapping):
+        return [p for key, v in value.items() for p in _nan_problems(v, f"{where}.{key}" if where else str(key))]
+    if isinstance(value, list):
+        return [p for n, v in enumerate(value) for p in _nan_problems(v, f"{where}[{n}]")]
+    return []
 
 
 _RETENTION = re.compile(r"^\s*([1-9][0-9]{0,3})\s*(months?|years?)\s*$")

@@ -205,3 +205,16 @@ def test_a_bad_log_format_is_refused_by_commands_without_a_config_too(tmp_path, 
     assert result.returncode == 2, result.stdout + result.stderr
     assert "INGESTD_LOG_FORMAT: 'bogus' is neither text nor json" in result.stderr
     assert not (tmp_path / "ingestd.toml").exists()
+
+
+@pytest.mark.parametrize("doc, named", [
+    ({"sources": [{"name": "s", "format": "csv", "max_invalid_ratio": float("nan")}]}, "sources[0].max_invalid_ratio"),
+    ({"landing": {"settle_seconds": float("nan")}}, "landing.settle_seconds"),
+    ({"consumer": {"stop_timeout_seconds": float("nan")}}, "consumer.stop_timeout_seconds"),
+])
+def test_nan_is_refused_for_every_setting(tmp_path, doc, named):
+    """TOML's nan passes every minimum and maximum (it compares false with everything): a
+    max_invalid_ratio of nan would never refuse a file, a wait of nan never end."""
+    with pytest.raises(ConfigError) as refused:
+        build_config(doc, tmp_path, environ={})
+    assert f"{named}: nan is not a number" in str(refused.value)
