@@ -637,3 +637,12 @@ class Ledger:
                 " SELECT count(*) FROM done WHERE status = 'expired'").format(
                     sql.Identifier("bronze", partition)), (partition, source))
             return int(cur.fetchone()[0])
+
+    # -- partitions ----------------------------------------------------------
+    def record_partition(self, source: str, partition: str, action: str, lower: datetime | None,
+                         upper: datetime | None, by: str, rows: int | None = None, size: int | None = None) -> None:
+        """A month made, detached or dropped, or a table migrated
+        (``action``), as a row of ``ops.partition_log`` (no commit)."""
+        self._run("INSERT INTO ops.partition_log (source, partition, action, range_from, range_to, rows, bytes,"
+                  " by_whom) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                  (source, partition, action, lower, upper, rows, size, by))

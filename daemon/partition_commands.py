@@ -1,12 +1,13 @@
 """``ingestd partitions`` (list), ``ingestd partitions maintain`` and
-``ingestd partitions migrate``: see daemon/partitions.py for what they do."""
+``ingestd partitions migrate``: see daemon/partitions.py,
+daemon/partition_maintenance.py and daemon/partition_migration.py for what they do."""
 from __future__ import annotations
 
 import os
 import sys
 from datetime import datetime
 
-from . import partitions
+from . import partition_maintenance, partition_migration, partitions
 from .db import connect, migrate
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .operate import print_json
@@ -83,8 +84,8 @@ def cmd_maintain(config, args) -> int:
     migrate(config.database_url, config.connect_timeout_seconds)
     conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-partitions")
     try:
-        steps = partitions.maintain(conn, sources, by=f"ingestd partitions maintain ({os.uname().nodename})",
-                                    dry_run=args.dry_run)
+        steps = partition_maintenance.maintain(
+            conn, sources, by=f"ingestd partitions maintain ({os.uname().nodename})", dry_run=args.dry_run)
     finally:
         conn.close()
     if steps is None:
@@ -138,9 +139,9 @@ def cmd_migrate(config, args) -> int:
         bar.refresh()
 
     try:
-        report = partitions.migrate_table(conn, source, by=f"ingestd partitions migrate ({os.uname().nodename})",
-                                          batch_rows=args.batch_rows, drop_old=args.drop_old, progress=progress,
-                                          say=lambda text: print(f"ingestd: {text}", file=sys.stderr))
+        report = partition_migration.migrate_table(
+            conn, source, by=f"ingestd partitions migrate ({os.uname().nodename})", batch_rows=args.batch_rows,
+            drop_old=args.drop_old, progress=progress, say=lambda text: print(f"ingestd: {text}", file=sys.stderr))
     except partitions.MigrationError as exc:
         bar.close()
         print(printable(f"ingestd partitions migrate: {exc}"), file=sys.stderr)
@@ -157,7 +158,7 @@ def cmd_migrate(config, args) -> int:
     if source.retention_months:
         conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-partitions")
         try:
-            due = [s for s in partitions.plan(conn, [source]) if s.action == "drop"]
+            due = [s for s in partition_maintenance.plan(conn, [source]) if s.action == "drop"]
         finally:
             conn.close()
         if due:

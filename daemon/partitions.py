@@ -23,22 +23,16 @@ ACCESS EXCLUSIVE, held to the end of the load, and stall every other worker
 of the source.
 
 Retention (``retention = "24 months"``) drops the partitions whose every row
-is older than that: upper bound at or before now minus the retention, "now"
-being the database server's (the clock that stamps ``ingested_at``), never
-the maintaining host's. They go by ``DETACH PARTITION … CONCURRENTLY`` (loads
-go on) then ``DROP TABLE``. Each month made or dropped is a row of
-``ops.partition_log`` and a log line. In the drop's transaction, each load
-with rows in the month counts them in the manifest; a load whose rows are
-then all gone is ``expired`` there, and the same bytes dropped again load
-anew (``Ledger.expire_loads``).
+is older than that, by the database server's clock. The months made ahead
+and retention are daemon/partition_maintenance.py; a plain table made
+partitioned while loads go on (``ingestd partitions migrate``),
+daemon/partition_migration.py.
 """
 from __future__ import annotations
 
 import calendar
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,16 +43,12 @@ from psycopg2 import sql
 
 from .db import lock_key
 from .ledger import Ledger
-from .metrics import PARTITION_MAINTENANCE, PARTITIONS_DROPPED
 from .sources import SourceConfig
 
 log = logging.getLogger(__name__)
 
 # Months made after the current one.
 AHEAD_MONTHS = 2
-# How often each consumer process runs maintenance (one at a time across
-# processes: the others find the lock taken and skip).
-MAINTAIN_EVERY_SECONDS = 3600.0
 # Partitions up to this size are counted exactly by ``ingestd partitions``;
 # above it the planner's estimate is shown (``--exact`` counts them all).
 EXACT_COUNT_BYTES = 64 << 20
@@ -67,7 +57,6 @@ EXACT_COUNT_BYTES = 64 << 20
 # differ from the worker's, by less than that.
 CLOCK_MARGIN = timedelta(days=1)
 PARTITION_KEYS = ("ingested_at", "source_timestamp")
-MAINTENANCE_LOCK = lock_key("ingestd.partitions.maintain")
 
 
 class PartitionMissing(Exception):
@@ -80,6 +69,11 @@ class PartitionMissing(Exception):
 class WouldWait(Exception):
     """Making a partition would wait on a lock; a group of loads never
     waits, so its member takes the single way."""
+
+
+
+class MigrationError(Exception):
+    """A migration that cannot start or finish; its message says why."""
 
 
 def month_start(value: datetime) -> datetime:
@@ -101,13 +95,19 @@ def partition_name(source: str, month: datetime) -> str:
     return f"{source}_p{month.year:04d}_{month.month:02d}"
 
 
-def _table(name: str) -> sql.Composed:
+def bronze_table(name: str) -> sql.Composed:
     return sql.SQL("bronze.{}").format(sql.Identifier(name))
 
 
 def retention_cutoff(now: datetime, months: int) -> datetime:
     """Rows before this instant are past a retention of ``months``."""
     return add_months(now.astimezone(UTC), -months)
+
+
+def past_retention(p: Partition, source: SourceConfig, now: datetime) -> bool:
+    """Every row of ``p`` is older than the source's retention at ``now``."""
+    return (source.retention_months is not None and not p.default and p.upper is not None
+            and p.upper <= retention_cutoff(now, source.retention_months))
 
 
 def server_now(cur: psycopg2.extensions.cursor) -> datetime:
@@ -201,15 +201,15 @@ def create_partitioned(cur: psycopg2.extensions.cursor, source: str, column: str
     table = table or source
     cur.execute(sql.SQL(
         "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES, PRIMARY KEY (id, {}))"
-        " PARTITION BY RANGE ({})").format(_table(table), _table(like), sql.Identifier(column),
+        " PARTITION BY RANGE ({})").format(bronze_table(table), bronze_table(like), sql.Identifier(column),
                                            sql.Identifier(column)))
-    cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(_table(table)), (_comment(column),))
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(bronze_table(table)), (table_comment(column),))
     now = month_start(server_now(cur))
     for ahead in range(AHEAD_MONTHS + 1):
         create_month(cur, source, add_months(now, ahead), by, "with the table", parent=table)
 
 
-def _comment(column: str) -> str:
+def table_comment(column: str) -> str:
     return f"ingestd bronze table, partitioned by month of {column} (ingestd partitions)"
 
 
@@ -221,21 +221,14 @@ def create_month(cur: psycopg2.extensions.cursor, source: str, month: datetime, 
     lower, upper = month, add_months(month, 1)
     parent = parent or source
     cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE"
-                        " INCLUDING COMPRESSION)").format(_table(name), _table(parent)))
+                        " INCLUDING COMPRESSION)").format(bronze_table(name), bronze_table(parent)))
     cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM (%s) TO (%s)").format(
-        _table(parent), _table(name)), (lower, upper))
-    _record(cur, source, name, "created", lower, upper, None, None, by)
+        bronze_table(parent), bronze_table(name)), (lower, upper))
+    Ledger(cur.connection).record_partition(source, name, "created", lower, upper, by)
     log.info("partition created", extra={"step": "partitions", "status": "created", "source": source,
                                          "partition": f"bronze.{name}", "from": lower.isoformat(),
                                          "to": upper.isoformat(), "why": why})
     return name
-
-
-def _record(cur: psycopg2.extensions.cursor, source: str, name: str, action: str, lower: datetime | None,
-            upper: datetime | None, rows: int | None, size: int | None, by: str) -> None:
-    cur.execute("INSERT INTO ops.partition_log (source, partition, action, range_from, range_to, rows, bytes,"
-                " by_whom) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (source, name, action, lower, upper, rows,
-                                                                        size, by))
 
 
 def prepare_load(cur: psycopg2.extensions.cursor, layouts: dict[str, Layout], source: str,
@@ -298,7 +291,7 @@ def measure(cur: psycopg2.extensions.cursor, name: str, exact: bool = False) -> 
                 (name,))
     size, estimate = cur.fetchone()
     if exact or size <= EXACT_COUNT_BYTES or estimate < 0:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(name)))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(bronze_table(name)))
         return cur.fetchone()[0], True, size
     return estimate, False, size
 
@@ -326,418 +319,15 @@ def describe(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfi
                 if source.retention_months and p.upper is not None and not p.default:
                     goes = add_months(p.upper, source.retention_months)
                 note = "default" if p.default else "detaching" if p.detaching else ""
-                if not note and _past_retention(p, source, now):
+                if not note and past_retention(p, source, now):
                     note = "past retention: the next maintenance drops it"
                 out.append(PartitionInfo(source.name, p.name, p.lower, p.upper, rows, counted, size, goes, note))
     conn.rollback()
     return out
 
 
-# -- maintenance -------------------------------------------------------------
-
-@dataclass
-class Step:
-    """One thing maintenance does (or would do, in a dry run)."""
-
-    source: str
-    partition: str
-    action: str  # "create", "drop"
-    lower: datetime | None
-    upper: datetime | None
-    rows: int | None = None
-    exact: bool = True
-    bytes: int | None = None
-    # How it is detached: CONCURRENTLY; FINALIZE when an earlier DETACH … CONCURRENTLY did
-    # not finish; "" when an earlier round detached it and did not drop it.
-    detach: str = "CONCURRENTLY"
-    done: bool = False
-    expired: int = 0  # loads whose last rows went with it (their bytes load again)
-
-
-def plan(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig]) -> list[Step]:
-    """What maintenance would do now (by the server's clock): months to make
-    ahead, partitions past retention."""
-    steps: list[Step] = []
-    with conn.cursor() as cur:
-        now = server_now(cur)
-        for source in sources:
-            if source.partition != "month":
-                continue
-            layout = read_layout(cur, source.name)
-            if layout is None or not layout.managed:
-                if layout is not None and not layout.partitioned:
-                    log.warning("source is set to partition by month but its bronze table is a plain table",
-                                extra={"step": "partitions", "status": "unpartitioned", "source": source.name,
-                                       "fix": f"ingestd partitions migrate --source {source.name}"})
-                continue
-            this_month = month_start(now)
-            for ahead in range(AHEAD_MONTHS + 1):
-                month = add_months(this_month, ahead)
-                if not layout.covers(month):
-                    steps.append(Step(source.name, partition_name(source.name, month), "create", month,
-                                      add_months(month, 1)))
-            if source.retention_months:
-                for p in layout.partitions:
-                    if _past_retention(p, source, now):
-                        rows, counted, size = measure(cur, p.name)
-                        steps.append(Step(source.name, p.name, "drop", p.lower, p.upper, rows, counted, size,
-                                          "FINALIZE" if p.detaching else "CONCURRENTLY"))
-                for name, lower, upper in _left_detached(cur, source.name):
-                    rows, counted, size = measure(cur, name)
-                    steps.append(Step(source.name, name, "drop", lower, upper, rows, counted, size, detach=""))
-    conn.rollback()
-    return steps
-
-
-def _past_retention(p: Partition, source: SourceConfig, now: datetime) -> bool:
-    """Every row of ``p`` is older than the source's retention at ``now``."""
-    return (source.retention_months is not None and not p.default and p.upper is not None
-            and p.upper <= retention_cutoff(now, source.retention_months))
-
-
-def _left_detached(cur: psycopg2.extensions.cursor, source: str) -> list[tuple[str, datetime, datetime]]:
-    """Months an earlier round detached and did not drop (its connection
-    went between the two): tables no longer attached whose last entry in
-    ops.partition_log is ingestd's 'detached'. A table someone detached by
-    hand has no such entry and stays."""
-    cur.execute(
-        "SELECT c.relname, l.range_from, l.range_to FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'bronze'"
-        " JOIN LATERAL (SELECT action, range_from, range_to FROM ops.partition_log"
-        "               WHERE source = %s AND partition = c.relname ORDER BY id DESC LIMIT 1) l ON true"
-        " WHERE c.relkind = 'r' AND NOT c.relispartition AND l.action = 'detached' ORDER BY 2",
-        (source,))
-    return cur.fetchall()
-
-
-def maintain(conn: psycopg2.extensions.connection, sources: Iterable[SourceConfig], by: str,
-             dry_run: bool = False) -> list[Step] | None:
-    """Make the coming months and drop what retention lets go, by the
-    server's clock; the steps (done, or planned in a dry run). None when
-    another process is at it."""
-    sources = list(sources)
-    if dry_run:
-        return plan(conn, sources)
-    with conn.cursor() as cur:
-        # A session lock: it outlives the transactions below.
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK,))
-        taken = cur.fetchone()[0]
-        conn.commit()
-        if not taken:
-            return None
-        try:
-            steps = plan(conn, sources)
-            for step in steps:
-                if step.action == "create":
-                    _create_ahead(conn, step, by)
-                else:
-                    _drop(conn, step, by)
-            return steps
-        finally:
-            conn.rollback()
-            cur.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))
-            conn.commit()
-
-
-def _create_ahead(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
-    assert step.lower is not None
-    with conn.cursor() as cur:
-        lock_source(cur, step.source)
-        layout = read_layout(cur, step.source)
-        if layout is not None and layout.managed and not layout.covers(step.lower):
-            create_month(cur, step.source, step.lower, by, "ahead of time")
-            step.done = True
-    conn.commit()
-
-
-def _drop(conn: psycopg2.extensions.connection, step: Step, by: str) -> None:
-    """Detach (concurrently: loads go on) and drop one partition."""
-    conn.commit()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            parent, part = _table(step.source), _table(step.partition)
-            if step.detach:
-                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + step.detach).format(parent, part))
-                _record(cur, step.source, step.partition, "detached", step.lower, step.upper, step.rows, step.bytes,
-                        by)
-            conn.autocommit = False
-            step.expired = Ledger(conn).expire_loads(step.source, step.partition)
-            cur.execute(sql.SQL("DROP TABLE {}").format(part))
-            _record(cur, step.source, step.partition, "dropped", step.lower, step.upper, step.rows, step.bytes, by)
-            conn.commit()
-            step.done = True
-    finally:
-        conn.autocommit = False
-    PARTITIONS_DROPPED.labels(step.source).inc()
-    log.info("partition dropped by retention", extra={
-        "step": "partitions", "status": "dropped", "source": step.source, "partition": f"bronze.{step.partition}",
-        "from": step.lower.isoformat() if step.lower else None, "to": step.upper.isoformat() if step.upper else None,
-        "rows": step.rows, "rows_exact": step.exact, "bytes": step.bytes, "loads_expired": step.expired})
-
-
-def maintenance_loop(sources: Callable[[], Iterable[SourceConfig]], database_url: str, timeout: int,
-                     stop: threading.Event, by: str, every: float = MAINTAIN_EVERY_SECONDS) -> None:
-    """A consumer process's maintenance: at start, then every ``every``
-    seconds, until ``stop``. Never raises: a failure is logged and tried
-    again at the next round."""
-    from .db import OnDemand
-
-    database = OnDemand(database_url, timeout, "ingestd-partitions")
-    try:
-        while not stop.is_set():
-            try:
-                partitioned = [s for s in sources() if s.partition == "month"]
-                if partitioned:
-                    steps = maintain(database.get(), partitioned, by)
-                    PARTITION_MAINTENANCE.labels("skipped" if steps is None else "ok").inc()
-            except Exception as exc:  # noqa: BLE001 - next round tries again; the loads go on
-                PARTITION_MAINTENANCE.labels("failed").inc()
-                log.warning("partition maintenance failed; trying again at the next round", extra={
-                    "step": "partitions", "status": "failed", "error": str(exc).strip()[:500]})
-                database.drop()
-            stop.wait(every)
-    finally:
-        database.drop()
-
-
-# -- migrating a plain table --------------------------------------------------
-
-MIGRATING_SUFFIX = "-partitioned"  # the new table while rows are copied
-OLD_SUFFIX = "-unpartitioned"  # the old table, kept after the swap
-SWAP_LOCK_TIMEOUT = "3s"
-SWAP_ATTEMPTS = 40
-MISSING_BATCH = 50_000  # ids a statement copies by set difference
-
-
-@dataclass
-class MigrationReport:
-    source: str
-    rows_old: int = 0
-    rows_new: int = 0
-    kept_as: str | None = None
-    swap_waits: int = 0
-    seconds: float = 0.0
-
-
-def migrate_table(conn: psycopg2.extensions.connection, source: SourceConfig, by: str, batch_rows: int = 50_000,
-                  drop_old: bool = False, progress: Callable[[int, int], None] | None = None,
-                  say: Callable[[str], None] = lambda _: None) -> MigrationReport:
-    """Turn the plain ``bronze.<source>`` into a table partitioned by month,
-    while loads go on into it.
-
-    Rows are copied in batches of ids into a new partitioned table (each
-    batch its own transaction, so an interrupted migration resumes where
-    it stopped); loads keep writing to the old table meanwhile. Then, in one
-    short transaction under an ACCESS EXCLUSIVE lock on the old table (loads
-    wait a moment, at most ``SWAP_LOCK_TIMEOUT`` per attempt), the rows the
-    new table lacks are copied, the copy is proved whole (the same rows on
-    both sides) and the tables swap names; waiting loads then write into the
-    partitioned one. Without that proof nothing swaps (``MigrationError``):
-    loads go on into the old table. The old table is kept as
-    ``bronze."<source>-unpartitioned"`` unless ``drop_old``."""
-    started = time.monotonic()
-    name = source.name
-    column = source.partition_by
-    report = MigrationReport(name)
-    new = name + MIGRATING_SUFFIX
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key("bronze.migrate", name),))
-        if not cur.fetchone()[0]:
-            raise MigrationError(f"another ingestd partitions migrate of {name} is running")
-        try:
-            layout = read_layout(cur, name)
-            if layout is None:
-                raise MigrationError(f"bronze.{name} does not exist: nothing to migrate (a new table is made "
-                                     "partitioned at its first load)")
-            if layout.partitioned:
-                raise MigrationError(f"bronze.{name} is already partitioned (by {layout.column})")
-            columns = _columns(cur, name)
-            if column not in columns:
-                raise MigrationError(f"bronze.{name} has no column {column}")
-            _warn_dependents(cur, name, say)
-            if read_layout(cur, new) is None:
-                lock_source(cur, name)
-                create_partitioned(cur, name, column, by, like=name, table=new)
-                conn.commit()
-                say(f"made bronze.\"{new}\", partitioned by month of {column}")
-            else:
-                say(f"resuming: bronze.\"{new}\" holds the rows copied so far")
-            _copy_batches(conn, name, new, column, columns, batch_rows, progress)
-            _vacuum(conn, new)
-            _copy_missing(cur, name, new, column, columns)  # loads go on: most of what the batches missed
-            conn.commit()
-            _swap(conn, name, new, column, columns, by, report)
-            old = name + OLD_SUFFIX
-            if drop_old:
-                cur.execute(sql.SQL("DROP TABLE {}").format(_table(old)))
-                conn.commit()
-            else:
-                report.kept_as = old
-        finally:
-            conn.rollback()
-            cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key("bronze.migrate", name),))
-            conn.commit()
-    report.seconds = time.monotonic() - started
-    return report
-
-
-class MigrationError(Exception):
-    """A migration that cannot start or finish; its message says why."""
-
-
-def _columns(cur: psycopg2.extensions.cursor, name: str) -> list[str]:
-    cur.execute("SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bronze' AND c.relname = %s"
-                " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (name,))
-    return [r[0] for r in cur.fetchall()]
-
-
-def _warn_dependents(cur: psycopg2.extensions.cursor, name: str, say: Callable[[str], None]) -> None:
-    """Views follow a table through a rename, grants stay with it: say so."""
-    cur.execute("SELECT DISTINCT v.oid::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
-                " JOIN pg_class v ON v.oid = r.ev_class WHERE d.refobjid = to_regclass(%s) AND v.oid <> d.refobjid",
-                (f'bronze."{name}"',))
-    views = [r[0] for r in cur.fetchall()]
-    if views:
-        say(f"views on bronze.{name} will follow the old table: re-create them afterwards: {', '.join(views)}")
-    cur.execute("SELECT relacl IS NOT NULL FROM pg_class WHERE oid = to_regclass(%s)", (f'bronze."{name}"',))
-    if cur.fetchone()[0]:
-        say(f"bronze.{name} has grants of its own: GRANT them again on the new table afterwards (\\dp shows them)")
-
-
-def _copy_batches(conn: psycopg2.extensions.connection, old: str, new: str, column: str, columns: list[str],
-                  batch_rows: int, progress: Callable[[int, int], None] | None) -> None:
-    """Copy rows by ranges of ids until what is left is less than a batch."""
-    with conn.cursor() as cur:
-        while True:
-            cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_table(new)))
-            done_to = cur.fetchone()[0]
-            cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_table(old)))
-            top = cur.fetchone()[0]
-            conn.commit()
-            if progress is not None:
-                progress(done_to, top)
-            if top - done_to < batch_rows:
-                return
-            while done_to < top:
-                _copy_range(cur, old, new, column, columns, done_to, done_to + batch_rows)
-                conn.commit()
-                done_to += batch_rows
-                if progress is not None:
-                    progress(min(done_to, top), top)
-
-
-def _copy_range(cur: psycopg2.extensions.cursor, old: str, new: str, column: str, columns: list[str],
-                after: int, upto: int) -> None:
-    """Copy the rows with ``after < id <= upto``."""
-    _copy_rows(cur, old, new, column, columns, sql.SQL("id > %s AND id <= %s"), (after, upto))
-
-
-def _vacuum(conn: psycopg2.extensions.connection, table: str) -> None:
-    """VACUUM (ANALYZE) the new table before the swap: its set difference
-    and counts, under the lock, then read the indexes alone (a fifth of the
-    time for 200,000 rows)."""
-    conn.commit()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("VACUUM (ANALYZE) {}").format(_table(table)))
-    finally:
-        conn.autocommit = False
-
-
-def _copy_missing(cur: psycopg2.extensions.cursor, old: str, new: str, column: str, columns: list[str]) -> int:
-    """Copy the rows of ``old`` whose id ``new`` lacks; how many. A set
-    difference, not "the ids above the highest copied": each session takes
-    ids from the identity in a block of its own, so ids do not follow
-    commit order, and a row committed during the copy may have an id below
-    the highest copied."""
-    cur.execute(sql.SQL("SELECT o.id FROM {} o WHERE NOT EXISTS (SELECT FROM {} n WHERE n.id = o.id)").format(
-        _table(old), _table(new)))
-    ids = [r[0] for r in cur.fetchall()]
-    for start in range(0, len(ids), MISSING_BATCH):
-        _copy_rows(cur, old, new, column, columns, sql.SQL("id = ANY(%s)"), (ids[start:start + MISSING_BATCH],))
-    return len(ids)
-
-
-def _copy_rows(cur: psycopg2.extensions.cursor, old: str, new: str, column: str, columns: list[str],
-               where: sql.Composable, params: tuple) -> None:
-    """Copy the rows ``where`` says, making their months first."""
-    cur.execute(sql.SQL("SELECT DISTINCT date_trunc('month', {}, 'UTC') FROM {} WHERE {}").format(
-        sql.Identifier(column), _table(old), where), params)
-    months = sorted(r[0] for r in cur.fetchall() if r[0] is not None)
-    if months:
-        layout = read_layout(cur, new)
-        assert layout is not None
-        for month in months:
-            if not layout.covers(month):
-                create_month(cur, old, month, "ingestd partitions migrate", "migrating the table", parent=new)
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} WHERE {}")
-                .format(_table(new), names, names, _table(old), where), params)
-
-
-def _swap(conn: psycopg2.extensions.connection, name: str, new: str, column: str, columns: list[str],
-          by: str, report: MigrationReport) -> None:
-    """The short transaction that copies the last rows, proves the copy
-    whole and swaps the names; ``report`` gets the attempts that found loads
-    in the way and the rows on each side."""
-    old = name + OLD_SUFFIX
-    with conn.cursor() as cur:
-        for attempt in range(SWAP_ATTEMPTS):
-            cur.execute("SET LOCAL lock_timeout = %s", (SWAP_LOCK_TIMEOUT,))
-            try:
-                cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_table(name)))
-            except psycopg2.errors.LockNotAvailable:
-                conn.rollback()
-                time.sleep(0.5)
-                continue
-            cur.execute("SET LOCAL lock_timeout = 0")
-            _copy_missing(cur, name, new, column, columns)
-            report.swap_waits = attempt
-            report.rows_old, report.rows_new = _prove_copied(conn, name, new)
-            cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_table(name)))
-            top = cur.fetchone()[0]
-            old_seq, new_seq = _sequence(cur, name), _sequence(cur, new)
-            if old_seq and new_seq:
-                # ids go on from the old table's sequence: none is handed out twice
-                cur.execute("SELECT setval(%s, greatest(coalesce(pg_sequence_last_value(%s::regclass), 1), %s))",
-                            (new_seq, old_seq, top))
-            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(_table(name), sql.Identifier(old)))
-            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(_table(new), sql.Identifier(name)))
-            cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(_table(name)), (_comment(column),))
-            _record(cur, name, name, "migrated", None, None, None, None, by)
-            conn.commit()
-            return
-    raise MigrationError(f"loads held bronze.{name} for {SWAP_ATTEMPTS} attempts of {SWAP_LOCK_TIMEOUT}: "
-                         "the rows are copied; run the command again at a quieter time to finish")
-
-
-def _prove_copied(conn: psycopg2.extensions.connection, name: str, new: str) -> tuple[int, int]:
-    """Under the swap's lock (nothing writes to either table), once every id
-    of the old table is in the new one (just copied by set difference): equal
-    counts prove the new table holds those rows, each once, and nothing else.
-    Rolls back and raises ``MigrationError`` otherwise. (rows old, rows new)."""
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
-            _table(name), _table(new)))
-        rows_old, rows_new = cur.fetchone()
-    if rows_old != rows_new:
-        conn.rollback()
-        raise MigrationError(
-            f"did not swap: bronze.{name} holds {rows_old:,} rows, its copy bronze.\"{new}\" {rows_new:,}, so the "
-            f"copy cannot be proved whole (were rows deleted from bronze.{name} meanwhile?). Nothing changed: loads "
-            f"go on into bronze.{name}. DROP TABLE bronze.\"{new}\"; then run the command again to copy afresh")
-    return rows_old, rows_new
-
-
-def _sequence(cur: psycopg2.extensions.cursor, name: str) -> str | None:
-    cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f'bronze."{name}"',))
-    return cur.fetchone()[0]
-
-
 def as_row(info: PartitionInfo) -> dict[str, Any]:
     return {"source": info.source, "partition": info.name, "from": info.lower, "to": info.upper,
             "rows": info.rows, "rows_exact": info.exact, "bytes": info.bytes, "dropped_after": info.goes_after,
             "note": info.note or None}
+

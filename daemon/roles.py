@@ -290,7 +290,7 @@ class _Roles:
         self.supervisor.start("recorder", DeadLetterRecorder(config, stop).run)
         self.supervisor.start("queue-sampler", lambda: sample_queues(config, stop))
         self.supervisor.start("dead-letter-sampler", lambda: sample_dead_letters(config, stop))
-        from .partitions import maintenance_loop
+        from .partition_maintenance import maintenance_loop
         by = f"{os.uname().nodename}-{os.getpid()}"
         self.supervisor.start("partitions", lambda: maintenance_loop(
             lambda: self.live.get().sources.values(), config.database_url, config.connect_timeout_seconds, stop, by))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingestd.consumers.ingest import ingest_message
-from ingestd.daemon import partitions
+from ingestd.daemon import partition_migration, partitions
 from ingestd.daemon.cli import main
 from ingestd.daemon.config import load_config
 from ingestd.daemon.partitions import add_months, month_start
@@ -378,7 +378,7 @@ def test_a_copy_that_cannot_be_proved_whole_does_not_swap(write_config, contexts
 
     conn = contexts(config, "migrator").conn()
     with pytest.raises(partitions.MigrationError, match="did not swap") as refused:
-        partitions.migrate_table(conn, source, "test", batch_rows=300, progress=delete_a_copied_row)
+        partition_migration.migrate_table(conn, source, "test", batch_rows=300, progress=delete_a_copied_row)
     assert f"{rows - 1:,} rows" in str(refused.value) and f"{rows:,}" in str(refused.value)
     assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("r",)]
     assert query(db, "SELECT to_regclass('bronze.\"daily_activity-unpartitioned\"') IS NULL") == [(True,)]
@@ -474,12 +474,12 @@ def test_an_interrupted_migration_resumes_where_it_stopped(write_config, context
 
     conn = contexts(config, "migrator").conn()
     with pytest.raises(KeyboardInterrupt):
-        partitions.migrate_table(conn, source, "test", batch_rows=300, progress=stop_after_two_batches)
+        partition_migration.migrate_table(conn, source, "test", batch_rows=300, progress=stop_after_two_batches)
     assert query(db, 'SELECT count(*) FROM bronze."daily_activity-partitioned"') == [(600,)]
     assert query(db, "SELECT relkind::text FROM pg_class WHERE oid = 'bronze.daily_activity'::regclass") == [("r",)]
     conn.rollback()
     said = []
-    report = partitions.migrate_table(conn, source, "test", batch_rows=300, drop_old=True, say=said.append)
+    report = partition_migration.migrate_table(conn, source, "test", batch_rows=300, drop_old=True, say=said.append)
     assert any("resuming" in line for line in said)
     assert (report.rows_old, report.rows_new, report.kept_as) == (rows, rows, None)
     assert query(db, "SELECT count(*), count(DISTINCT record_number) FROM bronze.daily_activity") == [(rows, rows)]
