@@ -25,12 +25,16 @@ def output_width() -> int:
 
 # Control characters (C0 but tab and newline, DEL, C1): a file name or an
 # error quoting data may hold ESC sequences that retitle or clear a terminal.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# And the bidirectional controls (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069),
+# with which a field or file name can show its text reversed ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
-    """``text`` safe to print on a terminal: control characters as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` safe to print on a terminal: control characters as ``\\xNN``,
+    bidirectional controls as ``\\uNNNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
 
 
 def cell(value: Any) -> str:
