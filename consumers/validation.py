@@ -264,10 +264,12 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, str):
         return ("string", value)
     if type(value) is ExactNumber:
-        # Its exact value: whole, the integer (1e23 is 10**23); else a
-        # decimal, which no float of a record equals (a float stands for its
-        # shortest text, which is never an ExactNumber's value).
-        return ("number", int(value.exact)) if value.is_integer() else ("decimal", value.exact)
+        # Its exact value: whole, the decimal, which equals and hashes like
+        # the integer it is (1e23 is 10**23) without building that integer
+        # (1e131000 is nine bytes of a record, and its int took a second to
+        # make); else a decimal apart, which no float of a record equals (a
+        # float stands for its shortest text, never an ExactNumber's value).
+        return ("number", value.exact) if value.is_integer() else ("decimal", value.exact)
     if isinstance(value, float) and value.is_integer():
         # 1.0 is 1; a float past 2**53 is its double (the readers give 1e300
         # as an ExactNumber, which is 10**300)
