@@ -42,7 +42,19 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -230,10 +242,46 @@ def is_multiple(instance: Any, divisor: Any) -> bool | None:
     divisor is not positive."""
     if type(instance) is int and type(divisor) is int and divisor > 0:
         return instance % divisor == 0
+    value_decimal, step_decimal = _decimal(instance), _decimal(divisor)
+    if value_decimal is not None and step_decimal is not None:
+        if step_decimal <= 0:
+            return None
+        # The exact remainder, in time about linear in the digits written:
+        # Fractions of 1e131000 and 1e-300 (nine bytes of a record) cost
+        # 10 ms a number, and hours for a record of them.
+        try:
+            with localcontext(_EXACT_DIVISION):
+                return value_decimal % step_decimal == 0
+        except ArithmeticError:
+            pass  # no exact remainder in the context's range: the Fractions say
     value, step = _fraction(instance), _fraction(divisor)
     if value is None or step is None or step <= 0:
         return None
     return (value / step).denominator == 1
+
+
+# Enough digits for any quotient of two numbers written in a record or a
+# schema (a record's are within PostgreSQL numeric's range), so that the
+# remainder is exact; its traps raise rather than round.
+_EXACT_DIVISION = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                          traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+
+
+def _decimal(number: Any) -> Decimal | None:
+    """A finite number as written, as a decimal; None for anything else
+    (booleans, NaN, infinities, what is no number)."""
+    if isinstance(number, bool):
+        return None
+    if type(number) is ExactNumber:
+        return number.exact
+    exact = getattr(number, "exact", None)
+    if isinstance(number, int) and isinstance(exact, Decimal):
+        return exact  # a WholeNumber: its decimal as read
+    if isinstance(number, int):
+        return Decimal(number)
+    if isinstance(number, float) and math.isfinite(number):
+        return Decimal(repr(number))
+    return None
 
 
 def _fraction(number: Any) -> Fraction | None:

@@ -50,3 +50,38 @@ def test_unique_items_keys_a_huge_whole_exact_number_by_its_decimal():
 def test_unique_items_verdicts_on_exact_numbers(array, unique):
     text = b'{"a": ' + array + b"}"
     assert _verdicts({"properties": {"a": {"uniqueItems": True}}}, text) == (unique, unique)
+
+
+def test_multiple_of_a_huge_exact_number_takes_no_fraction(monkeypatch):
+    """``1e131000`` under ``multipleOf: 1e-300`` made two Fractions of
+    131,000 digits and their quotient (10 ms a number; a 131,000-digit
+    integer with a fraction, about a second): a 16 MiB record of them took
+    hours. Decimals written in the record and the schema are divided exactly
+    by their remainder instead; the Fractions are counted, not the time."""
+    import ingestd.consumers.validation as validation
+    calls = []
+    real = validation._fraction
+    monkeypatch.setattr(validation, "_fraction", lambda number: calls.append(number) or real(number))
+    assert validation.is_multiple(ExactNumber(Decimal("1E+131000")), 1e-300) is True
+    assert validation.is_multiple(ExactNumber(Decimal("7E+131000")), 7) is True
+    assert validation.is_multiple(ExactNumber(Decimal("1E+131000")), 7) is False
+    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 0.5) is True
+    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 1e-300) is True
+    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 3) is False
+    assert calls == []
+
+
+@pytest.mark.parametrize("value", [b"0.3", b"1.15", b"0.30000000000000001", b"1e23", b"1e-400", b"-0.0", b"-1e131000",
+                                   b"12345678901234567890123", b"0." + b"5" * 3000, b"7" * 5000, b"7" * 5000 + b".7",
+                                   b"9007199254740993.0000000001", b"1.0000000000000001", b"5e-324", b"4.9e-324"])
+@pytest.mark.parametrize("divisor", [0.1, 0.01, 1e-300, 7, 3.3e-7, 5e-324, 1e308, 0.5, 10**30, 2.5])
+def test_multiple_of_verdicts_are_those_of_exact_fractions(value, divisor):
+    from fractions import Fraction
+
+    from ingestd.consumers.jsontext import written_value
+    from ingestd.consumers.validation import is_multiple
+    record = parse_record(b'{"a": ' + value + b"}", "record 1")["a"]
+    exact = Fraction(written_value(record)) / Fraction(written_value(divisor))
+    assert is_multiple(record, divisor) is (exact.denominator == 1)
+    schema = {"properties": {"a": {"multipleOf": divisor}}}
+    assert _verdicts(schema, b'{"a": ' + value + b"}") == (exact.denominator == 1,) * 2
