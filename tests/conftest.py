@@ -398,3 +398,16 @@ def drop_file(landing: Path, relative: str, data: bytes | Path) -> Path:
 
 def ingestd_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ingestd.daemon", *args]
+
+
+@pytest.fixture
+def setup(write_config):
+    """A test's config path, its config, and an IngestContext on it (closed after)."""
+    from ingestd.consumers.ingest import IngestContext
+    from ingestd.daemon.broker import Publisher, Topology
+    from ingestd.daemon.config import load_config
+    path = write_config()
+    config = load_config(path)
+    ctx = IngestContext(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit)), "t")
+    yield path, config, ctx
+    ctx.close()

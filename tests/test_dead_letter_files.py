@@ -12,9 +12,8 @@ import os
 import pika
 import pytest
 
-from ingestd.consumers.ingest import IngestContext, ingest_message
-from ingestd.daemon.broker import Publisher, Topology
-from ingestd.daemon.config import load_config
+from ingestd.consumers.ingest import ingest_message
+from ingestd.daemon.broker import Topology
 from ingestd.daemon.events import FileEvent
 
 from .conftest import drop_file, query
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.integration
 
 BROKEN = b'Id,ActivityDate\n1,"x\n'  # an unterminated quote: parse_error
 
-
-@pytest.fixture
-def setup(write_config):
-    path = write_config()
-    config = load_config(path)
-    ctx = IngestContext(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit)), "t")
-    yield path, config, ctx
-    ctx.close()
 
 
 def crafted_replay(config, relative: str) -> FileEvent:

@@ -15,9 +15,8 @@ import os
 import pika
 import pytest
 
-from ingestd.consumers.ingest import IngestContext, ingest_message, run_start
-from ingestd.daemon.broker import Publisher, Topology
-from ingestd.daemon.config import load_config
+from ingestd.consumers.ingest import ingest_message, run_start
+from ingestd.daemon.broker import Topology
 from ingestd.daemon.events import FileEvent, parse_event
 
 from .conftest import drop_file, one_row_csv, query
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.integration
 
 GOOD = one_row_csv(1503960366)
 
-
-@pytest.fixture
-def setup(write_config):
-    path = write_config()
-    config = load_config(path)
-    ctx = IngestContext(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit)), "t")
-    yield path, config, ctx
-    ctx.close()
 
 
 def described(config, relative: str, **fields) -> FileEvent:

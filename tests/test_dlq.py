@@ -57,14 +57,6 @@ def cli_json(config_path, *args, check_exit=0):
     return json.loads(cli(config_path, *args, "--json", check_exit=check_exit).stdout)
 
 
-@pytest.fixture
-def setup(write_config):
-    path = write_config()
-    config = load_config(path)
-    ctx = IngestContext(config, Publisher(config.amqp_url, Topology(config.prefix, config.delivery_limit)), "t")
-    yield path, config, ctx
-    ctx.close()
-
 
 @pytest.fixture
 def consumer(procs):
