@@ -10,6 +10,7 @@ WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY daemon/ daemon/
 COPY consumers/ consumers/
+COPY records/ records/
 COPY sql/ sql/
 # ingestd and its dependencies go into one virtual environment, copied whole into the runtime
 # stage: nothing of the build is left in a layer, and no RUN mounts another stage (podman 4's
@@ -23,7 +24,7 @@ RUN python -m venv /opt/ingestd \
  && rm -rf "$site"/pyarrow/include "$site"/pyarrow/tests "$site"/pyarrow/*flight* \
            "$site"/pyarrow/_pyarrow_cpp_tests* \
  && /opt/ingestd/bin/python -m pip uninstall --yes --quiet pip setuptools \
- && /opt/ingestd/bin/python -c "import pyarrow.parquet, pyarrow.compute, ingestd.consumers.readers, ingestd.daemon.cli"
+ && /opt/ingestd/bin/python -c "import pyarrow.parquet, pyarrow.compute, ingestd.records.readers, ingestd.daemon.cli"
 
 FROM ${BASE} AS runtime
 LABEL org.opencontainers.image.title="ingestd" \

@@ -14,9 +14,9 @@ from typing import Any
 
 from ingestd.daemon.config import Config, SourceConfig
 from ingestd.daemon.errors import PermanentError
+from ingestd.records.readers import check_file_size, read_records
 
 from .bronze import LoadStats, check_invalid_ratio, encode_record
-from .readers import check_file_size, read_records
 from .validation import RecordValidator
 
 MAX_EXAMPLES = 5

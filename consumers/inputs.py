@@ -43,10 +43,10 @@ from ingestd.daemon.landing import (
 )
 from ingestd.daemon.ledger import Ledger
 from ingestd.daemon.providers import provider_for
+from ingestd.records.jsontext import with_context
+from ingestd.records.readers import check_file_size, open_content, read_json, read_records
 
 from .checksum import sha256_file
-from .jsontext import with_context
-from .readers import check_file_size, open_content, read_json, read_records
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ explicit, the same on every path:
   installed) refuses the source's config (``unassertable_formats``).
 
 Numbers are judged by their value as written (JSON Schema compares numbers
-by mathematical value): a record's numbers come from consumers/jsontext.py
+by mathematical value): a record's numbers come from records/jsontext.py
 as ``int``, a ``float`` whose double is the value written, or an
 ``ExactNumber`` (0.30000000000000001, 1e23), which jsonschema's path
 compares by its exact decimal and which sends its record to that path; a
@@ -67,7 +67,7 @@ import jsonschema._keywords
 import jsonschema._utils
 import regress
 
-from .jsontext import AS_DOUBLE, COMPILED_MARK, EXACT, ExactNumber, comparisons, written_value
+from ingestd.records.jsontext import AS_DOUBLE, COMPILED_MARK, EXACT, ExactNumber, comparisons, written_value
 
 log = logging.getLogger(__name__)
 

@@ -370,7 +370,7 @@ def cmd_infer_schema(args) -> int:
     import json
 
     from ingestd.consumers.infer import infer_schema
-    from ingestd.consumers.readers import read_records
+    from ingestd.records.readers import read_records
 
     path = Path(args.file)
     fmt = args.format or _format_of(path.name)

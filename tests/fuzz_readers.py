@@ -25,8 +25,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.readers import read_csv, read_json, read_jsonl, read_records
 from ingestd.daemon.errors import REASONS, PermanentError
+from ingestd.records.readers import read_csv, read_json, read_jsonl, read_records
 
 WHITESPACE = st.text(alphabet=" \t\r\n", max_size=3)
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from ingestd.consumers.jsontext import AS_DOUBLE, EXACT, ExactNumber, comparisons, parse_record
 from ingestd.consumers.validation import RecordValidator, _canonical
+from ingestd.records.jsontext import AS_DOUBLE, EXACT, ExactNumber, comparisons, parse_record
 
 
 def _verdicts(schema, text: bytes) -> tuple[bool, bool]:
@@ -78,8 +78,8 @@ def test_multiple_of_a_huge_exact_number_takes_no_fraction(monkeypatch):
 def test_multiple_of_verdicts_are_those_of_exact_fractions(value, divisor):
     from fractions import Fraction
 
-    from ingestd.consumers.jsontext import written_value
     from ingestd.consumers.validation import is_multiple
+    from ingestd.records.jsontext import written_value
     record = parse_record(b'{"a": ' + value + b"}", "record 1")["a"]
     exact = Fraction(written_value(record)) / Fraction(written_value(divisor))
     assert is_multiple(record, divisor) is (exact.denominator == 1)

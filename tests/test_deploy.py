@@ -199,6 +199,7 @@ def test_compose_cross_checks_with_the_code(compose):
 
 def test_monitoring_scrapes_the_health_port_and_the_dashboard_uses_real_metrics():
     import yaml
+
     from ingestd.daemon.metrics import REGISTRY
     prometheus = yaml.safe_load((REPO / "deploy" / "monitoring" / "prometheus.yml").read_text())
     port = prometheus["scrape_configs"][0]["dns_sd_configs"][0]["port"]

@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.jsontext import ExactNumber, parse_record
-from ingestd.consumers.readers import read_json, read_jsonl, read_records
 from ingestd.consumers.validation import RecordValidator
+from ingestd.records.jsontext import ExactNumber, parse_record
+from ingestd.records.readers import read_json, read_jsonl, read_records
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 # A keyword the compiled validator does not take: the schema goes to jsonschema.

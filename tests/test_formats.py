@@ -11,7 +11,13 @@ import jsonschema
 import pytest
 
 from ingestd.consumers.validation import (
-    FORMAT_PACKAGES, RecordValidator, SchemaError, format_checker, plan_for, unassertable_formats, validator_class,
+    FORMAT_PACKAGES,
+    RecordValidator,
+    SchemaError,
+    format_checker,
+    plan_for,
+    unassertable_formats,
+    validator_class,
 )
 
 from .conftest import ingestd_cmd

@@ -58,7 +58,7 @@ class NotifySocket:
         while True:
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 return self.messages
 
 
@@ -152,7 +152,7 @@ def test_a_restarted_daemon_reports_the_last_success_expected_intervals_and_the_
     """What the alert rules read (deploy/monitoring/alerts.yml) is there from the start: the last
     success as the database has it (not only once this process loads), each source's expected
     interval, and the landing folder's free and total bytes."""
-    from .conftest import SOURCES_TOML, REPO
+    from .conftest import REPO, SOURCES_TOML
     sources = SOURCES_TOML.format(schemas=REPO / "schemas").replace(
         'name = "daily_activity"\n', 'name = "daily_activity"\nexpect_every = "1d"\n', 1)
     port = free_port()

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ingestd.consumers.readers import read_records
 from ingestd.consumers.validation import RecordValidator
+from ingestd.records.readers import read_records
 
 from .conftest import FITBIT, REPO, SHARED_DATA, ingestd_cmd
 

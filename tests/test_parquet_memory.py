@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingestd.consumers import parquetpages
-from ingestd.consumers.readers import read_records
+from ingestd.records import parquetpages
+from ingestd.records.readers import read_records
 
 from .test_parquet_hostile import ThriftReader, column_meta, field, write_struct
 from .test_reader_bounds import read_in_child

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.consumers.ingest import IngestContext, RecordingPublisher, ingest_message
-from ingestd.consumers.readers import read_records
 from ingestd.daemon.config import build_config
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import FileEvent
+from ingestd.records.readers import read_records
 
 from .conftest import SHARED_DATA, query
 

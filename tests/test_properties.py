@@ -5,21 +5,21 @@ a reader that blows up fails the test, not the machine. CI runs a bounded
 number of examples; set INGESTD_TEST_EXAMPLES for more.
 """
 import io
+import json
 import os
 import subprocess
 import sys
 import uuid
 from decimal import Decimal
 
-import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.consumers import bronze
-from ingestd.consumers.readers import read_json
 from ingestd.consumers.validation import RecordValidator
 from ingestd.daemon.sources import SourceConfig
+from ingestd.records.readers import read_json
 
 from .conftest import REPO
 from .fuzz_readers import record_text, reference

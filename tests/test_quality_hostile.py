@@ -82,7 +82,7 @@ def test_the_largest_latency_objective_can_fire(tmp_path):
     bounds = [b for b in LATENCY._upper_bounds if math.isfinite(b)]
     assert max(bounds) > largest
     labels = 'source="slow", instance="consumer-1:9464", job="ingestd"'
-    series = [{"series": f'ingestd_objective{{source="slow", objective="latency_p95_seconds", '
+    series = [{"series": 'ingestd_objective{source="slow", objective="latency_p95_seconds", '
                          'instance="consumer-1:9464", job="ingestd"}', "values": f"{largest}x30"}]
     # One load a minute, each 3 days after its event was made: in no finite bucket.
     series += [{"series": f'ingestd_end_to_end_latency_seconds_bucket{{{labels}, le="{b:g}"}}', "values": "0x30"}

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers import readers
-from ingestd.consumers.readers import read_csv, read_json, read_jsonl, read_parquet
 from ingestd.daemon.errors import PermanentError
+from ingestd.records import readers
+from ingestd.records.readers import read_csv, read_json, read_jsonl, read_parquet
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,

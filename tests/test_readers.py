@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingestd.consumers.readers import read_csv, read_json, read_jsonl, read_parquet, read_records
 from ingestd.daemon.errors import PermanentError
+from ingestd.records.readers import read_csv, read_json, read_jsonl, read_parquet, read_records
 
 from .conftest import FITBIT, SHARED_DATA
 

@@ -17,10 +17,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ingestd.consumers.validation import (
-    FAST_KEYWORDS, RecordValidator, SchemaError, format_checker, plan_for, use_ecma_patterns, validator_class,
+    FAST_KEYWORDS,
+    RecordValidator,
+    SchemaError,
+    format_checker,
+    plan_for,
+    use_ecma_patterns,
+    validator_class,
 )
 
-from .conftest import REPO, FITBIT
+from .conftest import FITBIT, REPO
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
@@ -309,7 +315,7 @@ def test_format_asserts_or_annotates_as_configured(mode, valid):
 
 
 def test_fitbit_schemas_keep_the_fast_path_and_agree_on_the_real_rows():
-    from ingestd.consumers.readers import read_records
+    from ingestd.records.readers import read_records
     for name, data in [("daily_activity", "dailyActivity_merged.csv"), ("sleep_day", "sleepDay_merged.csv"),
                        ("hourly_steps", "hourlySteps_merged.csv"),
                        ("heart_rate", "heartrate_seconds_merged_excerpt.csv")]:
@@ -343,13 +349,14 @@ def orders_config(write_config, tmp_path, schema, extra=""):
 
 @pytest.mark.integration
 def test_records_load_with_jsonschemas_verdicts_and_check_says_which_path(write_config, tmp_path, db):
+    import subprocess
+
     from ingestd.consumers.ingest import IngestContext, ingest_message
     from ingestd.daemon.broker import Publisher, Topology
     from ingestd.daemon.config import load_config
 
     from .conftest import drop_file, ingestd_cmd, query
     from .test_ingest import event_for
-    import subprocess
 
     path = orders_config(write_config, tmp_path, ORDERS_SCHEMA)
     config = load_config(path)

@@ -20,8 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.validation import RecordValidator, SchemaError, check_patterns, format_checker, \
-    use_ecma_patterns
+from ingestd.consumers.validation import RecordValidator, SchemaError, check_patterns, format_checker, use_ecma_patterns
 
 # Generated schemas and records by the hundred: tens of seconds, out of the quick run.
 pytestmark = pytest.mark.slow
@@ -280,8 +279,8 @@ def test_unique_items_of_a_large_array_of_objects_costs_linear_time(monkeypatch)
 def test_a_nul_deep_in_a_json_record_is_refused_with_the_record_number():
     import io
 
-    from ingestd.consumers.jsontext import read_json_records
     from ingestd.daemon.errors import PermanentError
+    from ingestd.records.jsontext import read_json_records
     nested = b'{"a":' * 40 + b'"x\\u0000"' + b"}" * 40
     for document in (b'[{"x": 1}, ' + nested + b"]", b'[{"x": 1}, {"b": [' + nested + b"]}]"):
         with pytest.raises(PermanentError) as info:

@@ -441,12 +441,12 @@ def read_json(stream: IO[bytes], records_path: str | None = None, max_record_byt
 
 def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = True) -> Iterator[TextRecord]:
     """Parquet via pyarrow, a batch of rows at a time, each row as JSON text
-    built from the Arrow columns (one form per type: consumers/arrowjson.py).
+    built from the Arrow columns (one form per type: records/arrowjson.py).
     The value validation sees is read back from that text (one view of the
     row, the stored one); with ``values`` False (nothing validates) it is {}.
 
     Memory is bounded whatever the file claims: the page headers say how
-    many rows a batch may hold (consumers/parquetplan.py), a row whose
+    many rows a batch may hold (records/parquetplan.py), a row whose
     JSON cannot fit ``max_record_bytes`` is too_large before it is decoded
     or expanded. Two columns (or struct fields) of one name are a
     ``parse_error``: a JSON object keeps one. Whatever pyarrow raises on a

@@ -6,7 +6,7 @@ dictionary indices are millions of values. What the decoder obeys is each
 page's own header (its value count, its decompressed size), so this module
 reads those headers (Thrift compact protocol) and, where a column repeats
 (lists, maps), the repetition levels that say where each row starts and how
-many values it holds. consumers/parquetplan.py sizes the batches from them.
+many values it holds. records/parquetplan.py sizes the batches from them.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ plus a batch of rows decoded and encoded as JSON. The first is bounded by
 refusing a row group that needs more than ``16 x max_record_bytes`` of
 pages at once; the second by choosing, per row group, the batch size whose
 batches stay within ``BATCH_BUDGET``, from what the page headers and the
-repetition levels say (consumers/parquetpages.py), whatever the footer
+repetition levels say (records/parquetpages.py), whatever the footer
 claims. A row whose JSON cannot fit ``max_record_bytes`` is refused before
 it is decoded.
 
