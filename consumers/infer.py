@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from .validation import RecordValidator, SchemaError
+from ingestd.records.dialect import SchemaError
+
+from .validation import RecordValidator
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 

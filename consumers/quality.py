@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .validation import ecma_pattern
+from ingestd.records.dialect import ecma_pattern
 
 MAX_FIELDS = 100
 MAX_FAILURE_KEYS = 1000

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from ingestd.consumers.validation import RecordValidator, _canonical
+from ingestd.consumers.validation import RecordValidator
+from ingestd.records.dialect_numbers import _canonical
 from ingestd.records.jsontext import AS_DOUBLE, EXACT, ExactNumber, comparisons, parse_record
 
 
@@ -58,16 +59,16 @@ def test_multiple_of_a_huge_exact_number_takes_no_fraction(monkeypatch):
     integer with a fraction, about a second): a 16 MiB record of them took
     hours. Decimals written in the record and the schema are divided exactly
     by their remainder instead; the Fractions are counted, not the time."""
-    import ingestd.consumers.validation as validation
+    import ingestd.records.dialect_numbers as numbers
     calls = []
-    real = validation._fraction
-    monkeypatch.setattr(validation, "_fraction", lambda number: calls.append(number) or real(number))
-    assert validation.is_multiple(ExactNumber(Decimal("1E+131000")), 1e-300) is True
-    assert validation.is_multiple(ExactNumber(Decimal("7E+131000")), 7) is True
-    assert validation.is_multiple(ExactNumber(Decimal("1E+131000")), 7) is False
-    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 0.5) is True
-    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 1e-300) is True
-    assert validation.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 3) is False
+    real = numbers._fraction
+    monkeypatch.setattr(numbers, "_fraction", lambda number: calls.append(number) or real(number))
+    assert numbers.is_multiple(ExactNumber(Decimal("1E+131000")), 1e-300) is True
+    assert numbers.is_multiple(ExactNumber(Decimal("7E+131000")), 7) is True
+    assert numbers.is_multiple(ExactNumber(Decimal("1E+131000")), 7) is False
+    assert numbers.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 0.5) is True
+    assert numbers.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 1e-300) is True
+    assert numbers.is_multiple(ExactNumber(Decimal("1" * 5000 + ".5")), 3) is False
     assert calls == []
 
 
@@ -78,7 +79,7 @@ def test_multiple_of_a_huge_exact_number_takes_no_fraction(monkeypatch):
 def test_multiple_of_verdicts_are_those_of_exact_fractions(value, divisor):
     from fractions import Fraction
 
-    from ingestd.consumers.validation import is_multiple
+    from ingestd.records.dialect_numbers import is_multiple
     from ingestd.records.jsontext import written_value
     record = parse_record(b'{"a": ' + value + b"}", "record 1")["a"]
     exact = Fraction(written_value(record)) / Fraction(written_value(divisor))

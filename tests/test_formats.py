@@ -10,12 +10,11 @@ import sys
 import jsonschema
 import pytest
 
-from ingestd.consumers.validation import (
+from ingestd.consumers.validation import RecordValidator, plan_for
+from ingestd.records.dialect import (
     FORMAT_PACKAGES,
-    RecordValidator,
     SchemaError,
     format_checker,
-    plan_for,
     unassertable_formats,
     validator_class,
 )
@@ -108,8 +107,8 @@ def test_the_issue_example_garbage_is_not_a_date_time():
 def test_the_compiled_path_never_answers_with_fastjsonschemas_own_format_regexes():
     import fastjsonschema
 
-    from ingestd.consumers.validation import _fast_formats
-    formats = _fast_formats(format_checker(jsonschema.Draft202012Validator))
+    from ingestd.consumers.compiled import fast_formats
+    formats = fast_formats(format_checker(jsonschema.Draft202012Validator))
     for generator in (fastjsonschema.CodeGeneratorDraft07, fastjsonschema.CodeGeneratorDraft2019):
         assert set(generator.FORMAT_REGEXS) | {"regex"} <= set(formats)
     assert set(FORMAT_CASES) - set(OPTIONAL) <= set(formats)

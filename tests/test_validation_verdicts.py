@@ -16,15 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.validation import (
-    FAST_KEYWORDS,
-    RecordValidator,
-    SchemaError,
-    format_checker,
-    plan_for,
-    use_ecma_patterns,
-    validator_class,
-)
+from ingestd.consumers.compiled import FAST_KEYWORDS
+from ingestd.consumers.validation import RecordValidator, plan_for
+from ingestd.records.dialect import SchemaError, format_checker, use_ecma_patterns, validator_class
 
 from .conftest import FITBIT, REPO
 

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.validation import RecordValidator, SchemaError, check_patterns, format_checker, use_ecma_patterns
+from ingestd.consumers.validation import RecordValidator
+from ingestd.records.dialect import SchemaError, check_patterns, format_checker, use_ecma_patterns
 
 # Generated schemas and records by the hundred: tens of seconds, out of the quick run.
 pytestmark = pytest.mark.slow
