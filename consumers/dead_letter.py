@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -214,6 +215,86 @@ def x_death_summary(headers: dict[str, Any] | None) -> list[dict[str, Any]]:
     return summary
 
 
+@dataclass(frozen=True)
+class _DeadMessage:
+    """A message in the dead queue, as its headers and body say (the
+    sender's word, whoever sent it)."""
+
+    event_id: str
+    replay_count: int
+    # ``x-death``, newest first, and the broker's reason in the newest.
+    deaths: list[dict[str, Any]]
+    broker_reason: str
+    # The body as sent (a path may name a file whose name is not UTF-8),
+    # for the quarantine move; ``doc`` is what the table shows.
+    sent: Any
+    doc: Any
+    fields: dict[str, str]
+    source: str | None
+    path: str | None
+    # The broker says it gave up on the message in the events queue.
+    from_events: bool
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None and self.fields.get("kind", "file") == "file"
+
+    @property
+    def trigger(self) -> str:
+        trigger = self.doc.get("trigger") if isinstance(self.doc, dict) else None
+        if trigger in ("file", "api", "replay", "manual"):
+            return trigger
+        return "api" if self.fields.get("kind") == "payload" else "file"
+
+
+def _read_dead_message(message_id: str | None, headers: dict[str, Any] | None, body: bytes,
+                       events_queue: str | None) -> _DeadMessage:
+    sent = _parse_body(body)
+    doc = storable_json(body, sent)
+    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if is_uuid(message_id) else str(uuid.uuid4()))
+    replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
+    replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
+    deaths = x_death_summary(headers)
+    fields = _string_fields(sent)
+    source = fields.get("source")
+    return _DeadMessage(
+        event_id=event_id, replay_count=replay_count, deaths=deaths,
+        broker_reason=deaths[0].get("reason", "unknown") if deaths else "unknown", sent=sent, doc=doc,
+        fields=fields, source=source if source and SOURCE_NAME.match(source) else None,
+        path=display_path(fields["path"]) if fields.get("path") else None,
+        from_events=events_queue is not None and any(d.get("queue") == events_queue for d in deaths))
+
+
+def _consumer_took(ledger: Ledger, dead: _DeadMessage) -> bool:
+    """True when a consumer took this very event on the message's file and
+    never finished (a run still ``running``): the one proof that the
+    message is not made up. Looked up before that run is closed."""
+    return dead.is_file and dead.source is not None and \
+        ledger.unfinished_run(dead.event_id, dead.source, dead.fields["path"], dead.sent.get("size")) is not None
+
+
+def _dead_message_error(dead: _DeadMessage, taken: bool) -> tuple[str, dict[str, Any]]:
+    """The dead letter's error and detail: what the broker said, and why a
+    file was left in place when it was."""
+    if dead.from_events and (taken or not dead.is_file):
+        message = f"the broker dead-lettered the message ({dead.broker_reason}): a consumer kept failing on it"
+    elif dead.from_events:
+        message = (f"the message says the broker dead-lettered it ({dead.broker_reason}), "
+                   "but no consumer is recorded taking it")
+    else:
+        message = f"a message reached the dead-letter queue without a consumer failing on it ({dead.broker_reason})"
+    detail: dict[str, Any] = {"x_death": dead.deaths, "broker_reason": dead.broker_reason}
+    if dead.is_file and not (dead.from_events and taken):
+        detail["file_left"] = (
+            f"{dead.path} left in place: " + (
+                f"no consumer took event {dead.event_id} on that file (ops.pipeline_runs holds no unfinished run "
+                "of it), and the message alone moves nothing" if dead.from_events else
+                "the broker did not say it gave up on the message in the events queue")
+            + ("" if PurePosixPath(dead.fields["path"]).parts[:1] == (QUARANTINE_DIR,) else
+               f"; the watcher loads the file (or: ingestd publish {dead.path})"))
+    return message, detail
+
+
 def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str | None, headers: dict[str, Any] | None,
                               body: bytes, worker: str, events_queue: str | None = None) -> int | None:
     """Record a message that reached ``ingest.dead`` without the consumer
@@ -232,64 +313,30 @@ def record_broker_dead_letter(ledger: Ledger, landing_dir: Path, message_id: str
     """
     if headers and "x-ingestd-reason" in headers:
         return None
-    sent = _parse_body(body)
-    doc = storable_json(body, sent)
-    event_id = _event_id_of(doc) or (str(uuid.UUID(message_id)) if is_uuid(message_id) else str(uuid.uuid4()))
-    replay_count = doc.get("replay_count", 0) if isinstance(doc, dict) else 0
-    replay_count = replay_count if isinstance(replay_count, int) and 0 <= replay_count < 2**31 else 0
-    deaths = x_death_summary(headers)
-    broker_reason = deaths[0].get("reason", "unknown") if deaths else "unknown"
-    # The body as sent (a path may name a file whose name is not UTF-8), for
-    # the quarantine move; ``doc`` is what the table shows.
-    fields = _string_fields(sent)
-    source = fields.get("source")
-    source = source if source and SOURCE_NAME.match(source) else None
-    path = display_path(fields["path"]) if fields.get("path") else None
-    from_events = events_queue is not None and any(d.get("queue") == events_queue for d in deaths)
-    if ledger.waiting_dead_letter(event_id, replay_count) is not None:
+    dead = _read_dead_message(message_id, headers, body, events_queue)
+    if ledger.waiting_dead_letter(dead.event_id, dead.replay_count) is not None:
         ledger.conn.rollback()
         return None
-    is_file = path is not None and fields.get("kind", "file") == "file"
-    # Looked up before its run is closed below: the run a consumer started
-    # and never finished is the one proof that this message is not made up.
-    taken = is_file and source is not None and \
-        ledger.unfinished_run(event_id, source, fields["path"], sent.get("size")) is not None
-    if from_events and (taken or not is_file):
-        message = f"the broker dead-lettered the message ({broker_reason}): a consumer kept failing on it"
-    elif from_events:
-        message = (f"the message says the broker dead-lettered it ({broker_reason}), "
-                   "but no consumer is recorded taking it")
-    else:
-        message = f"a message reached the dead-letter queue without a consumer failing on it ({broker_reason})"
-    moves = is_file and from_events and taken
-    detail: dict[str, Any] = {"x_death": deaths, "broker_reason": broker_reason}
-    if is_file and not moves:
-        detail["file_left"] = (
-            f"{path} left in place: " + (
-                f"no consumer took event {event_id} on that file (ops.pipeline_runs holds no unfinished run "
-                "of it), and the message alone moves nothing" if from_events else
-                "the broker did not say it gave up on the message in the events queue")
-            + ("" if PurePosixPath(fields["path"]).parts[:1] == (QUARANTINE_DIR,) else
-               f"; the watcher loads the file (or: ingestd publish {path})"))
-    ledger.close_interrupted([event_id], "the broker dead-lettered the message")
-    trigger = doc.get("trigger") if isinstance(doc, dict) else None
-    if trigger not in ("file", "api", "replay", "manual"):
-        trigger = "api" if fields.get("kind") == "payload" else "file"
-    run_id = ledger.record_failed_run(FailedRun(source, trigger, message, "delivery_limit", worker,
-                                                event_id=event_id, file_path=path))
+    taken = _consumer_took(ledger, dead)
+    message, detail = _dead_message_error(dead, taken)
+    ledger.close_interrupted([dead.event_id], "the broker dead-lettered the message")
+    run_id = ledger.record_failed_run(FailedRun(dead.source, dead.trigger, message, "delivery_limit", worker,
+                                                event_id=dead.event_id, file_path=dead.path))
     dead_letter_id = ledger.add_dead_letter(
-        event_id=event_id, source=source, reason="delivery_limit", error=message,
-        detail=detail, event=doc, run_id=run_id,
-        file_path=owned_file_path(ledger, event_id, fields.get("path"), replay_count, consumer_took=taken),
-        replay_count=replay_count)
+        event_id=dead.event_id, source=dead.source, reason="delivery_limit", error=message,
+        detail=detail, event=dead.doc, run_id=run_id,
+        file_path=owned_file_path(ledger, dead.event_id, dead.fields.get("path"), dead.replay_count,
+                                  consumer_took=taken),
+        replay_count=dead.replay_count)
     ledger.conn.commit()
-    if moves:
-        identity = (sent.get("size"), sent.get("mtime_ns"))  # ``fields`` holds a dict's strings: ``sent`` is one
-        _note_move(ledger, dead_letter_id, quarantine(landing_dir, fields.get("source", ""), fields["path"],
-                                                    fields.get("trigger", "file"), str(run_id)[:8], identity))
-    DEAD_LETTERS.labels(source or "_unknown", "delivery_limit").inc()
+    if dead.is_file and dead.from_events and taken:
+        identity = (dead.sent.get("size"), dead.sent.get("mtime_ns"))  # ``fields`` holds only strings
+        _note_move(ledger, dead_letter_id, quarantine(landing_dir, dead.fields.get("source", ""),
+                                                      dead.fields["path"], dead.fields.get("trigger", "file"),
+                                                      str(run_id)[:8], identity))
+    DEAD_LETTERS.labels(dead.source or "_unknown", "delivery_limit").inc()
     log.warning("broker dead-lettered a message; recorded", extra={
-        "run_id": str(run_id), "event_id": event_id, "source": source, "step": "record_dead_letter",
+        "run_id": str(run_id), "event_id": dead.event_id, "source": dead.source, "step": "record_dead_letter",
         "status": "failure", "reason": "delivery_limit", "detail": message})
     return dead_letter_id
 
