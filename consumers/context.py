@@ -4,7 +4,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg2.extensions
 
@@ -12,6 +11,7 @@ from ingestd.daemon import db, partitions
 from ingestd.daemon.broker import Topology
 from ingestd.daemon.config import Config, LiveConfig, SourceConfig
 from ingestd.daemon.ledger import Ledger
+from ingestd.daemon.publishing import Publisher
 
 from .validation import RecordValidator
 
@@ -35,11 +35,10 @@ class Outcome:
 class IngestContext:
     """What a worker needs to handle events; one per worker thread.
 
-    ``publisher`` is anything with ``publish``, ``topology``,
-    ``process_events`` and ``close`` (``broker.Publisher``, or a recording one
-    in tests)."""
+    ``publisher`` dead-letters events (``publishing.Publisher``: in the
+    daemon ``broker.Publisher``, made by the worker for its own thread)."""
 
-    def __init__(self, settings: Config | LiveConfig, publisher: Any, worker: str) -> None:
+    def __init__(self, settings: Config | LiveConfig, publisher: Publisher, worker: str) -> None:
         self.settings = settings
         self.publisher = publisher
         self.worker = worker
@@ -81,30 +80,3 @@ class IngestContext:
     def close(self) -> None:
         self.drop_connection()
         self.publisher.close()
-
-
-@dataclass
-class RecordingPublisher:
-    """A publisher that keeps what it is given, for tests of the consumer
-    without a broker: ``(exchange, routing key, body, message id, headers)``."""
-
-    topology: Topology = field(default_factory=Topology)
-    sent: list[tuple[str, str, bytes, str, dict[str, Any] | None]] = field(default_factory=list)
-    url: str = "amqp://recording"
-
-    def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str,
-                headers: dict[str, Any] | None = None) -> None:
-        self.sent.append((exchange, routing_key, body, message_id, headers))
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-    def connect(self) -> str | None:
-        return None
-
-    def process_events(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -38,11 +38,11 @@ from ingestd.daemon.metrics import (
 )
 
 from . import bronze
-from .context import IngestContext, Outcome, RecordingPublisher
+from .context import IngestContext, Outcome
 from .dead_letter import dead_letter_bad_event, dead_letter_event
 from .inputs import Input, open_input
 
-__all__ = ["IngestContext", "Outcome", "RecordingPublisher", "ingest_event", "ingest_message"]
+__all__ = ["IngestContext", "Outcome", "ingest_event", "ingest_message"]
 
 log = logging.getLogger(__name__)
 CHANGED_WHILE_LOADING = "the file changed while it was being loaded; a newer event follows"

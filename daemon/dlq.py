@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from .broker import Publisher, Topology, open_connection
+from .broker import Topology, open_connection
 from .events import FileEvent, is_uuid, routing_key
 from .landing import QUARANTINE_DIR, from_display, resolve_in_landing
 from .ledger import DeadLetter, Ledger, Selector
+from .publishing import Publisher
 
 # Bounds one scan of ingest.dead (messages held unacked while it runs).
 MAX_QUEUE_SCAN = 100_000

@@ -21,7 +21,6 @@ from typing import Any
 from . import db
 from .backoff import Backoff
 from .backoff import sleep as stop_aware_sleep
-from .broker import Publisher
 from .config import ApiSource, Config, LiveConfig
 from .errors import PermanentError, Shutdown, TransientError
 from .events import PayloadEvent
@@ -30,6 +29,7 @@ from .landing import PAYLOADS_DIR
 from .ledger import FailedRun, Ledger
 from .metrics import EVENTS_PUBLISHED, POLL_ATTEMPTS, POLL_FAILURES, POLL_RATE_LIMITED
 from .providers import ApiRequest, Provider, provider_for, scrub
+from .publishing import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,13 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .backoff import Backoff
-from .broker import Message, Publisher
+from .broker import Message
 from .config import Config
 from .errors import TransientError
 from .events import FileEvent
 from .landing import NO_SOURCE, is_ignored, is_ignored_name, source_of
 from .metrics import EVENTS_PUBLISHED, source_label
+from .publishing import Publisher
 from .settle import Pending, Readiness
 
 log = logging.getLogger(__name__)

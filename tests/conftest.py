@@ -361,7 +361,9 @@ def procs(tmp_path, prefix):
 def ingest_contexts():
     """Make consumer contexts (``make(config, worker_name)``) that record
     what they would publish; closed after the test."""
-    from ingestd.consumers.context import IngestContext, RecordingPublisher
+    from ingestd.consumers.context import IngestContext
+
+    from .doubles import RecordingPublisher
     made = []
 
     def make(config, name="test-worker"):

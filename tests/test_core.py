@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ingestd.consumers.ingest import IngestContext, RecordingPublisher, ingest_message
+from ingestd.consumers.ingest import IngestContext, ingest_message
 from ingestd.daemon.config import Config, PollerConfig, build_config, settings_of
 from ingestd.daemon.events import PayloadEvent
 
 from .conftest import REPO, SHARED_DATA, query
+from .doubles import RecordingPublisher
 
 GDP = SHARED_DATA / "fred" / "pyfredapi_series_observations_GDP.json"
 

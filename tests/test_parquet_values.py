@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.consumers.ingest import IngestContext, RecordingPublisher, ingest_message
+from ingestd.consumers.ingest import IngestContext, ingest_message
 from ingestd.daemon.config import build_config
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import FileEvent
 from ingestd.records.readers import read_records
 
 from .conftest import SHARED_DATA, query
+from .doubles import RecordingPublisher
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 
