@@ -3,14 +3,13 @@
 daemon/partition_maintenance.py and daemon/partition_migration.py for what they do."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from datetime import datetime
 
-from . import partition_maintenance, partition_migration, partitions
-from .db import connect, migrate
+from .commands import Command, print_json
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from .operate import print_json
 from .table import format_table, printable
 
 
@@ -47,6 +46,9 @@ def _rows(rows: int | None, exact: bool) -> str:
 
 
 def cmd_list(config, args) -> int:
+    from . import partitions
+    from .db import connect
+
     sources = _sources(config, args)
     if sources is None:
         return EXIT_USAGE
@@ -74,6 +76,9 @@ def cmd_list(config, args) -> int:
 
 
 def cmd_maintain(config, args) -> int:
+    from . import partition_maintenance
+    from .db import connect, migrate
+
     sources = _sources(config, args)
     if sources is None:
         return EXIT_USAGE
@@ -128,6 +133,9 @@ def cmd_migrate(config, args) -> int:
         return EXIT_USAGE
     from tqdm import tqdm
 
+    from . import partition_migration, partitions
+    from .db import connect, migrate
+
     migrate(config.database_url, config.connect_timeout_seconds)
     conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-partitions-migrate")
     bar = tqdm(total=0, unit="id", unit_scale=True, disable=True if args.no_progress else None, file=sys.stderr,
@@ -149,6 +157,15 @@ def cmd_migrate(config, args) -> int:
     finally:
         conn.close()
     bar.close()
+    _say_migrated(config, source, report)
+    return EXIT_OK
+
+
+def _say_migrated(config, source, report) -> None:
+    """What became of the table, and which of its months retention drops next."""
+    from . import partition_maintenance
+    from .db import connect
+
     print(f"bronze.{source.name} is partitioned by month of {source.partition_by}: {report.rows_new:,} rows, every "
           f"row of the plain table ({report.rows_old:,}, checked before the swap), in {report.seconds:.1f} s; the "
           f"swap waited {report.swap_waits} time(s) for loads")
@@ -164,4 +181,48 @@ def cmd_migrate(config, args) -> int:
         if due:
             print(f"retention {source.retention_months} months: {len(due)} of these months are past it and go at "
                   f"the next maintenance (within the hour): {', '.join(s.partition for s in due)}")
-    return EXIT_OK
+
+
+def _list_arguments(parser) -> None:
+    parser.add_argument("--source", metavar="NAME", help="only this source")
+    parser.add_argument("--exact", action="store_true", help="count the rows of every partition (slow on large ones)")
+    parser.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+def _maintain_arguments(parser) -> None:
+    # SUPPRESS: the value given before the action (partitions --source X maintain) stands.
+    parser.add_argument("--source", metavar="NAME", default=argparse.SUPPRESS, help="only this source")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be made and dropped; change nothing")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON for scripts")
+
+
+def _migrate_arguments(parser) -> None:
+    parser.add_argument("--source", metavar="NAME", required=True, default=argparse.SUPPRESS, help="the source")
+    parser.add_argument("--batch-rows", type=int, default=50_000, metavar="N",
+                        help="ids copied per transaction (default 50,000)")
+    parser.add_argument("--drop-old", action="store_true", help="drop the old table once the counts match")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+COMMANDS = [
+    Command("partitions", help="bronze partitions per source: rows, size, retention",
+            description="List the bronze tables of the configured sources: each month's partition "
+                        "with its rows, size and when retention drops it (a plain table as one line). "
+                        "Rows are counted up to 64 MB a partition and estimated above (~), unless "
+                        "--exact. The actions make months, apply retention and migrate a plain table.",
+            handler=cmd_list, add_arguments=_list_arguments),
+    Command("partitions maintain", help="make the coming months, drop partitions past retention",
+            description="What consumers do every hour: make this month's and the next two months' "
+                        "partitions, and detach and drop those whose rows are all older than the "
+                        "source's retention. Each change is logged and recorded in "
+                        "ops.partition_log. With --dry-run, only say what would be done.",
+            handler=cmd_maintain, add_arguments=_maintain_arguments),
+    Command("partitions migrate", help="make a source's plain bronze table partitioned, while loads go on",
+            description="Copy the rows of the plain bronze.SOURCE, in batches, into a table "
+                        "partitioned by month (the source's partition_by), then swap the two in one "
+                        "short transaction: loads go on, and wait a moment at the swap. The old "
+                        "table is kept as bronze.\"SOURCE-unpartitioned\" (unless --drop-old and "
+                        "the counts match). Interrupted, it resumes where it stopped. Set "
+                        "partition = \"month\" for the source first.",
+            handler=cmd_migrate, add_arguments=_migrate_arguments),
+]

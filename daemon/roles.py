@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .backoff import keep_trying, log_retry
-from .broker import Publisher, Topology, open_connection
-from .config import Config, LiveConfig
-from .db import connect, migrate
+from .commands import Command, always
 from .errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,13 +27,14 @@ from .errors import (
     StartupError,
     TransientError,
 )
-from .health import Health, HealthServer, database_checker
-from .ledger import Ledger
 from .logs import redact_url
-from .runner import Supervisor
 
 if TYPE_CHECKING:
+    from .broker import Publisher
+    from .config import Config
+    from .health import Health
     from .poller import Poller
+    from .runner import Supervisor
     from .watcher import Watcher
 
 log = logging.getLogger("ingestd")
@@ -44,6 +42,8 @@ SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def cmd_migrate(config, args) -> int:
+    from .db import migrate
+
     applied = migrate(config.database_url, config.connect_timeout_seconds)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; up to date"))
     return EXIT_OK
@@ -52,6 +52,8 @@ def cmd_migrate(config, args) -> int:
 def _migrate_with_retry(config, stop: threading.Event) -> None:
     """Migrate, waiting out an unreachable database; a refusal (login, role,
     permission) stops the start with its fix."""
+    from .backoff import keep_trying, log_retry
+    from .db import migrate
 
     def attempt() -> None:
         try:
@@ -66,6 +68,8 @@ def _check_broker_access(config) -> None:
     """One connection at start: a refusal (login, virtual host) stops the
     start with its fix; an unreachable broker is left to the roles, which
     retry (files wait in the landing zone meanwhile)."""
+    from .broker import open_connection
+
     try:
         open_connection(config.amqp_url, config.heartbeat_seconds, "ingestd-start").close()
     except NotPermittedError as exc:
@@ -130,6 +134,8 @@ def cmd_poll(config, args) -> int:
             print("ingestd poll: naming sources needs --once", file=sys.stderr)
             return EXIT_USAGE
         return run_roles(config, watch=False, consumers=0, poll=True)
+    from .broker import Publisher, Topology
+    from .db import migrate
     from .poller import Poller
 
     migrate(config.database_url, config.connect_timeout_seconds)
@@ -145,6 +151,9 @@ def cmd_poll(config, args) -> int:
 
 
 def _last_status(config, source: str) -> str:
+    from .db import connect
+    from .ledger import Ledger
+
     conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-poll")
     try:
         _, next_poll, last_status = Ledger(conn).poll_state(source)
@@ -168,6 +177,9 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -
     # lets go, by default up to 5 ms: a convoy that a burst of small files
     # (several round trips each) pays on every step. 1 ms: 763 -> 892
     # files/s for 10,000 small files, large files as fast (docs/performance.md).
+    from .health import Health, HealthServer, database_checker
+    from .runner import Supervisor
+
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     needs_database = bool(consumers or poll)
     health = Health(database_check=database_checker(config.database_url) if needs_database else None)
@@ -215,6 +227,9 @@ def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
         watch_landing_disk(config.landing_dir)
     import psycopg2
 
+    from .db import connect
+    from .ledger import Ledger
+
     last = None
     if consumers:
         try:
@@ -247,6 +262,9 @@ class _Roles:
     """Starts each role in its thread, with its heartbeat and readiness."""
 
     def __init__(self, config: Config, supervisor: Supervisor, health: Health) -> None:
+        from .broker import Topology
+        from .config import LiveConfig
+
         self.config = config
         self.supervisor = supervisor
         self.health = health
@@ -258,6 +276,8 @@ class _Roles:
         return lambda problem: self.health.set_ready(component, problem)
 
     def publisher(self, role: str) -> Publisher:
+        from .broker import Publisher
+
         return Publisher(self.config.amqp_url, self.topology, self.config.heartbeat_seconds, role)
 
     def start_poller(self) -> None:
@@ -299,3 +319,34 @@ class _Roles:
             worker.heartbeat = (lambda role: lambda: self.health.beat(role))(f"consumer-{n}")
             worker.report = self.reporter(f"broker (consumer-{n})")
             self.supervisor.start(f"consumer-{n}", worker.run)
+
+
+def _workers_argument(parser) -> None:
+    parser.add_argument("--workers", type=int, metavar="N", help="consumer workers (default: [consumer] workers)")
+
+
+def _poll_arguments(parser) -> None:
+    parser.add_argument("--once", action="store_true", help="poll now, once, and exit")
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help="only these API sources (with --once)")
+
+
+COMMANDS = [
+    Command("migrate", help="create the database if needed and apply sql/ migrations",
+            description="Apply the numbered SQL migrations (idempotent; safe to run concurrently).",
+            handler=cmd_migrate),
+    Command("run", help="watcher and consumers in one process",
+            description="Run the watcher and N consumer workers in one process (the simple VM case). "
+                        "Applies migrations first.",
+            handler=cmd_run, add_arguments=_workers_argument, long_running=always),
+    Command("watch", help="the watcher role only",
+            description="Watch the landing folder and publish an event for each complete file.",
+            handler=cmd_watch, long_running=always),
+    Command("consume", help="consumer workers only",
+            description="Consume events and load them into bronze tables. Applies migrations first.",
+            handler=cmd_consume, add_arguments=_workers_argument, long_running=always),
+    Command("poll", help="the API poller role",
+            description="Poll the API sources (kind = \"api\") at their intervals and publish each "
+                        "answer as a payload event. With --once, poll now and exit: 0 when every "
+                        "poll succeeded, 1 otherwise (for cron and for testing).",
+            handler=cmd_poll, add_arguments=_poll_arguments, long_running=lambda args: not args.once),
+]

@@ -6,17 +6,39 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ApiSource, Config, FileSource, PollerConfig, SourceConfig, settings_of
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NotPermittedError, PermanentError, TransientError
+from .commands import Command
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    NotPermittedError,
+    PermanentError,
+    TransientError,
+)
 from .logs import REDACTED, is_secret_name, redact_url
 
+if TYPE_CHECKING:
+    from .config import Config, SourceConfig
 
-def cmd_init(args) -> int:
+
+def cmd_init(config: None, args) -> int:
+    """``ingestd init``; a place that cannot be written is bad usage (exit 2), said in one line."""
+    try:
+        return _init(args)
+    except BrokenPipeError:
+        raise
+    except (ConfigError, OSError) as exc:
+        print(f"ingestd init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _init(args) -> int:
     """Write ingestd.toml (commented), the example schemas, the sample files
     and the landing folders into a directory; never overwrite without
     --force, never write through a symbolic link (dangling or not) or into a
@@ -174,6 +196,8 @@ def shown(value: Any) -> Any:
 
 def _flat_settings(config: Config):
     """(TOML key, value) of every setting, as ``config.py`` reads them."""
+    from .config import Config, PollerConfig, settings_of
+
     yield "landing.dir", config.landing_dir
     for key, field in settings_of(Config):
         yield key, getattr(config, field.name)
@@ -189,6 +213,8 @@ def _source_settings(source: SourceConfig):
     """(key, value in force) of every key a source of its kind (and provider)
     may set, None where unset and without a default; each value as it could
     be written in the file (durations in seconds, retention in months)."""
+    from .config import ApiSource, FileSource
+
     yield "kind", source.kind
     if isinstance(source, FileSource):
         yield from (("format", source.format), ("delimiter", source.delimiter), ("skip_lines", source.skip_lines))
@@ -365,20 +391,23 @@ def cmd_validate(config, args) -> int:
     return EXIT_OK if all(v.reason is None for v in verdicts) else EXIT_FAILED
 
 
-def cmd_infer_schema(args) -> int:
+def cmd_infer_schema(config: None, args) -> int:
     import itertools
     import json
 
     from ingestd.consumers.infer import infer_schema
-    from ingestd.records.readers import read_records
+    from ingestd.records.formats import FORMATS, format_of, read_records
 
     path = Path(args.file)
-    fmt = args.format or _format_of(path.name)
+    fmt = args.format or format_of(path.name)
     if fmt is None:
         print(f"ingestd infer-schema: cannot tell the format of {path.name}; pass --format", file=sys.stderr)
         return EXIT_USAGE
+    # The options given that the format takes (--delimiter is CSV's, --records-path JSON's).
+    given = {"delimiter": args.delimiter, "skip_lines": args.skip_lines, "records_path": args.records_path}
+    options = {key: value for key, value in given.items() if key in FORMATS[fmt].options}
     try:
-        records = read_records(path, fmt, None, args.records_path, args.delimiter, args.skip_lines)
+        records = read_records(path, fmt, None, options)
         values = [value for value, _ in itertools.islice(records, max(1, args.sample))]
     except PermanentError as exc:
         print(f"ingestd infer-schema: {path}: {exc.reason}: {exc.failure.message}", file=sys.stderr)
@@ -390,10 +419,73 @@ def cmd_infer_schema(args) -> int:
     return EXIT_OK
 
 
-def _format_of(name: str) -> str | None:
-    base = name[:-3] if name.endswith(".gz") else name
-    for suffix, fmt in ((".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"),
-                        (".parquet", "parquet")):
-        if base.endswith(suffix):
-            return fmt
-    return None
+class _FormatNames(Sequence[str]):
+    """The names of the registered file formats (``ingestd.records.formats.FORMATS``),
+    read when argparse looks at them (a help page, a value to check): the
+    registry, and the readers and pyarrow behind it, are imported then, not
+    for every ``ingestd --help`` and completion script."""
+
+    def _names(self) -> list[str]:
+        from ingestd.records.formats import FORMATS
+
+        return list(FORMATS)
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def _validate_arguments(parser) -> None:
+    parser.add_argument("--source", required=True, metavar="NAME", help="a file source of the config")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="files to read (anywhere)")
+    parser.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+def _infer_schema_arguments(parser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a sample file (csv, json, jsonl, parquet; .gz too)")
+    fmt = parser.add_argument("--format", help="the file's format (default: from its suffix)")
+    fmt.choices = _FormatNames()  # set after: add_argument would read them to check the metavar
+    parser.add_argument("--records-path", metavar="PATH", help="JSON: the dotted path of the records array")
+    parser.add_argument("--delimiter", default=",", metavar="CHAR", help="CSV delimiter (default ,)")
+    parser.add_argument("--skip-lines", type=int, default=0, metavar="N", help="CSV: lines before the header")
+    parser.add_argument("--sample", type=int, default=100_000, metavar="N",
+                        help="read at most N records (default 100,000)")
+    parser.add_argument("--title", help="the schema's title (default: the file's name)")
+
+
+def _init_arguments(parser) -> None:
+    parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to write (default: here)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing ingestd.toml and schemas")
+
+
+def _config_show_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+COMMANDS = [
+    Command("check", help="check config, database, broker and landing folder",
+            description="Check the configuration and connectivity; say what is wrong and how to fix it.",
+            handler=cmd_check),
+    Command("validate", help="read and validate files without loading them: what would happen",
+            description="Read FILEs as files of source NAME (its format, schema and limits) and say what "
+                        "a load would do: rows, invalid records with pointer and keyword, and the reason "
+                        "code it would get. Nothing is loaded, moved or published; no server is needed. "
+                        "Exit 0 when every file would load, 1 otherwise.",
+            handler=cmd_validate, add_arguments=_validate_arguments),
+    Command("infer-schema", help="propose a JSON Schema from a sample file",
+            description="Read a sample file and print a JSON Schema (draft 2020-12) for its records: "
+                        "types, required properties, and shapes of text (integers, decimals, dates). "
+                        "Review it, save it under schemas/, and name it in the source. No config needed.",
+            handler=cmd_infer_schema, add_arguments=_infer_schema_arguments, needs_config=False),
+    Command("init", help="write a starting config, the example schemas and the landing folders",
+            description="Write DIR/ingestd.toml (commented), DIR/schemas/ and DIR/data_lake/<source>/ "
+                        "for each file source of the example. Nothing is overwritten without --force.",
+            handler=cmd_init, add_arguments=_init_arguments, needs_config=False),
+    Command("config", help="the configuration in force", description="The configuration in force."),
+    Command("config show", help="every setting, its value and where it came from",
+            description="Every setting in force, its value (secrets redacted) and where it came from: "
+                        "the file, the environment, or the default.",
+            handler=cmd_config_show, add_arguments=_config_show_arguments),
+]
