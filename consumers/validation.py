@@ -71,6 +71,7 @@ class ValidationPlan:
 
 
 def plan_for(schema: Any, format_mode: str = "assert") -> ValidationPlan:
+    """Which path ``schema``'s records take, and why not the compiled one."""
     cls = class_of(schema)
     draft = DRAFTS.get(cls, "draft 2020-12")
     reasons = list(_slow_reasons(schema, draft, cls))
