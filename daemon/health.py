@@ -146,7 +146,11 @@ class HealthServer:
         log.info("health and metrics served", extra={"step": "health", "status": "listening", "port": self.port})
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        """Stop serving and wait for the server's thread (``shutdown`` waits
+        for its loop; the thread ends just after)."""
+        if self.thread.ident is not None:
+            self.httpd.shutdown()
+            self.thread.join(timeout=10)
         self.httpd.server_close()
 
 

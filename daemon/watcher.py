@@ -94,6 +94,18 @@ def _shorten_move_pairing() -> None:
 PUBLISH_BATCH = 256
 
 
+# Seconds to wait for an observer's thread to end once told to stop (its
+# emitters are joined by ``stop`` itself).
+OBSERVER_JOIN_SECONDS = 10.0
+
+
+def _stop(observer: BaseObserver) -> None:
+    """Stop an observer and wait for its thread (if it ever started)."""
+    observer.stop()
+    if observer.ident is not None:
+        observer.join(timeout=OBSERVER_JOIN_SECONDS)
+
+
 class Watcher:
     """Publishes a ``FileEvent`` for each complete file in the landing zone."""
 
@@ -153,7 +165,7 @@ class Watcher:
                 "sysctl fs.inotify.max_user_watches=524288 (and max_user_instances)",
                 extra={"step": "watch", "status": "degraded"},
             )
-            observer.stop()
+            _stop(observer)
             observer = PollingObserver(timeout=self.config.poll_interval_seconds)
             self._watched = {}
             self._schedule(observer, self.root, recursive=False)
@@ -198,7 +210,7 @@ class Watcher:
 
     def stop_observer(self) -> None:
         if self._observer is not None:
-            self._observer.stop()
+            _stop(self._observer)
             self._observer.join(timeout=5)
             self._observer = None
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -104,6 +106,56 @@ def pytest_sessionfinish(session, exitstatus):
             delete_broker_names(amqp_url, prefix)
         except Exception:  # noqa: BLE001 - the broker may be gone; nothing else to clean then
             pass
+
+
+# Seconds a thread started during a test has, once the test and its
+# fixtures are done, to end before it counts as left running: what stopping
+# takes (a watchdog observer's queue wait, a health server's poll, a broker
+# wait with an inactivity timeout), with room for a loaded machine.
+THREAD_GRACE_SECONDS = 5.0
+
+
+def _thread_allowed(thread: threading.Thread) -> bool:
+    """Threads that are not ingestd's and outlive a test by their library's
+    design. Each entry says whose thread it is and why; a thread of
+    ingestd's (roles, workers, recorder, health server, watcher observers,
+    poller) or of a test's own making is never one.
+
+    - tqdm's monitor (``tqdm._monitor.TMonitor``): one per process, started
+      by the first progress bar made, even a disabled one (the commands
+      tests run in-process make theirs disabled), and stopped by tqdm only
+      when an enabled bar closes as the last one; no caller can stop it.
+    """
+    return type(thread).__module__ == "tqdm._monitor" and type(thread).__name__ == "TMonitor"
+
+
+def _describe(thread: threading.Thread) -> str:
+    target = getattr(thread, "_target", None)
+    what = getattr(target, "__qualname__", None) or type(thread).__qualname__
+    return f"{thread.name!r} ({what}{', daemon' if thread.daemon else ''})"
+
+
+def threads_left_running(before: set[threading.Thread], grace: float) -> list[threading.Thread]:
+    """The threads not in ``before`` (nor allowed) still running after
+    waiting up to ``grace`` seconds in all for them to end."""
+    deadline = time.monotonic() + grace
+    new = [t for t in threading.enumerate() if t not in before and not _thread_allowed(t)]
+    for thread in new:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return [t for t in new if t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running(request):
+    """Fail a test that leaves a thread running after it (and its
+    fixtures) ended: whatever a test starts, it stops and joins. Threads
+    started meanwhile get ``THREAD_GRACE_SECONDS`` in all to end."""
+    before = set(threading.enumerate())
+    yield
+    left = threads_left_running(before, THREAD_GRACE_SECONDS)
+    if left:
+        pytest.fail(f"{request.node.nodeid} left {len(left)} thread(s) running: "
+                    + ", ".join(_describe(t) for t in left), pytrace=False)
 
 
 def _docker_engine_available() -> bool:
