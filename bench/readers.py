@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .__main__ import csv_to_jsonl, generate_csv
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingestd.daemon.config import Config, SourceConfig
+from ingestd.daemon.config import Config, FileSource, SourceConfig
 from ingestd.daemon.errors import PermanentError
-from ingestd.records.readers import check_file_size, read_records
+from ingestd.records.formats import read_records
+from ingestd.records.reading import check_file_size
 
 from .bronze import LoadStats, check_invalid_ratio, encode_record
 from .validation import RecordValidator
@@ -56,8 +57,9 @@ def judge_file(config: Config, source: SourceConfig, path: Path,
         except OSError as exc:
             raise PermanentError("unreadable_file", f"cannot stat the file: {exc.strerror}") from None
         check_file_size(path, size, config.max_file_bytes, str(path))
-        records = read_records(path, source.format, config.max_file_bytes, source.records_path, source.delimiter,
-                               source.skip_lines, config.max_record_bytes, exact_numbers=source.schema is not None)
+        options = source.options if isinstance(source, FileSource) else None
+        records = read_records(path, source.format, config.max_file_bytes, options,
+                               max_record_bytes=config.max_record_bytes, exact_numbers=source.schema is not None)
         for number, (value, text) in enumerate(records, 1):
             if text is None:
                 encode_record(value, number)  # what jsonb could not store (U+0000)

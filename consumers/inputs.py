@@ -43,8 +43,10 @@ from ingestd.daemon.landing import (
 )
 from ingestd.daemon.ledger import Ledger
 from ingestd.daemon.providers import provider_for
+from ingestd.records.format_json import read_json
+from ingestd.records.formats import read_records
 from ingestd.records.jsontext import with_context
-from ingestd.records.readers import check_file_size, open_content, read_json, read_records
+from ingestd.records.reading import check_file_size, open_content
 
 from .checksum import sha256_file
 
@@ -187,8 +189,8 @@ class FileInput:
 
     def records(self) -> Iterator[Numbered]:
         source, cfg = self.source, self.config
-        records = read_records(self.path, source.format, cfg.max_file_bytes, source.records_path, source.delimiter,
-                               source.skip_lines, cfg.max_record_bytes, exact_numbers=source.schema is not None)
+        records = read_records(self.path, source.format, cfg.max_file_bytes, source.options,
+                               max_record_bytes=cfg.max_record_bytes, exact_numbers=source.schema is not None)
         return ((n, value, text) for n, (value, text) in enumerate(records, 1))
 
     def unchanged(self) -> bool:

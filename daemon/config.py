@@ -21,7 +21,9 @@ from typing import Any
 
 import jsonschema
 
+from .config_sources import add_source_schema, build_source, check_partition_names
 from .errors import ConfigError
+from .providers import PROVIDERS
 from .sources import ApiSource, FileSource, SourceConfig
 
 __all__ = ["ApiSource", "Config", "FileSource", "LiveConfig", "PollerConfig", "SourceConfig", "build_config",
@@ -49,11 +51,10 @@ def setting(default: Any, key: str, convert: Callable[[Any], Any] | None = None)
 
 
 def _request_intervals(raw: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((dict(DEFAULT_REQUEST_INTERVALS) | {k: float(v) for k, v in raw.items()}).items()))
-
-
-# Seconds between two requests to the same provider (FRED allows 120 a minute).
-DEFAULT_REQUEST_INTERVALS = (("fred", 0.5), ("http_json", 0.0), ("valet", 0.2))
+    """Seconds between two requests to one provider, by provider name: each
+    provider's own ``min_request_interval``, under the ``raw`` overrides."""
+    own = {name: float(provider.min_request_interval) for name, provider in PROVIDERS.items()}
+    return tuple(sorted((own | {k: float(v) for k, v in raw.items()}).items()))
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,16 @@ class PollerConfig:
     max_retry_seconds: float = setting(120.0, "poller.max_retry_seconds", float)
     retry_base_seconds: float = setting(1.0, "poller.retry_base_seconds", float)
     inline_payload_bytes: int = setting(256 * 1024, "poller.inline_payload_bytes", int)
+    # The default: the providers registered when this module is imported.
     min_request_interval: tuple[tuple[str, float], ...] = setting(
-        DEFAULT_REQUEST_INTERVALS, "poller.min_request_interval", _request_intervals)
+        _request_intervals({}), "poller.min_request_interval", _request_intervals)
 
     def interval_for(self, provider: str) -> float:
-        return dict(self.min_request_interval).get(provider, 0.0)
+        """The interval in force for ``provider``: as configured, else its own."""
+        found = dict(self.min_request_interval).get(provider)
+        if found is None and provider in PROVIDERS:
+            return float(PROVIDERS[provider].min_request_interval)
+        return found or 0.0
 
 
 @dataclass(frozen=True)
@@ -147,15 +153,13 @@ def _read_settings(cls: type, sections: Mapping[str, Mapping[str, Any]]) -> dict
 
 
 def config_schema() -> dict[str, Any]:
-    """``config.schema.json`` with the keys and rules of every API provider."""
-    from .providers import PROVIDERS, source_schema_parts
-
+    """``config.schema.json`` with what the registries add: the names and
+    option keys of the file formats (records/formats.py), the keys and rules
+    of the API providers (daemon/providers/), a request interval a provider."""
     schema = json.loads(files("ingestd.daemon").joinpath("config.schema.json").read_text())
-    source = schema["properties"]["sources"]["items"]
-    properties, rules = source_schema_parts()
-    source["properties"].update(properties)
-    source["properties"]["provider"] = {"enum": sorted(PROVIDERS)}
-    source["allOf"] = source.get("allOf", []) + rules
+    add_source_schema(schema["properties"]["sources"]["items"])
+    intervals = schema["properties"]["poller"]["properties"]["min_request_interval"]
+    intervals["properties"] = {name: {"type": "number", "minimum": 0, "maximum": 3600} for name in sorted(PROVIDERS)}
     return schema
 
 
@@ -179,7 +183,10 @@ def describe_config_error(error: jsonschema.ValidationError) -> str:
         return f"{where}: unknown key {keys}" if where != "(top level)" else f"unknown key {keys}"
     if error.validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
         keys = ", ".join(repr(k) for k in error.validator_value["required"])
-        return f"{where}: key {keys} is not allowed here (it belongs to file sources)"
+        why = error.schema.get("description") if isinstance(error.schema, dict) else None
+        if why and isinstance(error.instance, dict) and isinstance(error.instance.get("name"), str):
+            why = f"source {error.instance['name']!r}: {why}"
+        return f"{where}: key {keys} is not allowed here ({why or 'it belongs to file sources'})"
     return f"{where}: {error.message}"
 
 
@@ -260,10 +267,12 @@ def build_config(
     landing_dir = Path(sections.get("landing", {}).get("dir", "data_lake"))
     if not landing_dir.is_absolute():
         landing_dir = base_dir / landing_dir
-    sources = {raw["name"]: _build_source(raw, base_dir) for raw in doc.get("sources", [])}
-    _check_partition_names(sources)
-    config = Config(path=path, landing_dir=landing_dir.resolve(), poller=PollerConfig(**_read_settings(PollerConfig,
-                    sections)), sources=sources, origins=where_from, **_read_settings(Config, sections))
+    sources = {raw["name"]: build_source(raw, base_dir) for raw in doc.get("sources", [])}
+    check_partition_names(sources)
+    # The intervals of the providers registered now, not only at import (the field's default).
+    poller = PollerConfig(**{"min_request_interval": _request_intervals({})} | _read_settings(PollerConfig, sections))
+    config = Config(path=path, landing_dir=landing_dir.resolve(), poller=poller, sources=sources, origins=where_from,
+                    **_read_settings(Config, sections))
     defaults = {name: float(getattr(config, name)) for name in OBJECTIVES}
     own = {raw["name"]: raw.get("objectives", {}) for raw in doc.get("sources", [])}
     config.sources.update({name: dataclasses.replace(source, objectives={
@@ -395,48 +404,6 @@ def check_broker_url(url: str) -> str | None:
     return None
 
 
-def parse_duration(value: float | int | str) -> float:
-    """Seconds from a number or ``90s``, ``15m``, ``1h``, ``1d``."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return float(value[:-1]) * units[value[-1]]
-
-
-def _read_schema(name: str, raw_path: str, base_dir: Path, format_mode: str = "assert") -> tuple[Path, dict[str, Any]]:
-    """A source's JSON Schema, checked: readable JSON, a valid schema of its
-    draft, ECMA-262 patterns, and under ``format_mode`` "assert" only formats
-    that are really checked."""
-    schema_path = Path(raw_path)
-    if not schema_path.is_absolute():
-        schema_path = (base_dir / schema_path).resolve()
-    try:
-        schema_doc = json.loads(schema_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
-    from ingestd.consumers.validation import check_patterns, format_checker, unassertable_formats, validator_class
-
-    problems = check_patterns(schema_doc)
-    if problems:
-        raise ConfigError(f"sources[{name}].schema: {schema_path}: patterns are ECMA-262 regular expressions; "
-                          + "; ".join(problems))
-    try:
-        # Against its draft's metaschema, "regex" formats being ECMA-262 too.
-        validator_cls = validator_class(schema_doc)
-        validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
-                          f"{exc.message}") from None
-    problems = unassertable_formats(schema_doc, format_mode)
-    if problems:
-        raise ConfigError(f"sources[{name}].schema: {schema_path}: " + "; ".join(problems))
-    return schema_path, schema_doc
-
-
-_COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path",
-                "expect_every", "partition", "partition_by", "retention", "objectives"}
 OBJECTIVES = ("run_error_ratio", "invalid_record_ratio", "latency_p95_seconds")
 
 
@@ -453,83 +420,6 @@ def _nan_problems(value: Any, where: str = "") -> list[str]:
     if isinstance(value, list):
         return [p for n, v in enumerate(value) for p in _nan_problems(v, f"{where}[{n}]")]
     return []
-
-
-_RETENTION = re.compile(r"^\s*([1-9][0-9]{0,3})\s*(months?|years?)\s*$")
-# A partition is named <source>_pYYYY_MM (daemon/partitions.py), within
-# PostgreSQL's 63 bytes.
-PARTITIONED_NAME_MAX = 54
-
-
-# Retention drops the months before now minus the retention: a date that
-# Python's datetime (years 1 to 9999) and the month arithmetic must hold for
-# as long as the daemon runs. A century keeps that far from the edge and is
-# more than any data needs; to keep every month, leave retention out.
-RETENTION_MAX_MONTHS = 1200
-
-
-def parse_retention(value: str) -> int:
-    """Months from ``24 months`` or ``2 years`` (at most ``RETENTION_MAX_MONTHS``); ValueError otherwise."""
-    match = _RETENTION.match(value)
-    if not match:
-        raise ValueError(f"{value!r}: write a number of months or years, such as \"24 months\" or \"2 years\"")
-    months = int(match.group(1)) * (12 if match.group(2).startswith("year") else 1)
-    if months > RETENTION_MAX_MONTHS:
-        raise ValueError(f"{value!r}: at most 100 years ({RETENTION_MAX_MONTHS} months); to keep every month, "
-                         "leave retention out")
-    return months
-
-
-def _partitioning(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A source's partition settings, checked against each other."""
-    partition = raw.get("partition", "none")
-    if partition == "none":
-        for key in ("partition_by", "retention"):
-            if key in raw:
-                raise ConfigError(f"sources[{name}].{key}: needs partition = \"month\" (retention drops whole "
-                                  "months, which only a partitioned table has)")
-        return {}
-    if len(name) > PARTITIONED_NAME_MAX:
-        raise ConfigError(f"sources[{name}].partition: a partitioned source's name has at most "
-                          f"{PARTITIONED_NAME_MAX} characters (its partitions are named <name>_pYYYY_MM)")
-    months = None
-    if "retention" in raw:
-        try:
-            months = parse_retention(str(raw["retention"]))
-        except ValueError as exc:
-            raise ConfigError(f"sources[{name}].retention: {exc}") from None
-    return {"partition": partition, "partition_by": raw.get("partition_by", "ingested_at"),
-            "retention_months": months}
-
-
-def _check_partition_names(sources: Mapping[str, SourceConfig]) -> None:
-    """No source may be named like a partition of a partitioned one."""
-    for name in sources:
-        found = re.match(r"^(.+)_p[0-9]{4}_[0-9]{2}$", name)
-        if found and found.group(1) in sources and sources[found.group(1)].partition:
-            raise ConfigError(f"sources[{name}]: this name is the name of a partition of source "
-                              f"{found.group(1)!r} (partition = \"month\"); choose another")
-
-
-def _build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
-    name = raw["name"]
-    schema_path, schema_doc = (_read_schema(name, raw["schema"], base_dir, raw.get("format_keyword", "assert"))
-                               if raw.get("schema") else (None, None))
-    common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
-              "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
-              "format_keyword": raw.get("format_keyword", "assert"),
-              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None,
-              **_partitioning(name, raw)}
-    if raw.get("kind", "file") == "file":
-        return FileSource(format=raw["format"], records_path=raw.get("records_path"),
-                          delimiter=raw.get("delimiter", ","), skip_lines=int(raw.get("skip_lines", 0)), **common)
-    from .providers import PROVIDERS
-
-    provider = PROVIDERS[raw["provider"]]
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
-               if k not in _COMMON_KEYS | {"provider", "interval"}}
-    return ApiSource(records_path=raw.get("records_path", provider.default_records_path), provider=provider.name,
-                     interval_seconds=parse_duration(raw.get("interval", 3600)), options=options, **common)
 
 
 # Settings a running daemon picks up when the config file changes; the rest

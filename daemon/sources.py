@@ -18,6 +18,8 @@ class SourceConfig:
     max_invalid_ratio: float = 0.1
     # The JSON Schema "format" keyword: "assert" (checked) or "annotate".
     format_keyword: str = "assert"
+    # Where the records are in a JSON document: an API's answer, or a file
+    # of format json (there also one of the source's ``options``).
     records_path: str | None = None
     # The JSON Schema document itself, read once at start.
     schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -41,11 +43,13 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class FileSource(SourceConfig):
-    """A folder of the landing zone: ``data_lake/<name>/``."""
+    """A folder of the landing zone: ``data_lake/<name>/``, its files in
+    ``format``. ``options`` are the source keys its format takes
+    (records/formats.py), each one present, unset ones at their default:
+    what the format's reader is given."""
 
     kind: str = "file"
-    delimiter: str = ","
-    skip_lines: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

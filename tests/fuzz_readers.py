@@ -26,7 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.daemon.errors import REASONS, PermanentError
-from ingestd.records.readers import read_csv, read_json, read_jsonl, read_records
+from ingestd.records.format_csv import read_csv
+from ingestd.records.format_json import read_json
+from ingestd.records.format_jsonl import read_jsonl
+from ingestd.records.formats import read_records
 
 WHITESPACE = st.text(alphabet=" \t\r\n", max_size=3)
 

@@ -27,8 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.consumers.validation import RecordValidator
+from ingestd.records.format_json import read_json
+from ingestd.records.format_jsonl import read_jsonl
+from ingestd.records.formats import read_records
 from ingestd.records.jsontext import ExactNumber, parse_record
-from ingestd.records.readers import read_json, read_jsonl, read_records
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 # A keyword the compiled validator does not take: the schema goes to jsonschema.

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ingestd.consumers.validation import RecordValidator
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .conftest import FITBIT, REPO, SHARED_DATA, ingestd_cmd
 
@@ -34,7 +34,7 @@ def test_an_inferred_schema_accepts_its_sample_on_the_fast_path(path, records_pa
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     fmt = "csv" if path.suffix == ".csv" else "parquet" if path.suffix == ".parquet" else "json"
-    values = [v for v, _ in read_records(path, fmt, None, records_path)]
+    values = [v for v, _ in read_records(path, fmt, None, {"records_path": records_path} if records_path else None)]
     assert count is None or len(values) == count
     validator = RecordValidator(schema, "inferred")
     assert validator.plan.fast, validator.plan
@@ -171,7 +171,6 @@ skip_lines = 1
 schema = "s.json"
 max_invalid_ratio = 0.5
 format_keyword = "annotate"
-records_path = "x"
 partition = "month"
 partition_by = "source_timestamp"
 retention = "2 years"

@@ -21,7 +21,7 @@ import pytest
 
 from ingestd.daemon.errors import PermanentError
 from ingestd.records import parquetpages
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .conftest import REPO
 
@@ -173,7 +173,7 @@ def rewrite_first_page_header(path: Path, tail: bytes) -> Path:
 CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 count, reason, message = 0, None, None
 try:
     for _ in read_records(sys.argv[1], "parquet", None, max_record_bytes=int(sys.argv[2])):

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestd.records import parquetpages
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .test_parquet_hostile import ThriftReader, column_meta, field, write_struct
 from .test_reader_bounds import read_in_child

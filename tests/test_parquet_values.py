@@ -19,7 +19,7 @@ from ingestd.consumers.ingest import IngestContext, ingest_message
 from ingestd.daemon.config import build_config
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import FileEvent
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .conftest import SHARED_DATA, query
 from .doubles import RecordingPublisher

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ingestd.consumers import bronze
 from ingestd.consumers.validation import RecordValidator
 from ingestd.daemon.sources import SourceConfig
-from ingestd.records.readers import read_json
+from ingestd.records.format_json import read_json
 
 from .conftest import REPO
 from .fuzz_readers import record_text, reference

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from ingestd.daemon.errors import PermanentError
 from ingestd.records import parquetpages
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 from .conftest import REPO
 
@@ -40,7 +40,7 @@ CHILD = """
 import json, resource, sys
 # A reader that runs away fails its test rather than the machine.
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
-from ingestd.records.readers import read_records
+from ingestd.records.formats import read_records
 
 path, fmt, values, limit, file_limit = sys.argv[1], sys.argv[2], sys.argv[3] == "values", int(sys.argv[4]), \
     None if sys.argv[5] == "none" else int(sys.argv[5])

@@ -8,7 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.records.readers import read_csv, read_json, read_jsonl, read_parquet, read_records
+from ingestd.records.format_csv import read_csv
+from ingestd.records.format_json import read_json
+from ingestd.records.format_jsonl import read_jsonl
+from ingestd.records.format_parquet import read_parquet
+from ingestd.records.formats import read_records
 
 from .conftest import FITBIT, SHARED_DATA
 
@@ -134,17 +138,17 @@ def test_json_nan_infinity_truncation_and_scalars_are_parse_errors(doc):
 
 def test_fred_observations_via_records_path():
     path = SHARED_DATA / "fred" / "pyfredapi_series_observations_GDP.json"
-    records = values(read_records(path, "json", None, "observations"))
+    records = values(read_records(path, "json", None, {"records_path": "observations"}))
     assert len(records) == 315
     assert sum(1 for r in records if r["value"] == ".") == 4
 
 
 def test_records_path_empty_array_is_no_records_but_missing_path_is_parse_error(tmp_path):
     empty = SHARED_DATA / "fred" / "fredr_series_observations-3a8dc9_empty.json"
-    assert list(read_records(empty, "json", None, "observations")) == []
+    assert list(read_records(empty, "json", None, {"records_path": "observations"})) == []
     missing = tmp_path / "missing.json"
     missing.write_bytes(b'{"data": {"other": []}}')
-    reason, message = reason_of(lambda: list(read_records(missing, "json", None, "data.items")))
+    reason, message = reason_of(lambda: list(read_records(missing, "json", None, {"records_path": "data.items"})))
     assert reason == "parse_error" and "data.items" in message
 
 

@@ -154,7 +154,7 @@ def test_secrets_are_redacted():
 def test_flat_fast_path_agrees_with_jsonschema_on_real_and_broken_rows():
     import jsonschema
 
-    from ingestd.records.readers import read_records
+    from ingestd.records.formats import read_records
 
     from .conftest import FITBIT
     schema = json.loads((REPO / "schemas" / "daily_activity.json").read_text())

@@ -309,7 +309,7 @@ def test_format_asserts_or_annotates_as_configured(mode, valid):
 
 
 def test_fitbit_schemas_keep_the_fast_path_and_agree_on_the_real_rows():
-    from ingestd.records.readers import read_records
+    from ingestd.records.formats import read_records
     for name, data in [("daily_activity", "dailyActivity_merged.csv"), ("sleep_day", "sleepDay_merged.csv"),
                        ("hourly_steps", "hourlySteps_merged.csv"),
                        ("heart_rate", "heartrate_seconds_merged_excerpt.csv")]:

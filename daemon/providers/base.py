@@ -103,8 +103,10 @@ def canonical(record: Mapping[str, Any], leave_out: tuple[str, ...] = ()) -> str
 
 class Provider:
     """One kind of API. Subclasses set ``name``, the JSON Schema of the
-    source keys they own (``options``, ``required``), and override
-    ``requests``; the rest has defaults."""
+    source keys they own (``options``, ``required``), their
+    ``min_request_interval`` if the API limits its rate, and override
+    ``requests``; the rest has defaults. ``providers.register`` makes one
+    known to the config and the poller."""
 
     name: ClassVar[str]
     default_base_url: ClassVar[str] = ""
@@ -115,6 +117,9 @@ class Provider:
     required: ClassVar[list[list[str]]] = [[]]
     # Keys that name environment variables holding secrets.
     secret_env_keys: ClassVar[tuple[str, ...]] = ()
+    # Seconds between two requests to this API, at least, across its sources
+    # (``[poller] min_request_interval`` overrides it by provider name).
+    min_request_interval: ClassVar[float] = 0.0
 
     def __init__(self, source: ApiSource) -> None:
         self.source = source

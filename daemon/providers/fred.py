@@ -18,6 +18,7 @@ class Fred(Provider):
     default_records_path = "observations"
     options = {**DATED_OPTIONS, "api_key_env": ENV_NAME}
     required = [["series"]]
+    min_request_interval = 0.5  # FRED allows 120 requests a minute
 
     def requests(self, cursor: Mapping[str, Any], environ: Mapping[str, str]) -> list[ApiRequest]:
         key, secrets, base = self.api_key(environ), self.secrets(environ), self.base_url()

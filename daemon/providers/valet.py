@@ -18,6 +18,7 @@ class Valet(Provider):
     default_records_path = "observations"
     options = {**DATED_OPTIONS, "group": SERIES_ID}
     required = [["series"], ["group"]]
+    min_request_interval = 0.2
 
     def requests(self, cursor: Mapping[str, Any], environ: Mapping[str, str]) -> list[ApiRequest]:
         group, series = self.settings.get("group"), self.settings.get("series", ())

@@ -1,0 +1,195 @@
+"""The ``[[sources]]`` tables of the configuration: their part of the config
+schema, built from the two registries (file formats: records/formats.py;
+API providers: daemon/providers/), and each table read into a
+``FileSource`` or an ``ApiSource``, its schema file read and checked.
+
+``config.py`` checks the whole document against the schema first, so what
+is read here has its keys and types right; what the schema cannot say
+(a schema file's contents, retention against partitioning, partition
+names) is refused here, naming the source and the key.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ingestd.records.formats import FORMATS
+
+from .errors import ConfigError
+from .providers import PROVIDERS, source_schema_parts
+from .sources import ApiSource, FileSource, SourceConfig
+
+# Keys of every source, whatever its kind, format or provider.
+_COMMON_KEYS = {"name", "kind", "format", "schema", "max_invalid_ratio", "format_keyword", "records_path",
+                "expect_every", "partition", "partition_by", "retention", "objectives"}
+
+
+def add_source_schema(source: dict[str, Any]) -> None:
+    """Complete the schema of a ``[[sources]]`` table (``source``, from
+    config.schema.json): the formats' names and option keys, and a rule per
+    format refusing the options of the others; the providers' names, keys
+    and rules; and no format option on an API source."""
+    properties, rules = source_schema_parts()
+    formats, format_rules = _format_schema_parts()
+    base = set(source["properties"])
+    for key, fragment in formats.items():
+        if any(where.get(key, fragment) != fragment for where in (properties, source["properties"])):
+            raise ValueError(f"option {key!r} of a file format has another schema than the source key {key!r}")
+    source["properties"].update(properties)
+    source["properties"].update(formats)
+    source["properties"]["provider"] = {"enum": sorted(PROVIDERS)}
+    source["properties"]["format"] = {"enum": sorted(FORMATS)}
+    only_files = sorted(set(formats) - base - set(properties))  # records_path is an API source's key too
+    api_rule = {"if": {"properties": {"kind": {"const": "api"}}, "required": ["kind"]},
+                "then": {"allOf": [_refused(key, f"it belongs to file sources of format {_owners(key)}")
+                                   for key in only_files]}}
+    source["allOf"] = source.get("allOf", []) + rules + format_rules + ([api_rule] if only_files else [])
+
+
+def _format_schema_parts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The option keys of every format (JSON Schema properties, one schema
+    a key: records/formats.py refuses two), and one rule per format: no
+    option of another format."""
+    properties: dict[str, Any] = {}
+    for fmt in FORMATS.values():
+        properties.update(fmt.options)
+    rules = []
+    for name, fmt in sorted(FORMATS.items()):
+        takes = ", ".join(sorted(fmt.options)) or "no option"
+        foreign = sorted(set(properties) - set(fmt.options))
+        if foreign:
+            rules.append({"if": {"properties": {"format": {"const": name}}, "required": ["format"]},
+                          "then": {"allOf": [_refused(key, f"format {name!r} takes {takes}; {key!r} is an option "
+                                                           f"of format {_owners(key)}") for key in foreign]}})
+    return properties, rules
+
+
+def _owners(key: str) -> str:
+    return " and ".join(repr(name) for name, fmt in sorted(FORMATS.items()) if key in fmt.options)
+
+
+def _refused(key: str, why: str) -> dict[str, Any]:
+    """A rule refusing ``key``; config.describe_config_error says ``why``."""
+    return {"not": {"required": [key]}, "description": why}
+
+
+def build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
+    """A ``[[sources]]`` table (checked against the schema) as a source."""
+    name = raw["name"]
+    schema_path, schema_doc = (_read_schema(name, raw["schema"], base_dir, raw.get("format_keyword", "assert"))
+                               if raw.get("schema") else (None, None))
+    common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
+              "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
+              "format_keyword": raw.get("format_keyword", "assert"),
+              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None,
+              **_partitioning(name, raw)}
+    if raw.get("kind", "file") == "file":
+        fmt = FORMATS[raw["format"]]
+        options = fmt.settings({key: raw[key] for key in fmt.options if key in raw})
+        return FileSource(format=fmt.name, records_path=options.get("records_path"), options=options, **common)
+    provider = PROVIDERS[raw["provider"]]
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
+               if k not in _COMMON_KEYS | {"provider", "interval"}}
+    return ApiSource(records_path=raw.get("records_path", provider.default_records_path), provider=provider.name,
+                     interval_seconds=parse_duration(raw.get("interval", 3600)), options=options, **common)
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or ``90s``, ``15m``, ``1h``, ``1d``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(value[:-1]) * units[value[-1]]
+
+
+def _read_schema(name: str, raw_path: str, base_dir: Path, format_mode: str = "assert") -> tuple[Path, dict[str, Any]]:
+    """A source's JSON Schema, checked: readable JSON, a valid schema of its
+    draft, ECMA-262 patterns, and under ``format_mode`` "assert" only formats
+    that are really checked."""
+    schema_path = Path(raw_path)
+    if not schema_path.is_absolute():
+        schema_path = (base_dir / schema_path).resolve()
+    try:
+        schema_doc = json.loads(schema_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sources[{name}].schema: file {schema_path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"sources[{name}].schema: {schema_path} is not readable JSON: {exc}") from None
+    from ingestd.records.dialect import check_patterns, format_checker, unassertable_formats, validator_class
+
+    problems = check_patterns(schema_doc)
+    if problems:
+        raise ConfigError(f"sources[{name}].schema: {schema_path}: patterns are ECMA-262 regular expressions; "
+                          + "; ".join(problems))
+    try:
+        # Against its draft's metaschema, "regex" formats being ECMA-262 too.
+        validator_cls = validator_class(schema_doc)
+        validator_cls.check_schema(schema_doc, format_checker=format_checker(validator_cls))
+    except jsonschema.SchemaError as exc:
+        raise ConfigError(f"sources[{name}].schema: {schema_path} is not a valid JSON Schema: "
+                          f"{exc.message}") from None
+    problems = unassertable_formats(schema_doc, format_mode)
+    if problems:
+        raise ConfigError(f"sources[{name}].schema: {schema_path}: " + "; ".join(problems))
+    return schema_path, schema_doc
+
+
+_RETENTION = re.compile(r"^\s*([1-9][0-9]{0,3})\s*(months?|years?)\s*$")
+# A partition is named <source>_pYYYY_MM (daemon/partitions.py), within
+# PostgreSQL's 63 bytes.
+PARTITIONED_NAME_MAX = 54
+
+
+# Retention drops the months before now minus the retention: a date that
+# Python's datetime (years 1 to 9999) and the month arithmetic must hold for
+# as long as the daemon runs. A century keeps that far from the edge and is
+# more than any data needs; to keep every month, leave retention out.
+RETENTION_MAX_MONTHS = 1200
+
+
+def parse_retention(value: str) -> int:
+    """Months from ``24 months`` or ``2 years`` (at most ``RETENTION_MAX_MONTHS``); ValueError otherwise."""
+    match = _RETENTION.match(value)
+    if not match:
+        raise ValueError(f"{value!r}: write a number of months or years, such as \"24 months\" or \"2 years\"")
+    months = int(match.group(1)) * (12 if match.group(2).startswith("year") else 1)
+    if months > RETENTION_MAX_MONTHS:
+        raise ValueError(f"{value!r}: at most 100 years ({RETENTION_MAX_MONTHS} months); to keep every month, "
+                         "leave retention out")
+    return months
+
+
+def _partitioning(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A source's partition settings, checked against each other."""
+    partition = raw.get("partition", "none")
+    if partition == "none":
+        for key in ("partition_by", "retention"):
+            if key in raw:
+                raise ConfigError(f"sources[{name}].{key}: needs partition = \"month\" (retention drops whole "
+                                  "months, which only a partitioned table has)")
+        return {}
+    if len(name) > PARTITIONED_NAME_MAX:
+        raise ConfigError(f"sources[{name}].partition: a partitioned source's name has at most "
+                          f"{PARTITIONED_NAME_MAX} characters (its partitions are named <name>_pYYYY_MM)")
+    months = None
+    if "retention" in raw:
+        try:
+            months = parse_retention(str(raw["retention"]))
+        except ValueError as exc:
+            raise ConfigError(f"sources[{name}].retention: {exc}") from None
+    return {"partition": partition, "partition_by": raw.get("partition_by", "ingested_at"),
+            "retention_months": months}
+
+
+def check_partition_names(sources: Mapping[str, SourceConfig]) -> None:
+    """No source may be named like a partition of a partitioned one."""
+    for name in sources:
+        found = re.match(r"^(.+)_p[0-9]{4}_[0-9]{2}$", name)
+        if found and found.group(1) in sources and sources[found.group(1)].partition:
+            raise ConfigError(f"sources[{name}]: this name is the name of a partition of source "
+                              f"{found.group(1)!r} (partition = \"month\"); choose another")

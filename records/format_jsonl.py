@@ -1,0 +1,85 @@
+"""JSON Lines: one object per line, each kept as its own text."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+from ingestd.daemon.errors import PermanentError
+
+from . import reading
+from .jsontext import json_type, parse_record, too_large_message
+from .reading import (
+    GZIP_ERRORS,
+    MAX_RECORD_BYTES,
+    Format,
+    JsonRecord,
+    TextRecord,
+    check_byte_order_mark,
+    gzip_guard,
+)
+
+JSON_WHITESPACE = b" \t\r\n"
+_BLANK_START = frozenset(JSON_WHITESPACE)
+
+
+def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
+               exact_numbers: bool = True) -> Iterator[JsonRecord]:
+    """JSON Lines: one object per line, each kept as its own text; blank
+    lines are skipped; a line longer than ``max_record_bytes`` is
+    ``too_large``, refused before it is held. A file with no record at all
+    is a ``parse_error``."""
+    found = False
+    readline = stream.readline
+    try:
+        check_byte_order_mark(stream)
+        line_no = _skip_whitespace(stream)
+        # A record of max_record_bytes and its line end (CRLF: 2 bytes) are read whole.
+        while line := readline(max_record_bytes + 2):
+            line_no += 1
+            if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
+                # The breaks passed; this line's own among them when it was cut short.
+                line_no += _skip_whitespace(stream) - (not line.endswith(b"\n"))
+                continue
+            if len(line) - _line_end(line) > max_record_bytes:
+                raise PermanentError("too_large", too_large_message(f"line {line_no}", max_record_bytes),
+                                     limit=max_record_bytes)
+            value = parse_record(line, f"line {line_no}", exact_numbers=exact_numbers)
+            if type(value) is not dict:
+                raise PermanentError("parse_error", f"line {line_no}: {json_type(value)}, not an object",
+                                     line=line_no)
+            found = True
+            yield value, line
+    except GZIP_ERRORS as exc:
+        raise gzip_guard(exc) from None
+    if not found:
+        raise PermanentError("parse_error", "the file holds no records (only blank lines)")
+
+
+def _line_end(line: bytes) -> int:
+    return 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+
+
+def _skip_whitespace(stream: IO[bytes]) -> int:
+    """Consume the whitespace ahead (blank lines, and the indent of the next
+    line), a buffer at a time; the line breaks passed. Blank lines carry no
+    record and count to no line's size: a gigabyte of them costs seconds."""
+    if not hasattr(stream, "peek"):
+        return 0
+    breaks = 0
+    while ahead := stream.peek(reading.TEXT_CHUNK):
+        blank = len(ahead) - len(ahead.lstrip(JSON_WHITESPACE))
+        if not blank:
+            break
+        breaks += ahead.count(b"\n", 0, blank)
+        stream.read(blank)
+        if blank < len(ahead):
+            break
+    return breaks
+
+
+def _read(content: IO[bytes], options: Mapping[str, Any], max_record_bytes: int,
+          exact_numbers: bool) -> Iterator[TextRecord]:
+    return read_jsonl(content, max_record_bytes, exact_numbers)
+
+
+FORMAT = Format("jsonl", (".jsonl", ".ndjson"), _read)
