@@ -217,7 +217,9 @@ def _source_settings(source: SourceConfig):
 
     yield "kind", source.kind
     if isinstance(source, FileSource):
-        yield from (("format", source.format), ("delimiter", source.delimiter), ("skip_lines", source.skip_lines))
+        # Its format's options (records/formats.py); records_path, which API sources have too, comes below.
+        yield "format", source.format
+        yield from ((key, value) for key, value in source.options.items() if key != "records_path")
     yield from (("schema", source.schema_path), ("max_invalid_ratio", source.max_invalid_ratio),
                 ("format_keyword", source.format_keyword), ("records_path", source.records_path),
                 ("expect_every", source.expect_every_seconds), ("partition", source.partition or "none"),
