@@ -3,7 +3,9 @@
 The file is checked against ``config.schema.json`` (shipped in the package);
 an unknown key or a bad value is refused with a message that names the key.
 Environment variables override the connection settings so that secrets can
-live in an environment file rather than in the TOML.
+live in an environment file rather than in the TOML. The ``[[sources]]``
+tables, and their part of the schema (from the registries of file formats
+and API providers), are daemon/config_sources.py's.
 """
 from __future__ import annotations
 
