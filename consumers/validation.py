@@ -37,9 +37,6 @@ from ingestd.records.dialect import (
     unassertable_formats,
     use_ecma_patterns,
 )
-
-# imported by daemon/config.py until it imports records.dialect
-from ingestd.records.dialect import validator_class as validator_class
 from ingestd.records.jsontext import AS_DOUBLE, EXACT, comparisons
 
 from .compiled import ANNOTATIONS, FAST_KEYWORDS, FlatObjectCheck, compile_fast, fast_formats, written_schema
