@@ -8,7 +8,8 @@ import pytest
 
 from ingestd.consumers.validation import RecordValidator
 from ingestd.records.dialect_numbers import _canonical
-from ingestd.records.jsontext import AS_DOUBLE, EXACT, ExactNumber, comparisons, parse_record
+from ingestd.records.exactnumbers import AS_DOUBLE, EXACT, ExactNumber, comparisons
+from ingestd.records.jsonrecord import parse_record
 
 
 def _verdicts(schema, text: bytes) -> tuple[bool, bool]:
@@ -80,7 +81,7 @@ def test_multiple_of_verdicts_are_those_of_exact_fractions(value, divisor):
     from fractions import Fraction
 
     from ingestd.records.dialect_numbers import is_multiple
-    from ingestd.records.jsontext import written_value
+    from ingestd.records.exactnumbers import written_value
     record = parse_record(b'{"a": ' + value + b"}", "record 1")["a"]
     exact = Fraction(written_value(record)) / Fraction(written_value(divisor))
     assert is_multiple(record, divisor) is (exact.denominator == 1)

@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.consumers.validation import RecordValidator
+from ingestd.records.exactnumbers import ExactNumber
 from ingestd.records.format_json import read_json
 from ingestd.records.format_jsonl import read_jsonl
 from ingestd.records.formats import read_records
-from ingestd.records.jsontext import ExactNumber, parse_record
+from ingestd.records.jsonrecord import parse_record
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 # A keyword the compiled validator does not take: the schema goes to jsonschema.
