@@ -5,10 +5,10 @@ group (a decompressed page and the decoded dictionary of every column),
 plus a batch of rows decoded and encoded as JSON. The first is bounded by
 refusing a row group that needs more than ``16 x max_record_bytes`` of
 pages at once; the second by choosing, per row group, the batch size whose
-batches stay within ``BATCH_BUDGET``, from what the page headers and the
-repetition levels say (records/parquetpages.py), whatever the footer
-claims. A row whose JSON cannot fit ``max_record_bytes`` is refused before
-it is decoded.
+batches stay within ``BATCH_BUDGET``, from what the page headers
+(records/parquetpages.py) and the repetition levels
+(records/parquetlevels.py) say, whatever the footer claims. A row whose
+JSON cannot fit ``max_record_bytes`` is refused before it is decoded.
 
 The plan walks the page headers as a stream, a row group at a time, and
 keeps of them what sums up a column chunk, never a page each: its memory
@@ -24,21 +24,10 @@ from typing import IO, Any
 
 from ingestd.daemon.errors import PermanentError
 
-from .jsontext import too_large_message
-from .parquetpages import (
-    WINDOW,
-    Chunk,
-    Footer,
-    Page,
-    Window,
-    count_rows,
-    iter_pages,
-    longest_entry,
-    new_chunk,
-    old_parquet_mr,
-    row_count,
-    string_bytes,
-)
+from .jsonrecord import too_large_message
+from .parquetfooter import Footer
+from .parquetlevels import WINDOW, Window, count_rows, row_count
+from .parquetpages import Chunk, Page, iter_pages, longest_entry, new_chunk, old_parquet_mr, string_bytes
 
 DEFAULT_BATCH_ROWS = WINDOW
 # The batch sizes tried, halving: 8,192 rows to 1.

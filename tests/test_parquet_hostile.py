@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.records import parquetpages
 from ingestd.records.formats import read_records
+from ingestd.records.thriftcompact import CompactReader, ShortBuffer
 
 from .conftest import REPO
 
@@ -278,10 +278,10 @@ def test_a_malformed_page_header_is_a_parse_error(tmp_path, tail):
     bytes([0x10 | LIST]) + bytes([0x19]) * 50,
 ])
 def test_thrift_claims_beyond_the_bytes_given_end_at_once(data):
-    with pytest.raises((ValueError, parquetpages._Short)):
-        parquetpages._Compact(data).struct()
+    with pytest.raises((ValueError, ShortBuffer)):
+        CompactReader(data).struct()
     with pytest.raises(ValueError):
-        parquetpages._Compact(data, complete=True).struct()
+        CompactReader(data, complete=True).struct()
 
 
 def test_an_unchanged_page_header_rewrite_still_reads(tmp_path):

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingestd.daemon.errors import PermanentError
-from ingestd.records import parquetpages
+from ingestd.records import parquetlevels, parquetpages
 from ingestd.records.formats import read_records
 
 from .conftest import REPO
@@ -214,10 +214,10 @@ def test_repetition_levels_give_the_rows_pyarrow_gives(rows, writer):
                 group = metadata.row_group(index)
                 chunk = parquetpages.read_chunk(fh, group.column(0), metadata.schema.column(0),
                                                 path.stat().st_size, False, 1 << 30)
-                windows = parquetpages.count_rows(fh, chunk, group.num_rows, LIMIT, first + 1)
+                windows = parquetlevels.count_rows(fh, chunk, group.num_rows, LIMIT, first + 1)
                 expected = [row_levels(r) for r in rows[first:first + group.num_rows]]
                 for number, window in enumerate(windows):
-                    part = sorted(expected[number * parquetpages.WINDOW:(number + 1) * parquetpages.WINDOW])
+                    part = sorted(expected[number * parquetlevels.WINDOW:(number + 1) * parquetlevels.WINDOW])
                     assert (window.levels, window.top, window.second) == (sum(part), part[-1],
                                                                           part[-2] if len(part) > 1 else 0)
                 counted += expected
