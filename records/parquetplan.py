@@ -72,6 +72,8 @@ LEVEL_COST = 4
 SMALL_PAGE_COST = 4
 
 Pages = Callable[[Chunk], Iterator[Page]]
+# The column chunks of a row group (by its index), summed, and how to walk their pages again.
+Walk = Callable[[int], tuple[list[Chunk], Pages]]
 
 
 def _value_cost(chunk: Chunk) -> int:
@@ -191,60 +193,81 @@ def plan(path: Any, footer: Footer, limit: int, readable: set[str] | None = None
     strings = {leaf.path for leaf in footer.leaves if leaf.physical_type == "BYTE_ARRAY"}
     candidates = strings if readable is None else strings & readable
     with open(path, "rb") as fh:
-        file_size = fh.seek(0, 2)
-
-        def walk(index: int) -> tuple[list[Chunk], Pages]:
-            """The column chunks of row group ``index``, summed, and how to walk their pages again."""
-            metas = footer.groups[index][1]
-            chunks = [new_chunk(meta, leaf) for meta, leaf in zip(metas, footer.leaves, strict=True)]
-            by_chunk = {id(chunk): meta for chunk, meta in zip(chunks, metas, strict=True)}
-
-            def pages(chunk: Chunk) -> Iterator[Page]:
-                return iter_pages(fh, chunk, by_chunk[id(chunk)], file_size, padded, 8 * limit)
-            return chunks, pages
-
-        # First walk: the checks, which string columns are dictionary indices
-        # throughout, and which groups are light whatever is read as dictionaries.
-        not_indices: set[str] = set()
-        heavy = bytearray()
-        for index, (rows, _) in enumerate(footer.groups):
-            chunks, pages = walk(index)
-            flat = any(leaf.max_repetition_level == 0 for leaf in footer.leaves)
-            counted = None
-            before = 0  # what the chunks before hold (their dictionaries at the least)
-            for number, chunk in enumerate(chunks):
-                walked = _checked_pages(pages(chunk), chunks[:number + 1], before, index, 16 * limit)
-                if not flat and number == 0:
-                    counted = row_count(fh, chunk, walked)
-                else:
-                    for _ in walked:
-                        pass
-                before += _held(chunk)
-                if chunk.path in strings and not chunk.indices_only:
-                    not_indices.add(chunk.path)
-            for chunk in chunks:  # the most pyarrow may hold: as dictionaries where it may be asked to
-                chunk.as_dictionary = chunk.path in candidates and chunk.indices_only
-            _check_held(chunks, index, 16 * limit)
-            _check_rows(chunks, index, rows, counted)
-            for chunk in chunks:
-                chunk.as_dictionary = False
-            heavy.append(sum(_total(c) for c in chunks) + rows * names[1] * BYTE_COST > BATCH_BUDGET)
+        walk = _walker(fh, footer, padded, 8 * limit)
+        not_indices, heavy = _first_walk(fh, footer, walk, strings, candidates, limit, names[1])
         # A string column whose every chunk holds dictionary indices only is read
         # as indices (pyarrow builds a dictionary of any other page: memory).
         dictionaries = candidates - not_indices
-        sizes, first_record = array("l"), 1
-        for index, (rows, _) in enumerate(footer.groups):
-            size = DEFAULT_BATCH_ROWS
-            if heavy[index]:
-                chunks, pages = walk(index)
-                for chunk in chunks:
-                    chunk.as_dictionary = chunk.path in dictionaries
-                    for _ in pages(chunk):
-                        pass
-                size = batch_rows(fh, chunks, rows, limit, first_record, names[1], pages)
-            sizes.append(size)
-            first_record += rows
+        sizes = _batch_sizes(fh, footer, walk, heavy, dictionaries, limit, names[1])
     return Plan(sizes, sorted(dictionaries))
+
+
+def _walker(fh: IO[bytes], footer: Footer, padded: bool, page_cap: int) -> Walk:
+    """How to walk the page headers of a row group of ``footer``, ``fh`` its file."""
+    file_size = fh.seek(0, 2)
+
+    def walk(index: int) -> tuple[list[Chunk], Pages]:
+        """The column chunks of row group ``index``, summed, and how to walk their pages again."""
+        metas = footer.groups[index][1]
+        chunks = [new_chunk(meta, leaf) for meta, leaf in zip(metas, footer.leaves, strict=True)]
+        by_chunk = {id(chunk): meta for chunk, meta in zip(chunks, metas, strict=True)}
+
+        def pages(chunk: Chunk) -> Iterator[Page]:
+            return iter_pages(fh, chunk, by_chunk[id(chunk)], file_size, padded, page_cap)
+        return chunks, pages
+    return walk
+
+
+def _first_walk(fh: IO[bytes], footer: Footer, walk: Walk, strings: set[str], candidates: set[str], limit: int,
+                names: int) -> tuple[set[str], bytearray]:
+    """The first walk of the page headers: the checks, which string columns
+    are not dictionary indices throughout, and, per row group, whether it
+    is heavy (not all one batch) whatever is read as dictionaries."""
+    not_indices: set[str] = set()
+    heavy = bytearray()
+    flat = any(leaf.max_repetition_level == 0 for leaf in footer.leaves)
+    for index, (rows, _) in enumerate(footer.groups):
+        chunks, pages = walk(index)
+        counted = None
+        before = 0  # what the chunks before hold (their dictionaries at the least)
+        for number, chunk in enumerate(chunks):
+            walked = _checked_pages(pages(chunk), chunks[:number + 1], before, index, 16 * limit)
+            if not flat and number == 0:
+                counted = row_count(fh, chunk, walked)
+            else:
+                for _ in walked:
+                    pass
+            before += _held(chunk)
+            if chunk.path in strings and not chunk.indices_only:
+                not_indices.add(chunk.path)
+        for chunk in chunks:  # the most pyarrow may hold: as dictionaries where it may be asked to
+            chunk.as_dictionary = chunk.path in candidates and chunk.indices_only
+        _check_held(chunks, index, 16 * limit)
+        _check_rows(chunks, index, rows, counted)
+        for chunk in chunks:
+            chunk.as_dictionary = False
+        heavy.append(sum(_total(c) for c in chunks) + rows * names * BYTE_COST > BATCH_BUDGET)
+    return not_indices, heavy
+
+
+def _batch_sizes(fh: IO[bytes], footer: Footer, walk: Walk, heavy: bytearray, dictionaries: set[str], limit: int,
+                 names: int) -> array[int]:
+    """Per row group, the rows of a batch: ``DEFAULT_BATCH_ROWS`` where it is
+    light, else what ``batch_rows`` finds, its page headers walked again
+    with the columns read as ``dictionaries``."""
+    sizes, first_record = array("l"), 1
+    for index, (rows, _) in enumerate(footer.groups):
+        size = DEFAULT_BATCH_ROWS
+        if heavy[index]:
+            chunks, pages = walk(index)
+            for chunk in chunks:
+                chunk.as_dictionary = chunk.path in dictionaries
+                for _ in pages(chunk):
+                    pass
+            size = batch_rows(fh, chunks, rows, limit, first_record, names, pages)
+        sizes.append(size)
+        first_record += rows
+    return sizes
 
 
 def _held(chunk: Chunk) -> int:
