@@ -80,3 +80,15 @@ def print_json(doc: Any) -> None:
 def say_error(message: str) -> None:
     """One line on stderr, ``ingestd: message``, safe for a terminal."""
     print(printable(f"ingestd: {message}"), file=sys.stderr)
+
+
+def progress_bar(iterable: Any = None, *, quiet: bool, **options: Any) -> Any:
+    """A progress bar on stderr for long commands: drawn only on a terminal
+    (tqdm's ``disable=None``) and never when ``quiet``. tqdm's monitor thread
+    is turned off: it would outlive the command in the process that ran it
+    (a test, a script importing the CLI) only to retune how often a bar redraws."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    return tqdm(iterable, file=sys.stderr, disable=True if quiet else None, **options)
+

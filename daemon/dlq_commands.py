@@ -8,12 +8,11 @@ attention, 2 bad usage.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .commands import Command, print_json, say_error
+from .commands import Command, print_json, progress_bar, say_error
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .table import cell, format_table, output_width, printable
 from .timespec import parse_when
@@ -245,16 +244,12 @@ def cmd_dlq_replay(config, args) -> int:
 
 
 def _replay(config, args, ledger: Ledger, rows: list[DeadLetter]) -> int:
-    from tqdm import tqdm
-
     from . import dlq
     from .broker import Publisher, Topology
 
     topology = Topology.for_config(config)
     publisher = Publisher(config.amqp_url, topology, config.heartbeat_seconds, "dlq-replay")
-    # disable=None: tqdm draws only on a terminal.
-    bar = tqdm(total=len(rows), unit="dead letter", desc="replaying", file=sys.stderr,
-               disable=True if args.json or len(rows) < 2 else None)
+    bar = progress_bar(total=len(rows), unit="dead letter", desc="replaying", quiet=args.json or len(rows) < 2)
     try:
         report = dlq.replay(ledger, publisher, config.landing_dir, rows, config.replay_limit,
                             progress=lambda d: bar.update(1))
@@ -264,8 +259,8 @@ def _replay(config, args, ledger: Ledger, rows: list[DeadLetter]) -> int:
     counts: dict[str, int] = {}
     if report.published and args.wait > 0:
         ids = [str(d.event_id) for d in report.published]
-        wait_bar = tqdm(total=len(ids), unit="event", desc="waiting for consumers", file=sys.stderr,
-                        disable=True if args.json or len(ids) < 2 else None)
+        wait_bar = progress_bar(total=len(ids), unit="event", desc="waiting for consumers",
+                                quiet=args.json or len(ids) < 2)
         counts = dlq.wait_for_outcomes(ledger, ids, report.started_at, args.wait,
                                        tick=lambda n: wait_bar.update(n - wait_bar.n))
         wait_bar.close()

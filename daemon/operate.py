@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .commands import Command, print_json, say_error
+from .commands import Command, print_json, progress_bar, say_error
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .logs import redact_url
 from .table import cell, format_table, output_width, printable
@@ -136,8 +136,6 @@ def _print_status(config, status) -> None:
 def cmd_publish(config, args) -> int:
     from pathlib import PurePosixPath
 
-    from tqdm import tqdm
-
     from .broker import Publisher, Topology
     from .errors import TransientError
     from .events import FileEvent
@@ -159,13 +157,12 @@ def cmd_publish(config, args) -> int:
                           config.heartbeat_seconds, "publish")
     published = 0
     try:
-        # disable=None: tqdm draws only on a terminal.
-        bar = tqdm(files, unit="file", disable=True if args.no_progress or not files else None, file=sys.stderr)
+        bar = progress_bar(files, unit="file", quiet=args.no_progress or not files)
         for path in bar:
             try:
                 rel = PurePosixPath(path.parent.resolve().joinpath(path.name).relative_to(root).as_posix())
             except ValueError:
-                tqdm.write(f"ingestd publish: {path}: not inside the landing zone {root}", file=sys.stderr)
+                bar.write(f"ingestd publish: {path}: not inside the landing zone {root}", file=sys.stderr)
                 problems += 1
                 continue
             if is_ignored(rel):
@@ -177,7 +174,7 @@ def cmd_publish(config, args) -> int:
                 publisher.publish(publisher.topology.events_exchange, event.routing_key, event.to_json(),
                                   event.event_id)
             except TransientError as exc:
-                tqdm.write(f"ingestd publish: {path}: {exc}", file=sys.stderr)
+                bar.write(f"ingestd publish: {path}: {exc}", file=sys.stderr)
                 problems += 1
                 continue
             published += 1

@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import datetime
 
-from .commands import Command, print_json
+from .commands import Command, print_json, progress_bar
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .table import format_table, printable
 
@@ -131,15 +131,12 @@ def cmd_migrate(config, args) -> int:
     if args.batch_rows < 1:
         print("ingestd: --batch-rows must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    from tqdm import tqdm
-
     from . import partition_migration, partitions
     from .db import connect, migrate
 
     migrate(config.database_url, config.connect_timeout_seconds)
     conn = connect(config.database_url, config.connect_timeout_seconds, "ingestd-partitions-migrate")
-    bar = tqdm(total=0, unit="id", unit_scale=True, disable=True if args.no_progress else None, file=sys.stderr,
-               desc=f"bronze.{source.name}")
+    bar = progress_bar(total=0, unit="id", unit_scale=True, quiet=args.no_progress, desc=f"bronze.{source.name}")
 
     def progress(done: int, top: int) -> None:
         bar.total = top

@@ -117,16 +117,11 @@ THREAD_GRACE_SECONDS = 5.0
 
 def _thread_allowed(thread: threading.Thread) -> bool:
     """Threads that are not ingestd's and outlive a test by their library's
-    design. Each entry says whose thread it is and why; a thread of
-    ingestd's (roles, workers, recorder, health server, watcher observers,
-    poller) or of a test's own making is never one.
-
-    - tqdm's monitor (``tqdm._monitor.TMonitor``): one per process, started
-      by the first progress bar made, even a disabled one (the commands
-      tests run in-process make theirs disabled), and stopped by tqdm only
-      when an enabled bar closes as the last one; no caller can stop it.
-    """
-    return type(thread).__module__ == "tqdm._monitor" and type(thread).__name__ == "TMonitor"
+    design. None today: a thread of ingestd's (roles, workers, recorder,
+    health server, watcher observers, poller, a progress bar's monitor) or
+    of a test's own making is never one. An entry added here says whose
+    thread it is and why no caller can stop it."""
+    return False
 
 
 def _describe(thread: threading.Thread) -> str:
