@@ -31,7 +31,7 @@ from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.ledger import Ledger, LoadRecord, RunStart
 
 from .context import IngestContext, Outcome
-from .ingest import copy_input, finished, ingest_event, log_started, run_start, success
+from .ingest import copy_input, ingest_event, loaded_entry, log_started, report_run_end, run_start
 from .inputs import FileInput
 
 # At most this many events in one transaction (broker.prefetch bounds how
@@ -101,7 +101,7 @@ def ingest_group(ctx: IngestContext, bodies: list[bytes], done: Callable[[int, O
         assert member.source_input is not None and member.outcome is not None
         ctx.tables.add(member.source_input.source.name)
         member.source_input.dispose(ctx.config, ledger, member.run.run_id)
-        finished(ctx, member.run, member.outcome, time.monotonic() - member.started, member.event.created_at)
+        report_run_end(ctx, member.run, member.outcome, time.monotonic() - member.started, member.event.created_at)
         done(member.index, member.outcome)
     for member in members:
         if member.outcome is None:
@@ -170,5 +170,5 @@ def _copy(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
         if db.classify_error(exc) != "data":
             raise
         return False
-    member.recorded, member.pending = success(source_input, member.event, member.run.run_id, stats)
+    member.recorded, member.pending = loaded_entry(source_input, member.event, member.run.run_id, stats)
     return True

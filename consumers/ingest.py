@@ -111,11 +111,12 @@ def ingest_event(ctx: IngestContext, event: Event, started_run: RunStart | None 
         # data's fault, so dead-letter it rather than loop.
         failure = PermanentError("load_error", (exc.pgerror or str(exc)).strip()[:1000], pgcode=exc.pgcode)
         outcome = dead_letter_event(ctx, ledger, event, run_id, failure)
-    finished(ctx, run, outcome, time.monotonic() - started, None if event.trigger == "replay" else event.created_at)
+    report_run_end(ctx, run, outcome, time.monotonic() - started,
+                   None if event.trigger == "replay" else event.created_at)
     return outcome
 
 
-def finished(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float,
+def report_run_end(ctx: IngestContext, run: RunStart, outcome: Outcome, elapsed: float,
              created_at: str | None = None) -> None:
     """Count and log how a run ended. ``created_at``: when its event was made
     (the file settled, the API answered), for the end-to-end latency."""
@@ -156,7 +157,7 @@ def _load_event(ctx: IngestContext, ledger: Ledger, event: Event, run_id: uuid.U
     if stats is None or not source_input.unchanged():
         ledger.conn.rollback()
         return _skip(ledger, run_id, CHANGED_WHILE_LOADING)
-    recorded, outcome = success(source_input, event, run_id, stats, _loaded_again(earlier))
+    recorded, outcome = loaded_entry(source_input, event, run_id, stats, _loaded_again(earlier))
     outcome.new_fields = ledger.record_loads([recorded]).get(run_id, [])
     if ctx.before_commit is not None:
         ctx.before_commit()
@@ -203,7 +204,7 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
     return stats
 
 
-def success(source_input: Input, event: Event, run_id: uuid.UUID, stats: bronze.LoadStats,
+def loaded_entry(source_input: Input, event: Event, run_id: uuid.UUID, stats: bronze.LoadStats,
             again: str | None = None) -> tuple[LoadRecord, Outcome]:
     """A load done: what the ledger records of it, and how its event ended.
     ``again``: why bytes loaded before load again (the run's first remark, and the log's)."""
