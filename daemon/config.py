@@ -23,6 +23,7 @@ from typing import Any
 
 import jsonschema
 
+from .config_errors import describe_config_error, name_the_source, without_echoes
 from .config_sources import add_source_schema, build_source, check_partition_names
 from .errors import ConfigError
 from .providers import PROVIDERS
@@ -165,44 +166,11 @@ def config_schema() -> dict[str, Any]:
     return schema
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    parts: list[str] = []
-    for p in error.absolute_path:
-        if isinstance(p, int):
-            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
-        else:
-            parts.append(str(p))
-    return ".".join(parts) or "(top level)"
-
-
-def describe_config_error(error: jsonschema.ValidationError) -> str:
-    """A one-line message naming the offending key."""
-    where = _key_path(error)
-    if error.validator == "additionalProperties":
-        known = list(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        keys = ", ".join(repr(k) + _did_you_mean(k, known) for k in extra)
-        return f"{where}: unknown key {keys}" if where != "(top level)" else f"unknown key {keys}"
-    if error.validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
-        keys = ", ".join(repr(k) for k in error.validator_value["required"])
-        why = error.schema.get("description") if isinstance(error.schema, dict) else None
-        if why and isinstance(error.instance, dict) and isinstance(error.instance.get("name"), str):
-            why = f"source {error.instance['name']!r}: {why}"
-        return f"{where}: key {keys} is not allowed here ({why or 'it belongs to file sources'})"
-    return f"{where}: {error.message}"
-
-
-def _did_you_mean(key: str, known: list[str]) -> str:
-    import difflib
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def check_config_document(doc: Mapping[str, Any]) -> list[str]:
     """Every problem of a parsed config document, as messages naming the key."""
     validator = jsonschema.Draft202012Validator(config_schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    messages = [describe_config_error(e) for e in errors] + _nan_problems(doc)
+    errors = sorted(without_echoes(validator.iter_errors(doc)), key=lambda e: list(map(str, e.absolute_path)))
+    messages = [name_the_source(describe_config_error(e), e, doc) for e in errors] + _nan_problems(doc)
     names = [s.get("name") for s in doc.get("sources", []) if isinstance(s, dict)]
     for name in sorted({n for n in names if names.count(n) > 1 and n}):
         messages.append(f"sources: name {name!r} is configured twice")

@@ -74,7 +74,7 @@ def _owners(key: str) -> str:
 
 
 def _refused(key: str, why: str) -> dict[str, Any]:
-    """A rule refusing ``key``; config.describe_config_error says ``why``."""
+    """A rule refusing ``key``; config_errors.describe_config_error says ``why``."""
     return {"not": {"required": [key]}, "description": why}
 
 

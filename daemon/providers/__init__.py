@@ -70,7 +70,7 @@ def provider_for(source: ApiSource) -> Provider:
 def source_schema_parts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The [[sources]] keys of every provider (JSON Schema properties), and
     one rule per provider: the keys it requires, and no key of another
-    (each refusal saying whose key it is, for config.describe_config_error)."""
+    (each refusal saying whose key it is, for config_errors.describe_config_error)."""
     properties: dict[str, Any] = {}
     for provider in PROVIDERS.values():
         properties.update(provider.options)

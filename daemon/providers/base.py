@@ -25,14 +25,18 @@ from ingestd.daemon.sources import ApiSource
 # shorter one would hide every occurrence of a common text, and is no secret.
 MIN_SCRUBBED = 4
 Identity = tuple[str, str]
-ENV_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
-SERIES_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+# (x-expected: what a refused value is said not to be; daemon/config_errors.py)
+ENV_NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            "x-expected": "the name of an environment variable (letters, digits and _, not starting with a digit)"}
+SERIES_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+             "x-expected": "a series id of 1 to 64 letters, digits, '_', '.' or '-'"}
+HTTP_URL = {"type": "string", "pattern": "^https?://", "x-expected": "an http:// or https:// URL"}
 # Keys of providers of dated observations: where to ask, and from when.
 DATED_OPTIONS: dict[str, Any] = {
     "series": {"type": "array", "minItems": 1, "items": SERIES_ID},
-    "base_url": {"type": "string", "pattern": "^https?://"},
+    "base_url": HTTP_URL,
     "lookback_days": {"type": "integer", "minimum": 0, "maximum": 3660},
-    "start_date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    "start_date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "x-expected": "a date, YYYY-MM-DD"},
 }
 
 

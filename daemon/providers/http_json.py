@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ingestd.daemon.errors import PermanentError
 
-from .base import ENV_NAME, ApiRequest, Identity, Provider, canonical, redact_endpoint
+from .base import ENV_NAME, HTTP_URL, ApiRequest, Identity, Provider, canonical, redact_endpoint
 
 
 class HttpJson(Provider):
@@ -18,7 +18,7 @@ class HttpJson(Provider):
 
     name = "http_json"
     options = {
-        "url": {"type": "string", "pattern": "^https?://"},
+        "url": HTTP_URL,
         "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
         "headers_env": {"type": "object", "additionalProperties": ENV_NAME},
         "api_key_env": ENV_NAME,
