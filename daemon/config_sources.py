@@ -45,10 +45,14 @@ def add_source_schema(source: dict[str, Any]) -> None:
     source["properties"]["provider"] = {"enum": sorted(PROVIDERS)}
     source["properties"]["format"] = {"enum": sorted(FORMATS)}
     only_files = sorted(set(formats) - base - set(properties))  # records_path is an API source's key too
-    api_rule = {"if": {"properties": {"kind": {"const": "api"}}, "required": ["kind"]},
-                "then": {"allOf": [_refused(key, f"it belongs to file sources of format {_owners(key)}")
-                                   for key in only_files]}}
-    source["allOf"] = source.get("allOf", []) + rules + format_rules + ([api_rule] if only_files else [])
+    only_api = sorted({*properties, "provider", "interval"} - set(formats))
+    # The providers' rules hold for API sources only: a file source is told that a provider is no key of its.
+    kinds_rule = {"if": {"properties": {"kind": {"const": "api"}}, "required": ["kind"]},
+                  "then": {"allOf": rules + [_refused(key, f"it belongs to file sources of format {_owners(key)}")
+                                             for key in only_files]},
+                  "else": {"allOf": [_refused(key, 'API sources (kind = "api") take it, file sources do not')
+                                     for key in only_api]}}
+    source["allOf"] = source.get("allOf", []) + format_rules + [kinds_rule]
 
 
 def _format_schema_parts() -> tuple[dict[str, Any], list[dict[str, Any]]]:

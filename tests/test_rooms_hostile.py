@@ -74,6 +74,24 @@ def test_a_source_that_is_no_table_is_said_once(tmp_path):
     assert str(info.value) == "sources[0]: 1 is not of type 'object'"
 
 
+# ------------------------------------------------ config: kinds and their keys
+
+@pytest.mark.parametrize("key, value", [
+    ("url", "https://example.test/"), ("api_key_env", "KEY"), ("series", ["A"]), ("group", "g"),
+    ("params", {"a": 1}), ("headers_env", {"X": "Y"}), ("record_key", ["id"]), ("base_url", "https://h/"),
+    ("lookback_days", 3), ("start_date", "2020-01-01"), ("interval", "1h"),
+])
+@pytest.mark.parametrize("kind", [{}, {"kind": "file"}], ids=["kind-unset", "kind-file"])
+def test_a_key_of_api_sources_is_refused_on_a_file_source(tmp_path, key, value, kind):
+    message = refusal(tmp_path, {"name": "s", "format": "csv", **kind, key: value})
+    assert f"'{key}'" in message and "'s'" in message and "api" in message, message
+
+
+def test_a_provider_on_a_file_source_is_refused_as_such(tmp_path):
+    message = refusal(tmp_path, {"name": "s", "format": "jsonl", "provider": "http_json"})
+    assert "'provider'" in message and "kind = \"api\"" in message, message
+
+
 # --------------------------------------------------- dlq replay and discard
 
 
