@@ -90,17 +90,41 @@ def build_source(raw: Mapping[str, Any], base_dir: Path) -> SourceConfig:
     common = {"name": name, "schema_path": schema_path, "schema": schema_doc,
               "max_invalid_ratio": float(raw.get("max_invalid_ratio", 0.1)),
               "format_keyword": raw.get("format_keyword", "assert"),
-              "expect_every_seconds": parse_duration(raw["expect_every"]) if raw.get("expect_every") else None,
+              "expect_every_seconds": _duration(name, "expect_every", raw["expect_every"])
+              if "expect_every" in raw else None,
               **_partitioning(name, raw)}
     if raw.get("kind", "file") == "file":
         fmt = FORMATS[raw["format"]]
-        options = fmt.settings({key: raw[key] for key in fmt.options if key in raw})
+        options = fmt.settings({key: _whole(fmt.options[key], raw[key]) for key in fmt.options if key in raw})
         return FileSource(format=fmt.name, records_path=options.get("records_path"), options=options, **common)
     provider = PROVIDERS[raw["provider"]]
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
-               if k not in _COMMON_KEYS | {"provider", "interval"}}
+    options = {k: tuple(v) if isinstance(v, list) else _whole(provider.options.get(k, {}), v)
+               for k, v in raw.items() if k not in _COMMON_KEYS | {"provider", "interval"}}
     return ApiSource(records_path=raw.get("records_path", provider.default_records_path), provider=provider.name,
-                     interval_seconds=parse_duration(raw.get("interval", 3600)), options=options, **common)
+                     interval_seconds=_duration(name, "interval", raw.get("interval", 3600)), options=options,
+                     **common)
+
+
+def _whole(fragment: Mapping[str, Any], value: Any) -> Any:
+    """``value`` as its key's reader takes it: a whole number written as a
+    float (TOML's ``2.0``, which JSON Schema counts as an integer) as an int."""
+    if fragment.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A duration (interval, expect_every) from a second to ten years: shorter, a
+# poll would follow a poll with no pause; far longer, no clock reaches it.
+DURATION_MAX_SECONDS = 3650 * 86400.0
+
+
+def _duration(name: str, key: str, value: float | int | str) -> float:
+    seconds = parse_duration(value)
+    if not 1 <= seconds <= DURATION_MAX_SECONDS:  # inf too; nan is refused with every setting
+        said = repr(value[:40]) if isinstance(value, str) else f"{value:g}"
+        raise ConfigError(f"sources[{name}].{key}: {said} is {'under' if seconds < 1 else 'over'} "
+                          "the range of a duration: from 1 second (1s) to 10 years (3650d)")
+    return seconds
 
 
 def parse_duration(value: float | int | str) -> float:

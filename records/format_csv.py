@@ -242,6 +242,9 @@ def _read(content: IO[bytes], options: Mapping[str, Any], max_record_bytes: int,
 
 
 FORMAT = Format("csv", (".csv",), _read, {
-    "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "default": ","},
+    # A quote opens a quoted field and a line break ends a row: neither can
+    # separate fields, nor can NUL (a file holding it is refused as UTF-16).
+    "delimiter": {"type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\r", "\n", "\0"]},
+                  "x-expected": "one character other than a double quote, a line break or NUL", "default": ","},
     "skip_lines": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0},
 })

@@ -92,6 +92,108 @@ def test_a_provider_on_a_file_source_is_refused_as_such(tmp_path):
     assert "'provider'" in message and "kind = \"api\"" in message, message
 
 
+# ------------------------------------------------------ config: format options
+
+@pytest.mark.parametrize("delimiter", ['"', "\n", "\r", "\0"])
+def test_a_delimiter_that_cannot_separate_fields_is_refused(tmp_path, delimiter):
+    message = refusal(tmp_path, {"name": "s", "format": "csv", "delimiter": delimiter})
+    assert "sources[0].delimiter" in message and "'s'" in message and "not valid under" not in message, message
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", " ", "é", "😀"])
+def test_a_delimiter_of_one_other_character_is_taken_and_applied(tmp_path, delimiter):
+    source = loaded(tmp_path, {"name": "s", "format": "csv", "delimiter": delimiter})
+    assert source.options == {"delimiter": delimiter, "skip_lines": 0}
+    path = tmp_path / "f.csv"
+    path.write_text(f"a{delimiter}b\n1{delimiter}2\n", encoding="utf-8")
+    assert [r for r, _ in read_records(path, "csv", None, source.options)] == [{"a": "1", "b": "2"}]
+
+
+def test_a_whole_number_written_as_a_float_is_taken_as_the_number(tmp_path):
+    """TOML's 2.0 is a whole number to the schema: the source reads files as with 2."""
+    source = loaded(tmp_path, {"name": "s", "format": "csv", "skip_lines": 2.0})
+    assert source.options["skip_lines"] == 2 and type(source.options["skip_lines"]) is int
+    path = tmp_path / "f.csv"
+    path.write_text("preamble\nmore\na,b\n1,2\n")
+    assert [r for r, _ in read_records(path, "csv", None, source.options)] == [{"a": "1", "b": "2"}]
+    fred = loaded(tmp_path, {"name": "f", "kind": "api", "provider": "fred", "series": ["A"], "lookback_days": 3.0})
+    assert type(fred.options["lookback_days"]) is int
+
+
+@pytest.mark.parametrize("key", ["interval", "expect_every"])
+@pytest.mark.parametrize("value", ["0s", "0.5s", "0m", 0.5, float("inf"), 1e308, "99999999999999999999d"])
+def test_a_duration_under_a_second_or_beyond_reach_is_refused(tmp_path, key, value):
+    message = refusal(tmp_path, {"name": "s", **API, key: value})
+    assert f"sources[0].{key}" in message or f"sources[s].{key}" in message, message
+    assert "'s'" in message or "sources[s]" in message, message
+
+
+@pytest.mark.parametrize("value, seconds", [("1s", 1.0), (1, 1.0), ("15m", 900.0), ("1.5h", 5400.0),
+                                            ("3650d", 3650 * 86400.0)])
+def test_a_duration_from_a_second_to_ten_years_is_taken(tmp_path, value, seconds):
+    assert loaded(tmp_path, {"name": "s", **API, "interval": value}).interval_seconds == seconds
+    assert loaded(tmp_path, {"name": "s", "format": "csv", "expect_every": value}).expect_every_seconds == seconds
+
+
+# A [[sources]] table, drawn: a name, a kind, and keys of every kind, valid or not.
+_CSV = {"delimiter": st.sampled_from([",", ";", "\t", '"', "\n", "", ";;", 1]),
+        "skip_lines": st.one_of(st.integers(-2, 100002), st.sampled_from([1.0, 2.5, True]))}
+_JSON = {"records_path": st.one_of(st.text(max_size=20), st.integers())}
+_ANY_KEYS = {**_CSV, **_JSON, "url": st.sampled_from(["https://h/x", "ftp://h/"]), "series": st.just(["A"]),
+             "interval": st.sampled_from(["1h", "0s", 5, "x"])}
+
+
+@st.composite
+def source_tables(draw):
+    table = {"name": "s"}
+    kind = draw(st.sampled_from([None, "file", "api"]))
+    if kind:
+        table["kind"] = kind
+    if kind != "api":
+        table["format"] = draw(st.sampled_from(sorted(FORMATS)))
+    else:
+        table["provider"] = "http_json"
+    for key in draw(st.lists(st.sampled_from(sorted(_ANY_KEYS)), unique=True, max_size=4)):
+        table[key] = draw(_ANY_KEYS[key])
+    return table
+
+
+def _expected_to_load(table: dict) -> bool:
+    """Whether ``table`` is a good source, said independently of the schema."""
+    if table.get("kind") == "api":
+        keys = set(table) - {"name", "kind", "provider"}
+        return ({"url", "records_path"} <= keys and keys <= {"url", "records_path", "interval"}
+                and table["url"].startswith("https://") and isinstance(table["records_path"], str)
+                and table.get("interval", "1h") in ("1h", 5))
+    options = FORMATS[table["format"]].options
+    for key in set(table) - {"name", "kind", "format"}:
+        if key not in options:
+            return False
+    delimiter_ok = table.get("delimiter", ",") in (",", ";", "\t")
+    skip = table.get("skip_lines", 0)
+    skip_ok = type(skip) is not bool and skip == int(skip) and 0 <= skip <= 100000
+    return delimiter_ok and skip_ok and isinstance(table.get("records_path", ""), str)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=source_tables())
+def test_a_source_table_loads_exactly_when_it_is_good_and_its_options_are_applied(tmp_path, table):
+    try:
+        source = build_config({"sources": [table]}, tmp_path, environ={}).sources["s"]
+    except ConfigError as exc:
+        message = str(exc)
+        assert not _expected_to_load(table), message
+        assert message.startswith("sources") and "Traceback" not in message and "{'" not in message, message
+        assert "'s'" in message or "sources[s]" in message, message
+        return
+    assert _expected_to_load(table), table
+    if source.kind == "file":
+        fmt = FORMATS[table["format"]]
+        assert set(source.options) == set(fmt.options)
+        for key in fmt.options:
+            assert source.options[key] == table.get(key, fmt.options[key].get("default"))
+
+
 # --------------------------------------------------- dlq replay and discard
 
 
