@@ -38,8 +38,12 @@ def add_source_schema(source: dict[str, Any]) -> None:
     formats, format_rules = _format_schema_parts()
     base = set(source["properties"])
     for key, fragment in formats.items():
-        if any(where.get(key, fragment) != fragment for where in (properties, source["properties"])):
-            raise ValueError(f"option {key!r} of a file format has another schema than the source key {key!r}")
+        # records_path is the one key of every source that a format (json) takes too.
+        shared = key == "records_path" and source["properties"][key] == fragment
+        if (key in base and not shared) or properties.get(key, fragment) != fragment:
+            whose = "every source" if key in base else f"provider {_providers_of(key)}"
+            raise ConfigError(f"file format {_owners(key)} (records/formats.py): its option {key!r} is a key of "
+                              f"{whose}; the format must name its option otherwise")
     source["properties"].update(properties)
     source["properties"].update(formats)
     source["properties"]["provider"] = {"enum": sorted(PROVIDERS)}
@@ -75,6 +79,10 @@ def _format_schema_parts() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _owners(key: str) -> str:
     return " and ".join(repr(name) for name, fmt in sorted(FORMATS.items()) if key in fmt.options)
+
+
+def _providers_of(key: str) -> str:
+    return " and ".join(repr(name) for name, provider in sorted(PROVIDERS.items()) if key in provider.options)
 
 
 def _refused(key: str, why: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ registered below.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -45,6 +46,7 @@ def register(fmt: Format) -> Format:
     key with another JSON Schema (one key of the config, one meaning)."""
     if fmt.name in FORMATS:
         raise ValueError(f"format {fmt.name!r} is already registered")
+    _check_options(fmt)
     for suffix in fmt.suffixes:
         owner = next((f.name for f in FORMATS.values() if suffix in f.suffixes), None)
         if owner:
@@ -55,6 +57,31 @@ def register(fmt: Format) -> Format:
             raise ValueError(f"format {fmt.name!r}: option {key!r} is format {other.name!r}'s with another schema")
     FORMATS[fmt.name] = fmt
     return fmt
+
+
+def _check_options(fmt: Format) -> None:
+    """ValueError unless every option of ``fmt`` is a key a config can hold
+    (a plain lower-case name) with a valid JSON Schema fragment that its
+    default, if any, satisfies: else every config would fail to load, or a
+    source leaving the key unset would hand the reader what no file may say."""
+    import jsonschema
+
+    for key, fragment in fmt.options.items():
+        if not isinstance(key, str) or not _OPTION.match(key):
+            raise ValueError(f"format {fmt.name!r}: option {key!r}: lower-case letters, digits and _, "
+                             "starting with a letter")
+        try:
+            jsonschema.Draft202012Validator.check_schema(dict(fragment))
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"format {fmt.name!r}: option {key!r}: not a JSON Schema: {exc.message}") from None
+        if "default" in fragment:
+            problem = next(jsonschema.Draft202012Validator(dict(fragment)).iter_errors(fragment["default"]), None)
+            if problem is not None:
+                raise ValueError(f"format {fmt.name!r}: option {key!r}: its default does not hold: "
+                                 f"{problem.message}")
+
+
+_OPTION = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def unregister(name: str) -> Format:
@@ -85,7 +112,7 @@ def read_records(path: Any, fmt: str, limit: int | None, options: Mapping[str, A
     ``parse_error`` naming the record reached, never an error that has the
     event redelivered until the broker gives up on it."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}")
+        raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(sorted(FORMATS))})")
     form = FORMATS[fmt]
     settings = form.settings(options)
     number = 0

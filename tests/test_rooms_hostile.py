@@ -194,6 +194,46 @@ def test_a_source_table_loads_exactly_when_it_is_good_and_its_options_are_applie
             assert source.options[key] == table.get(key, fmt.options[key].get("default"))
 
 
+# --------------------------------------------------------- the format registry
+
+def _pairs(content, options, max_record_bytes, exact_numbers):
+    for line in content.read().decode().splitlines():
+        yield dict([line.split(options["separator"], 1)]), None
+
+
+@pytest.mark.parametrize("option", ["name", "schema", "kind", "format", "interval", "url", "max_invalid_ratio"])
+def test_a_format_whose_option_is_a_key_of_every_source_or_of_a_provider_is_a_clear_error(tmp_path, option):
+    fmt = Format("clash", (".clash",), _pairs, {option: {"type": "string"}})
+    register(fmt)
+    try:
+        message = refusal(tmp_path, {"name": "s", "format": "csv"})
+    finally:
+        unregister("clash")
+    assert "'clash'" in message and f"'{option}'" in message, message
+    assert build_config({"sources": [{"name": "s", "format": "csv"}]}, tmp_path, environ={}).sources["s"]
+
+
+@pytest.mark.parametrize("options", [
+    {"separator": {"type": "strin"}},
+    {"separator": {"type": "string", "maxLength": 1, "default": "ab"}},
+    {"separator": {"type": "integer", "default": "x"}},
+    {"Bad Key": {"type": "string"}},
+], ids=["bad-schema", "default-too-long", "default-of-other-type", "key-no-toml-name"])
+def test_register_refuses_options_that_no_config_could_use(options):
+    with pytest.raises(ValueError):
+        register(Format("bad", (".bad",), _pairs, options))
+    assert "bad" not in FORMATS
+
+
+def test_an_unknown_format_is_refused_naming_those_there_are(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("a\n1\n")
+    for name in ("CSV", "xml", ""):
+        with pytest.raises(ValueError) as info:
+            list(read_records(path, name, None))
+        assert repr(name) in str(info.value) and "csv, json, jsonl, parquet" in str(info.value)
+
+
 # --------------------------------------------------- dlq replay and discard
 
 
