@@ -405,9 +405,12 @@ def cmd_infer_schema(config: None, args) -> int:
     if fmt is None:
         print(f"ingestd infer-schema: cannot tell the format of {path.name}; pass --format", file=sys.stderr)
         return EXIT_USAGE
-    # The options given that the format takes (--delimiter is CSV's, --records-path JSON's).
-    given = {"delimiter": args.delimiter, "skip_lines": args.skip_lines, "records_path": args.records_path}
-    options = {key: value for key, value in given.items() if key in FORMATS[fmt].options}
+    options = {key: getattr(args, key) for key in _INFER_OPTIONS if getattr(args, key) is not None}
+    problem = _option_refused(FORMATS[fmt], options)
+    if problem:
+        from .table import printable
+        print(printable(f"ingestd infer-schema: {problem}"), file=sys.stderr)
+        return EXIT_USAGE
     try:
         records = read_records(path, fmt, None, options)
         values = [value for value, _ in itertools.islice(records, max(1, args.sample))]
@@ -419,6 +422,26 @@ def cmd_infer_schema(config: None, args) -> int:
         return EXIT_FAILED
     print(json.dumps(infer_schema(values, args.title or path.name), indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+# The options of infer-schema that are options of a format (records/formats.py), by key.
+_INFER_OPTIONS = {"delimiter": "--delimiter", "skip_lines": "--skip-lines", "records_path": "--records-path"}
+
+
+def _option_refused(fmt, options: dict[str, Any]) -> str | None:
+    """Why an option given cannot be applied to a file of format ``fmt``
+    (one it does not take, a value its source key would refuse), or None."""
+    import jsonschema
+
+    for key, value in options.items():
+        if key not in fmt.options:
+            takes = ", ".join(_INFER_OPTIONS[k] for k in fmt.options if k in _INFER_OPTIONS) or "none"
+            return f"{_INFER_OPTIONS[key]} is no option of format {fmt.name!r} (its options: {takes})"
+        error = next(jsonschema.Draft202012Validator(dict(fmt.options[key])).iter_errors(value), None)
+        if error is not None:
+            expected = fmt.options[key].get("x-expected")
+            return f"{_INFER_OPTIONS[key]} {str(value)[:20]!r}: " + (f"give {expected}" if expected else error.message)
+    return None
 
 
 class _FormatNames(Sequence[str]):
@@ -450,8 +473,8 @@ def _infer_schema_arguments(parser) -> None:
     fmt = parser.add_argument("--format", help="the file's format (default: from its suffix)")
     fmt.choices = _FormatNames()  # set after: add_argument would read them to check the metavar
     parser.add_argument("--records-path", metavar="PATH", help="JSON: the dotted path of the records array")
-    parser.add_argument("--delimiter", default=",", metavar="CHAR", help="CSV delimiter (default ,)")
-    parser.add_argument("--skip-lines", type=int, default=0, metavar="N", help="CSV: lines before the header")
+    parser.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter (default ,)")
+    parser.add_argument("--skip-lines", type=int, metavar="N", help="CSV: lines before the header (default 0)")
     parser.add_argument("--sample", type=int, default=100_000, metavar="N",
                         help="read at most N records (default 100,000)")
     parser.add_argument("--title", help="the schema's title (default: the file's name)")

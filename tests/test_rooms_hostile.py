@@ -234,6 +234,43 @@ def test_an_unknown_format_is_refused_naming_those_there_are(tmp_path):
         assert repr(name) in str(info.value) and "csv, json, jsonl, parquet" in str(info.value)
 
 
+# -------------------------------------------------------------- infer-schema
+
+@pytest.mark.parametrize("file_name, body, options", [
+    ("f.csv", "a,b\n1,2\n", ["--records-path", "data"]),
+    ("f.json", '[{"a": 1}]', ["--delimiter", ";"]),
+    ("f.json", '[{"a": 1}]', ["--skip-lines", "2"]),
+    ("f.jsonl", '{"a": 1}\n', ["--records-path", "data"]),
+    ("f.csv", "a,b\n1,2\n", ["--format", "jsonl", "--delimiter", ";"]),
+])
+def test_infer_schema_refuses_an_option_its_format_does_not_take(tmp_path, file_name, body, options):
+    path = tmp_path / file_name
+    path.write_text(body)
+    result = ingestd("infer-schema", str(path), *options)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert options[-2] in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("delimiter", ['"', "\n", "\r"])
+def test_infer_schema_refuses_a_delimiter_the_config_refuses(tmp_path, delimiter):
+    path = tmp_path / "f.csv"
+    path.write_text("a,b\n1,2\n")
+    result = ingestd("infer-schema", str(path), "--delimiter", delimiter)
+    assert result.returncode == 2 and "--delimiter" in result.stderr, result
+
+
+def test_infer_schema_applies_the_options_it_takes(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("preamble\na;b\n1;2\n")
+    result = ingestd("infer-schema", str(path), "--delimiter", ";", "--skip-lines", "1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(json.loads(result.stdout)["properties"]) == ["a", "b"]
+    doc = tmp_path / "f.json"
+    doc.write_text('{"data": {"rows": [{"x": 1}]}}')
+    result = ingestd("infer-schema", str(doc), "--records-path", "data.rows")
+    assert result.returncode == 0 and list(json.loads(result.stdout)["properties"]) == ["x"], result
+
+
 # --------------------------------------------------- dlq replay and discard
 
 
