@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestd.daemon.config import build_config, load_config
+from ingestd.daemon.config import build_config
 from ingestd.daemon.errors import ConfigError
 from ingestd.records.formats import FORMATS, Format, read_records, register, unregister
 
@@ -269,6 +269,30 @@ def test_infer_schema_applies_the_options_it_takes(tmp_path):
     doc.write_text('{"data": {"rows": [{"x": 1}]}}')
     result = ingestd("infer-schema", str(doc), "--records-path", "data.rows")
     assert result.returncode == 0 and list(json.loads(result.stdout)["properties"]) == ["x"], result
+
+
+# ------------------------------------------------- config at start: exit codes
+
+def test_a_bad_source_option_stops_every_command_with_exit_2_naming_source_and_key(tmp_path):
+    config = tmp_path / "ingestd.toml"
+    config.write_text('[[sources]]\nname = "orders"\nformat = "csv"\ndelimiter = "\\""\n')
+    for command in (["check"], ["config", "show"], ["validate", "--source", "orders", str(config)]):
+        result = ingestd(*command, config=config)
+        assert result.returncode == 2, (command, result)
+        assert "delimiter" in result.stderr and "orders" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_validate_reads_with_the_options_of_its_source(tmp_path):
+    config = tmp_path / "ingestd.toml"
+    config.write_text('[[sources]]\nname = "orders"\nformat = "csv"\ndelimiter = ";"\nskip_lines = 1.0\n')
+    data = tmp_path / "orders.csv"
+    data.write_text("exported today\nid;amount\n1;2\n3;4\n")
+    result = ingestd("validate", "--source", "orders", str(data), "--json", config=config)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["files"][0]["rows"] == 2
+    shown = json.loads(ingestd("config", "show", "--json", config=config).stdout)["settings"]
+    values = {s["key"]: s["value"] for s in shown}
+    assert (values["sources.orders.delimiter"], values["sources.orders.skip_lines"]) == (";", 1)
 
 
 # --------------------------------------------------- dlq replay and discard
