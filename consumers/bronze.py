@@ -22,7 +22,7 @@ from ingestd.daemon import partitions
 from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.landing import SOURCE_NAME
 from ingestd.daemon.sources import SourceConfig
-from ingestd.records.jsontext import find_string, has_nul_escape
+from ingestd.records.jsonrecord import find_string, has_nul_escape
 
 from .quality import RunQuality
 from .validation import RecordValidator

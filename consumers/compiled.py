@@ -25,7 +25,7 @@ import fastjsonschema
 import jsonschema
 
 from ingestd.records.dialect import DRAFTS, SchemaError, class_of, ecma_pattern, schema_positions
-from ingestd.records.jsontext import COMPILED_MARK, ExactNumber
+from ingestd.records.exactnumbers import COMPILED_MARK, ExactNumber
 
 # Per-property verdict caches are dropped when they grow past this many
 # entries (a column of unique values gains nothing from caching).
@@ -128,7 +128,7 @@ def compile_fast(schema: Any, formats: dict[str, Callable[[Any], bool]], use_for
     if not isinstance(namespace, dict):
         raise SchemaError("this fastjsonschema's validators keep no globals")
     # Its code compares doubles: a number whose double is not its value
-    # (jsontext.ExactNumber) refuses to be compared there.
+    # (exactnumbers.ExactNumber) refuses to be compared there.
     namespace[COMPILED_MARK] = True
     if real:
         table = namespace.get("REGEX_PATTERNS")

@@ -45,7 +45,7 @@ from ingestd.daemon.ledger import Ledger
 from ingestd.daemon.providers import provider_for
 from ingestd.records.format_json import read_json
 from ingestd.records.formats import read_records
-from ingestd.records.jsontext import with_context
+from ingestd.records.jsonrecord import with_context
 from ingestd.records.reading import check_file_size, open_content
 
 from .checksum import sha256_file

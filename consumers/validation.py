@@ -37,7 +37,7 @@ from ingestd.records.dialect import (
     unassertable_formats,
     use_ecma_patterns,
 )
-from ingestd.records.jsontext import AS_DOUBLE, EXACT, comparisons
+from ingestd.records.exactnumbers import AS_DOUBLE, EXACT, comparisons
 
 from .compiled import ANNOTATIONS, FAST_KEYWORDS, FlatObjectCheck, compile_fast, fast_formats, written_schema
 

@@ -17,7 +17,7 @@ source's schema at load:
   format it cannot check (an unknown name, or a check whose package is not
   installed) refuses the source's config (``unassertable_formats``).
 * Numbers are judged by their value as written (JSON Schema compares numbers
-  by mathematical value): a record's numbers come from records/jsontext.py
+  by mathematical value): a record's numbers come from records/jsonrecord.py
   as ``int``, a ``float`` whose double is the value written, or an
   ``ExactNumber`` (0.30000000000000001, 1e23), which jsonschema's path
   compares by its exact decimal. ``multipleOf`` divides the values as

@@ -1,6 +1,6 @@
 """JSON Schema's number keywords on the numbers as written.
 
-A record's numbers come from records/jsontext.py as ``int``, a ``float``
+A record's numbers come from records/jsonrecord.py as ``int``, a ``float``
 whose double is the value written, or an ``ExactNumber``
 (0.30000000000000001, 1e23). jsonschema, as ingestd sets it up
 (``records.dialect.use_ecma_patterns``), judges ``multipleOf`` by dividing
@@ -30,7 +30,7 @@ from typing import Any
 import jsonschema
 import jsonschema._keywords
 
-from .jsontext import ExactNumber, written_value
+from .exactnumbers import ExactNumber, written_value
 
 # jsonschema's own multipleOf: ``multiple_of`` takes its place and gives its answer where
 # no exact one is defined.
