@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from . import __version__, dlq_commands, operate, partition_commands, roles, setup_commands
 from .commands import Command
@@ -43,8 +44,19 @@ def commands() -> list[Command]:
     return sorted(declared, key=lambda command: place.get(command.words[0], len(HELP_ORDER)))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors safe for a terminal: they repeat
+    what was given (``unrecognized arguments: ...``), control characters too."""
+
+    def error(self, message: str) -> NoReturn:
+        from .table import printable
+
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, printable(f"{self.prog}: error: {message}") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ingestd",
         description="Event-driven ingestion into PostgreSQL bronze tables: files dropped in a landing "
                     "folder become RabbitMQ events that consumer workers validate and load.",

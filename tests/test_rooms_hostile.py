@@ -320,3 +320,12 @@ def test_a_selection_of_ids_that_do_not_exist_touches_nothing(setup, db, action)
         result = ingestd("dlq", action, *bad, *extra, config=path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, (bad, result)
     assert query(db, "SELECT id, replay_count, replayed_at, discarded_at FROM ops.dead_letters") == before
+
+
+# ------------------------------------------------------------ the command line
+
+@pytest.mark.parametrize("argv", [["status", "--source", "x\x1b[31m"], ["dlq", "list", "--limit", "\x1b]0;x\x07"],
+                                  ["infer-schema", "f.csv", "--format", "\x1b[2J"], ["\x1b[31m"]])
+def test_a_usage_error_prints_what_was_given_safe_for_a_terminal(tmp_path, argv):
+    result = ingestd(*argv, config=tmp_path / "none.toml")
+    assert result.returncode == 2 and "\x1b" not in result.stderr and "\\x1b" in result.stderr, result
