@@ -220,8 +220,11 @@ def _source_settings(source: SourceConfig):
         # Its format's options (records/formats.py); records_path, which API sources have too, comes below.
         yield "format", source.format
         yield from ((key, value) for key, value in source.options.items() if key != "records_path")
+    # records_path: an API source's, or a file source's whose format takes it.
+    takes_path = not isinstance(source, FileSource) or "records_path" in source.options
     yield from (("schema", source.schema_path), ("max_invalid_ratio", source.max_invalid_ratio),
-                ("format_keyword", source.format_keyword), ("records_path", source.records_path),
+                ("format_keyword", source.format_keyword),
+                *((("records_path", source.records_path),) if takes_path else ()),
                 ("expect_every", source.expect_every_seconds), ("partition", source.partition or "none"),
                 ("partition_by", source.partition_by),
                 ("retention", f"{source.retention_months} months" if source.retention_months else None),

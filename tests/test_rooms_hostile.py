@@ -329,3 +329,39 @@ def test_a_selection_of_ids_that_do_not_exist_touches_nothing(setup, db, action)
 def test_a_usage_error_prints_what_was_given_safe_for_a_terminal(tmp_path, argv):
     result = ingestd(*argv, config=tmp_path / "none.toml")
     assert result.returncode == 2 and "\x1b" not in result.stderr and "\\x1b" in result.stderr, result
+
+
+def test_config_show_lists_the_keys_each_source_may_set_and_no_secret(tmp_path):
+    config = tmp_path / "ingestd.toml"
+    config.write_text(f"""
+[database]
+url = "postgresql://u:{SECRET}@127.0.0.1/x"
+[[sources]]
+name = "a"
+kind = "api"
+provider = "http_json"
+url = "https://{SECRET}@h/x?api_key={SECRET}&x=1"
+records_path = "data"
+params = {{token = "{SECRET}", page = 1}}
+[[sources]]
+name = "j"
+format = "json"
+records_path = "a.b"
+[[sources]]
+name = "p"
+format = "parquet"
+[[sources]]
+name = "c"
+format = "csv"
+delimiter = ";"
+""")
+    result = ingestd("config", "show", "--json", config=config)
+    assert result.returncode == 0 and SECRET not in result.stdout + result.stderr, result
+    keys = {s["key"]: s["value"] for s in json.loads(result.stdout)["settings"]}
+    of = {name: {k.split(".", 2)[2] for k in keys if k.startswith(f"sources.{name}.")} for name in "ajpc"}
+    assert of["j"] & {"records_path", "delimiter", "skip_lines"} == {"records_path"}
+    assert of["c"] & {"records_path", "delimiter", "skip_lines"} == {"delimiter", "skip_lines"}
+    assert of["p"] & {"records_path", "delimiter", "skip_lines"} == set()
+    assert "records_path" in of["a"] and "format" not in of["a"]
+    assert (keys["sources.j.records_path"], keys["sources.c.delimiter"], keys["sources.c.skip_lines"]) == (
+        "a.b", ";", 0)
