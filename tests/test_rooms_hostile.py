@@ -365,3 +365,37 @@ delimiter = ";"
     assert "records_path" in of["a"] and "format" not in of["a"]
     assert (keys["sources.j.records_path"], keys["sources.c.delimiter"], keys["sources.c.skip_lines"]) == (
         "a.b", ";", 0)
+
+
+def _events_waiting(config) -> int:
+    import pika
+
+    from ingestd.daemon.broker import Topology
+    connection = pika.BlockingConnection(pika.URLParameters(config.amqp_url))
+    try:
+        queue = Topology(config.prefix, config.delivery_limit).events_queue
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+@pytest.mark.integration
+def test_a_dead_letter_selected_twice_or_replayed_twice_is_published_once(setup, db):
+    path, config, ctx = setup
+    from .test_dlq import dead_letter_file
+    dead_letter_file(ctx, config, "daily_activity/a.csv", b"Id,ActivityDate\n1\n")
+    dead_id = query(db, "SELECT id FROM ops.dead_letters")[0][0]
+    waiting = _events_waiting(config)
+    result = ingestd("dlq", "replay", "--id", str(dead_id), "--id", str(dead_id), "--source", "daily_activity",
+                     "--wait", "0", "--json", config=path)
+    assert result.returncode == 0, result
+    assert (json.loads(result.stdout)["selected"], json.loads(result.stdout)["replayed"]) == (1, 1)
+    assert _events_waiting(config) == waiting + 1
+    again = ingestd("dlq", "replay", "--id", str(dead_id), "--wait", "0", "--json", config=path)
+    assert again.returncode == 0 and json.loads(again.stdout) == {"dead_letters": []}, again
+    discard = ingestd("dlq", "discard", "--id", str(dead_id), "--delete-file", "--json", config=path)
+    assert discard.returncode == 0 and json.loads(discard.stdout) == {"dead_letters": []}, discard
+    assert _events_waiting(config) == waiting + 1
+    assert (config.landing_dir / "_quarantine" / "daily_activity" / "a.csv").exists()
+    assert query(db, "SELECT replay_count, discarded_at FROM ops.dead_letters WHERE id = %s", (dead_id,)) == [
+        (0, None)]
