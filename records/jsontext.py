@@ -38,7 +38,7 @@ from .jsonrecord import has_nul_escape as has_nul_escape  # re-exported for cons
 from .jsonrecord import json_type as json_type  # re-exported for records/format_jsonl.py
 
 # parse_record and too_large_message: used here, and re-exported for records/format_jsonl.py,
-# format_parquet.py (both) and format_csv.py (too_large_message).
+# parquetread.py (both) and format_csv.py (too_large_message).
 from .jsonrecord import parse_record as parse_record
 from .jsonrecord import too_large_message as too_large_message
 from .jsonrecord import with_context as with_context  # re-exported for consumers/inputs.py

@@ -141,3 +141,22 @@ def test_records_import_nothing_of_ingestd_but_the_daemons_errors(path):
              if takes_consumers(module, names) or takes_daemon_beyond_errors(module, names)]
     assert not found, (f"{path.relative_to(REPO)} imports more of ingestd than ingestd.daemon.errors "
                        f"({'; '.join(found)})")
+
+
+def test_loading_a_config_imports_no_reader_of_parquet_nor_consumers(tmp_path):
+    """The watcher, the poller and every command load the config; pyarrow
+    (tens of MB and a tenth of a second) and the consumers are for the
+    processes that read files. The registry of formats is built at load, so
+    a format's declaration must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from ingestd.daemon.config import load_config\n"
+            f"load_config({str(REPO / 'ingestd.example.toml')!r})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow' or m.startswith('ingestd.consumers')"
+            " or m == 'ingestd.records.parquetread'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -26,7 +26,7 @@ from ingestd.records import reading as readers
 from ingestd.records.format_csv import read_csv
 from ingestd.records.format_json import read_json
 from ingestd.records.format_jsonl import read_jsonl
-from ingestd.records.format_parquet import read_parquet
+from ingestd.records.parquetread import read_parquet
 
 EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,

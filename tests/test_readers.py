@@ -11,7 +11,7 @@ from ingestd.daemon.errors import PermanentError
 from ingestd.records.format_csv import read_csv
 from ingestd.records.format_json import read_json
 from ingestd.records.format_jsonl import read_jsonl
-from ingestd.records.format_parquet import read_parquet
+from ingestd.records.parquetread import read_parquet
 from ingestd.records.formats import read_records
 
 from .conftest import FITBIT, SHARED_DATA
