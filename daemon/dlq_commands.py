@@ -60,7 +60,6 @@ def _ledger(config) -> Iterator[Ledger]:
         ledger.conn.close()
 
 
-# ---------------------------------------------------------------- dlq list
 
 def _list_arguments(parser) -> None:
     add_selector_arguments(parser, with_all=False)
@@ -121,7 +120,6 @@ def _endpoint(dead: DeadLetter) -> str | None:
     return event.get("endpoint") or event.get("path")
 
 
-# ---------------------------------------------------------------- dlq show
 
 def _show_arguments(parser) -> None:
     parser.add_argument("id", type=int, metavar="ID", help="the dead letter's id (first column of dlq list)")
@@ -196,7 +194,6 @@ def _file_state(config, file_path: str | None) -> bool | None:
     return path.exists() or path.is_symlink()
 
 
-# ------------------------------------------------- dlq replay, dlq discard
 
 def _on_selection(config, args, action: str, act: Callable[[Ledger, list[DeadLetter]], int]) -> int:
     """What replay and discard share: the waiting dead letters selected

@@ -13,7 +13,7 @@ import orjson
 from ingestd.daemon.errors import PermanentError
 
 from . import reading
-from .jsontext import too_large_message
+from .jsonrecord import too_large_message
 from .reading import GZIP_ERRORS, MAX_RECORD_BYTES, Format, TextRecord, gzip_guard, refuse_wide
 
 # The row bound of the reader (max_record_bytes) bounds its fields, so the
