@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .logs import redact
 from .metrics import REGISTRY
@@ -109,7 +109,7 @@ def bind_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> 
 class HealthServer:
     """Serves the three endpoints on ``host:port`` from a daemon thread."""
 
-    def __init__(self, health: Health, host: str, port: int) -> None:
+    def __init__(self, health: Health, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:
         outer = health
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,7 +126,7 @@ class HealthServer:
             def do_GET(self):  # noqa: N802
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path in ("/healthz", "/readyz"):
                     ok, problems = outer.alive() if path == "/healthz" else outer.ready()
                     key = "stale" if path == "/healthz" else "problems"

@@ -1,7 +1,15 @@
-"""Prometheus metrics of one ingestd process.
+"""Prometheus metrics of one ingestd process, and of its consumer processes.
 
 Labels are source names (configured ones; anything else is ``_unknown``)
 and reason codes: never file names, so the number of series stays bounded.
+
+The consumer processes of ``ingestd run`` (daemon/children.py) write their
+metrics to files (prometheus_client's multiprocess mode, switched on by
+``PROMETHEUS_MULTIPROC_DIR`` in their environment); ``collect_with_children``
+adds them to the parent's own. Each gauge says how the values of several
+processes combine (``multiprocess_mode``): the largest (a timestamp, a
+threshold), or the most recent (a sample of a queue); without a mode a gauge
+would gain a ``pid`` label.
 """
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -26,10 +36,12 @@ RUN_SECONDS = Histogram("ingestd_run_duration_seconds", "Time from the start of 
                         registry=REGISTRY)
 BYTES_READ = Counter("ingestd_bytes_read_total", "Bytes of files and payloads loaded", ["source"],
                      registry=REGISTRY)
-QUEUE_MESSAGES = Gauge("ingestd_queue_messages", "Messages waiting in a queue", ["queue"], registry=REGISTRY)
-QUEUE_CONSUMERS = Gauge("ingestd_queue_consumers", "Consumers of a queue", ["queue"], registry=REGISTRY)
+QUEUE_MESSAGES = Gauge("ingestd_queue_messages", "Messages waiting in a queue", ["queue"], registry=REGISTRY,
+                       multiprocess_mode="mostrecent")
+QUEUE_CONSUMERS = Gauge("ingestd_queue_consumers", "Consumers of a queue", ["queue"], registry=REGISTRY,
+                        multiprocess_mode="mostrecent")
 LAST_SUCCESS = Gauge("ingestd_last_success_timestamp_seconds", "Unix time of the last successful run",
-                     ["source"], registry=REGISTRY)
+                     ["source"], registry=REGISTRY, multiprocess_mode="max")
 POLL_ATTEMPTS = Counter("ingestd_poll_attempts_total", "HTTP requests made by the poller", ["source"],
                         registry=REGISTRY)
 POLL_FAILURES = Counter("ingestd_poll_failures_total", "Polls that ended in api_error", ["source"],
@@ -38,7 +50,7 @@ POLL_RATE_LIMITED = Counter("ingestd_poll_rate_limited_total", "API answers of H
                             ["source"], registry=REGISTRY)
 EXPECTED_INTERVAL = Gauge("ingestd_source_expected_interval_seconds",
                           "How often a source should load: an API source's interval, else its expect_every",
-                          ["source"], registry=REGISTRY)
+                          ["source"], registry=REGISTRY, multiprocess_mode="max")
 PARTITION_MAINTENANCE = Counter("ingestd_partition_maintenance_total",
                                 "Rounds of bronze partition maintenance, by result: ok, failed, or skipped "
                                 "(another process was at it)", ["result"], registry=REGISTRY)
@@ -59,17 +71,17 @@ UNDECLARED_NEW = Counter("ingestd_undeclared_fields_new_total",
                          ["source"], registry=REGISTRY)
 DEAD_LETTERS_WAITING = Gauge("ingestd_dead_letters_waiting",
                              "Dead letters neither replayed nor discarded, from the ops tables", ["source", "reason"],
-                             registry=REGISTRY)
+                             registry=REGISTRY, multiprocess_mode="mostrecent")
 OBJECTIVE = Gauge("ingestd_objective", "The thresholds the alert rules compare with, from the configuration: "
                   "run_error_ratio, invalid_record_ratio, latency_p95_seconds", ["source", "objective"],
-                  registry=REGISTRY)
+                  registry=REGISTRY, multiprocess_mode="mostrecent")
 RUN_STATUSES = ("success", "failure", "skipped")
 _waiting_pairs: set[tuple[str, str]] = set()
 # Of the watcher's process only, labelled by the folder, so that no other process exports a 0.
 LANDING_FREE = Gauge("ingestd_landing_free_bytes", "Bytes free for the daemon's user on the landing folder's "
-                     "file system", ["folder"], registry=REGISTRY)
+                     "file system", ["folder"], registry=REGISTRY, multiprocess_mode="max")
 LANDING_SIZE = Gauge("ingestd_landing_size_bytes", "Size of the landing folder's file system", ["folder"],
-                     registry=REGISTRY)
+                     registry=REGISTRY, multiprocess_mode="max")
 
 
 def watch_landing_disk(folder: Path) -> None:
@@ -145,3 +157,47 @@ def seconds_since(created_at: str | None) -> float | None:
 def source_label(name: str | None, known: object) -> str:
     """A label value for a source: its name if configured, else ``_unknown``."""
     return name if name and name in known else "_unknown"  # type: ignore[operator]
+
+
+class _WithChildren:
+    """This process's metrics and those its consumer processes wrote to ``directory``, one
+    family each: counters and histograms add up (those of exited processes too), gauges give
+    their largest value."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        families = {family.name: family for family in REGISTRY.collect()}
+        for theirs in MultiProcessCollector(None, path=str(self.directory)).collect():
+            ours = families.get(theirs.name)
+            families[theirs.name] = theirs if ours is None else _merged(ours, theirs)
+        return list(families.values())
+
+
+def _merged(ours: Metric, theirs: Metric) -> Metric:
+    add = ours.type != "gauge"
+    samples: dict[tuple, Sample] = {}
+    for sample in (*ours.samples, *theirs.samples):
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        before = samples.get(key)
+        if before is None:
+            samples[key] = sample
+        else:
+            value = before.value + sample.value if add else max(before.value, sample.value)
+            samples[key] = before._replace(value=value)
+    family = Metric(ours.name, ours.documentation, ours.type, ours.unit)
+    family.samples = list(samples.values())
+    return family
+
+
+def registry_with_children(directory: Path | None) -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's registry, with the metrics of its consumer
+    processes when they write them to ``directory``."""
+    if directory is None:
+        return REGISTRY
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_WithChildren(directory))
+    return registry

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import __version__
 from .commands import Command, always
@@ -31,8 +33,9 @@ from .logs import redact_url
 
 if TYPE_CHECKING:
     from .broker import Publisher
+    from .children import ParentLink
     from .config import Config
-    from .health import Health
+    from .health import Health, HealthServer
     from .poller import Poller
     from .runner import Supervisor
     from .watcher import Watcher
@@ -113,7 +116,11 @@ def _chown_fix(folder) -> str:
 
 
 def cmd_run(config, args) -> int:
-    return run_roles(config, watch=True, consumers=args.workers or config.workers, poll=bool(config.api_sources))
+    options = ["--log-level", logging.getLevelName(logging.getLogger().level)]
+    if args.log_format:
+        options += ["--log-format", args.log_format]
+    return run_roles(config, watch=True, consumers=args.workers or config.workers, poll=bool(config.api_sources),
+                     processes=None if args.threads else options)
 
 
 def cmd_poll(config, args) -> int:
@@ -167,56 +174,105 @@ def cmd_watch(config, args) -> int:
 
 
 def cmd_consume(config, args) -> int:
+    from .children import ParentLink
+
+    link = ParentLink.from_environment()
+    if link is not None:
+        return run_child(config, link)
     return run_roles(config, watch=False, consumers=args.workers or config.workers)
 
-def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False) -> int:
+def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False,
+              processes: list[str] | None = None) -> int:
     """Run the watcher, ``consumers`` consumer workers and the poller, as
-    asked, in one process, until a signal; the process's exit status."""
+    asked, until a signal; the process's exit status. The workers are
+    threads of this process, or with ``processes`` (the options of their
+    command line) child processes (daemon/children.py)."""
     # The roles are threads that mostly wait on sockets. A thread whose
     # answer has arrived waits for the interpreter lock until the holder
     # lets go, by default up to 5 ms: a convoy that a burst of small files
     # (several round trips each) pays on every step. 1 ms: 763 -> 892
     # files/s for 10,000 small files, large files as fast (docs/performance.md).
-    from .health import Health, HealthServer, database_checker
+    from .health import Health, database_checker
     from .runner import Supervisor
 
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     needs_database = bool(consumers or poll)
     health = Health(database_check=database_checker(config.database_url) if needs_database else None)
-    server = None
-    if config.health_port:
-        try:
-            server = HealthServer(health, config.health_host, config.health_port)
-        except OSError as exc:
-            print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
-                  f"{exc.strerror or exc}; set [health] host and port (or INGESTD_HEALTH_HOST, INGESTD_HEALTH_PORT;"
-                  " port 0 turns it off)", file=sys.stderr)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="ingestd-metrics-")) if consumers and processes is not None else None
+    try:
+        server = _health_server(config, health, metrics_dir)
+        if server is False:
             return EXIT_USAGE
+        supervisor = Supervisor(health)
+        supervisor.install_signal_handlers()
+        _log_start(config, watch, consumers, poll, health_on=server is not None, processes=metrics_dir is not None)
+        if server is not None:
+            server.start()
+        try:
+            try:
+                _prepare_landing(config)
+                if needs_database:
+                    _migrate_with_retry(config, supervisor.stop)
+                _check_broker_access(config)
+            except Shutdown:
+                return EXIT_OK
+            _set_source_gauges(config, watch, consumers)
+            roles = _Roles(config, supervisor, health)
+            if poll:
+                roles.start_poller()
+            if watch:
+                roles.start_watcher()
+            if consumers:
+                roles.start_consumer_services()
+                if metrics_dir is not None and processes is not None:
+                    roles.start_consumer_processes(consumers, metrics_dir, processes)
+                else:
+                    roles.start_workers(consumers)
+            return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+        finally:
+            if server is not None:
+                server.stop()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _health_server(config: Config, health: Health, metrics_dir: Path | None) -> HealthServer | None | Literal[False]:
+    """The server of health and metrics (None when the port is 0); False when it cannot listen (said why)."""
+    from .health import HealthServer
+    from .metrics import registry_with_children
+
+    if not config.health_port:
+        return None
+    try:
+        return HealthServer(health, config.health_host, config.health_port, registry_with_children(metrics_dir))
+    except OSError as exc:
+        print(f"ingestd: cannot serve health and metrics on {config.health_host}:{config.health_port}: "
+              f"{exc.strerror or exc}; set [health] host and port (or INGESTD_HEALTH_HOST, INGESTD_HEALTH_PORT;"
+              " port 0 turns it off)", file=sys.stderr)
+        return False
+
+
+def run_child(config: Config, link: ParentLink) -> int:
+    """One consumer worker of an ``ingestd run`` (daemon/children.py): no health server, no
+    systemd, no migration; it reports to the parent over ``link`` and stops when the parent
+    asks or is gone."""
+    from .children import LINK_ENV
+    from .health import Health
+    from .runner import Supervisor
+
+    os.environ.pop(LINK_ENV, None)  # nothing this process starts is a child of the parent
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    health = Health()
     supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
-    _log_start(config, watch, consumers, poll, health_on=server is not None)
-    if server is not None:
-        server.start()
-    try:
-        try:
-            _prepare_landing(config)
-            if needs_database:
-                _migrate_with_retry(config, supervisor.stop)
-            _check_broker_access(config)
-        except Shutdown:
-            return EXIT_OK
-        _set_source_gauges(config, watch, consumers)
-        roles = _Roles(config, supervisor, health)
-        if poll:
-            roles.start_poller()
-        if watch:
-            roles.start_watcher()
-        if consumers:
-            roles.start_consumers(consumers)
-        return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
-    finally:
-        if server is not None:
-            server.stop()
+    if not link.die_with_parent():
+        return EXIT_OK
+    log.info("consumer process starting", extra={"step": "start", "status": "starting", "version": __version__,
+                                                 "parent_pid": link.parent_pid})
+    supervisor.start("parent-link", lambda: link.serve(health, supervisor.stop, supervisor.request_stop))
+    _Roles(config, supervisor, health).start_workers(1)
+    return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
 
 
 def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
@@ -245,9 +301,11 @@ def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:
         start_source_series(config.sources.values(), REASONS)
 
 
-def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_on: bool) -> None:
+def _log_start(config: Config, watch: bool, consumers: int, poll: bool, health_on: bool,
+               processes: bool = False) -> None:
     log.info("ingestd starting", extra={
         "step": "start", "status": "starting", "version": __version__, "watcher": watch, "consumers": consumers,
+        "consumer_processes": processes,
         "poller": poll, "config": str(config.path), "landing_dir": str(config.landing_dir),
         "sources": sorted(config.sources), "database": redact_url(config.database_url),
         "database_from": config.origin("database.url"), "broker": redact_url(config.amqp_url),
@@ -299,30 +357,52 @@ class _Roles:
             worker.run()
         self.supervisor.start(name, role)
 
-    def start_consumers(self, count: int) -> None:
+    def start_consumer_services(self) -> None:
+        """What runs once beside the consumers: the dead-letter recorder, the samplers of the
+        queue and dead-letter gauges, and partition maintenance."""
         from ingestd.consumers.recorder import DeadLetterRecorder
-        from ingestd.consumers.worker import ConsumerWorker
 
         from .health import sample_dead_letters, sample_queues
-        config, stop = self.config, self.supervisor.stop
         from .metrics import start_source_series
+        from .partition_maintenance import maintenance_loop
+        config, stop = self.config, self.supervisor.stop
         self.live.on_reload.append(lambda fresh: start_source_series(fresh.sources.values(), REASONS))
         self.supervisor.start("recorder", DeadLetterRecorder(config, stop).run)
         self.supervisor.start("queue-sampler", lambda: sample_queues(config, stop))
         self.supervisor.start("dead-letter-sampler", lambda: sample_dead_letters(config, stop))
-        from .partition_maintenance import maintenance_loop
         by = f"{os.uname().nodename}-{os.getpid()}"
         self.supervisor.start("partitions", lambda: maintenance_loop(
             lambda: self.live.get().sources.values(), config.database_url, config.connect_timeout_seconds, stop, by))
+
+    def start_workers(self, count: int) -> None:
+        """``count`` consumer workers, threads of this process."""
+        from ingestd.consumers.worker import ConsumerWorker
+
         for n in range(1, count + 1):
-            worker = ConsumerWorker(config, f"{os.uname().nodename}-{os.getpid()}-c{n}", stop, live=self.live)
+            worker = ConsumerWorker(self.config, f"{os.uname().nodename}-{os.getpid()}-c{n}", self.supervisor.stop,
+                                    live=self.live)
             worker.heartbeat = (lambda role: lambda: self.health.beat(role))(f"consumer-{n}")
             worker.report = self.reporter(f"broker (consumer-{n})")
             self.supervisor.start(f"consumer-{n}", worker.run)
 
+    def start_consumer_processes(self, count: int, metrics_dir: Path, options: list[str]) -> None:
+        """``count`` consumer workers, each a child process, started and tended by one thread."""
+        from .children import ConsumerProcesses
+
+        children = ConsumerProcesses(self.config, count, self.health, self.supervisor.stop, metrics_dir, options)
+        self.supervisor.on_force.append(children.kill_all)
+        self.supervisor.start("children", children.run)
+
 
 def _workers_argument(parser) -> None:
     parser.add_argument("--workers", type=int, metavar="N", help="consumer workers (default: [consumer] workers)")
+
+
+def _run_arguments(parser) -> None:
+    _workers_argument(parser)
+    parser.add_argument("--threads", action="store_true",
+                        help="consumer workers as threads of this one process, not as processes of their own "
+                             "(less memory, slower on bursts of small files; e.g. for debugging)")
 
 
 def _poll_arguments(parser) -> None:
@@ -334,10 +414,11 @@ COMMANDS = [
     Command("migrate", help="create the database if needed and apply sql/ migrations",
             description="Apply the numbered SQL migrations (idempotent; safe to run concurrently).",
             handler=cmd_migrate),
-    Command("run", help="watcher and consumers in one process",
-            description="Run the watcher and N consumer workers in one process (the simple VM case). "
-                        "Applies migrations first.",
-            handler=cmd_run, add_arguments=_workers_argument, long_running=always),
+    Command("run", help="watcher and consumers under one command",
+            description="Run the watcher (and the poller) and N consumer workers under one command (the simple "
+                        "VM case): each worker is a child process (ingestd consume) that this one starts, "
+                        "restarts and stops; --threads keeps them in this process. Applies migrations first.",
+            handler=cmd_run, add_arguments=_run_arguments, long_running=always),
     Command("watch", help="the watcher role only",
             description="Watch the landing folder and publish an event for each complete file.",
             handler=cmd_watch, long_running=always),

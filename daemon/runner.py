@@ -26,6 +26,8 @@ class Supervisor:
         self.health = health or Health()
         self._threads: list[tuple[str, threading.Thread]] = []
         self._signals = 0
+        # Called on a second signal, before the process exits at once (its child processes go too).
+        self.on_force: list[Callable[[], None]] = []
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -35,9 +37,14 @@ class Supervisor:
         self._signals += 1
         if self._signals > 1:
             log.warning("second signal: exiting at once", extra={"step": "stop", "status": "forced"})
+            for hook in self.on_force:
+                hook()
             os._exit(1)
-        log.info("stopping: finishing work in hand", extra={"step": "stop", "status": "stopping",
-                                                           "signal": signal.Signals(signum).name})
+        self.request_stop(signal.Signals(signum).name)
+
+    def request_stop(self, cause: str) -> None:
+        """Stop taking new work, finish what is in hand: what a first signal does."""
+        log.info("stopping: finishing work in hand", extra={"step": "stop", "status": "stopping", "signal": cause})
         self.stop.set()
 
     def start(self, name: str, target: Callable[[], None]) -> None:
