@@ -182,6 +182,18 @@ def raw_copy_rate(db_url: str, jsonl: Path, rows: int) -> float:
     return rows / elapsed
 
 
+def children_of(pids: list[int]) -> list[int]:
+    """The processes whose parent is one of ``pids``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) in pids:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -193,9 +205,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Daemon:
-    """ingestd against the bench's database and broker, in one of two shapes: ``run`` (watcher and
-    consumers in one process) or ``roles`` (``ingestd watch`` and one ``ingestd consume`` process per
-    worker, as the systemd units and the compose stack run them)."""
+    """ingestd against the bench's database and broker, in one of two shapes: ``run`` (``ingestd
+    run``: the watcher, and the consumer workers as the processes it starts) or ``roles``
+    (``ingestd watch`` and one ``ingestd consume`` process per worker, as the systemd units and the
+    compose stack run them)."""
 
     def __init__(self, workdir: Path, db_url: str, amqp_url: str, workers: int, shape: str = "run",
                  partition: str = "none") -> None:
@@ -227,25 +240,48 @@ class Daemon:
     @property
     def label(self) -> str:
         if self.shape == "run":
-            return f"{self.workers} worker(s), one process{self.suffix}"
+            return f"{self.workers} worker(s), `ingestd run`{self.suffix}"
         return f"{self.workers} worker(s), {self.workers + 1} processes{self.suffix}"
 
     def peak_rss_mb(self) -> float:
-        """Peak resident memory of the daemon's processes together."""
-        return sum(peak_rss_mb(proc.pid) for proc in self.procs)
+        """Peak resident memory of the daemon's processes together, the consumer processes that
+        `ingestd run` starts included."""
+        pids = [proc.pid for proc in self.procs]
+        return sum(peak_rss_mb(pid) for pid in pids + children_of(pids))
 
     def wait_ready(self, conn) -> None:
+        """Until the database is migrated and every consumer worker consumes."""
+        import pika
+
+        from ingestd.daemon.broker import Topology
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass('ops.pipeline_runs')")
-                if cur.fetchone()[0]:
-                    time.sleep(1.0)  # consumers connect right after the migration
+        broker = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            while time.monotonic() < deadline:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT to_regclass('ops.pipeline_runs')")
+                    migrated = cur.fetchone()[0]
+                if migrated and self._consumers(broker, Topology(self.prefix).events_queue) >= self.workers:
                     return
-            if any(proc.poll() is not None for proc in self.procs):
-                break
-            time.sleep(0.2)
+                if any(proc.poll() is not None for proc in self.procs):
+                    break
+                time.sleep(0.2)
+        finally:
+            broker.close()
         raise RuntimeError("daemon did not start; see " + str(self.log.name))
+
+    @staticmethod
+    def _consumers(broker, queue: str) -> int:
+        import pika
+
+        channel = broker.channel()
+        try:
+            return channel.queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0  # not declared yet
+        finally:
+            if channel.is_open:
+                channel.close()
 
     def stop(self) -> None:
         if self.log.closed:
