@@ -55,8 +55,16 @@ class RunQuality:
         self.undeclared_more = False
         self.seen: set[str] = set()
         self._last_keys: Any = None
+        # A valid record of a schema whose top level allows no other property
+        # (and has no "$ref", beside which drafts 4 to 7 ignore it) holds no
+        # undeclared field: once every declared one has been seen, such
+        # records have nothing left to tell.
+        closed = root.get("additionalProperties") is False and "$ref" not in root
+        self._closed_fields = len(self.declared) if closed and self.declared is not None else -1
 
     def observe(self, record: Any, errors: list[dict[str, str]] | None) -> None:
+        if errors is None and len(self.seen) == self._closed_fields:
+            return
         if type(record) is dict and self.declared is not None:
             keys = record.keys()
             # Records of one file mostly share their fields: a set comparison
