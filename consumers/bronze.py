@@ -150,9 +150,15 @@ class CopyStream:
         self.failure: BaseException | None = None
 
     def _encode(self, records, validator, source, lineage, stats) -> Iterator[bytes]:
+        """Rows, joined into pieces of about ``CHUNK_BYTES`` (one generator
+        step and one copy into the buffer a piece, not a row)."""
         head = _FIELD_COUNT.pack(len(COPY_COLUMNS)) + _binary_field(source.encode())
         tail = b"".join(_binary_value(column, lineage.get(column)) for column in COPY_COLUMNS[5:])
+        # A row: the head and the jsonb field's length and version byte 1,
+        # the JSON text, then the record number and the validation columns.
+        opening = struct.Struct(f"!{len(head)}siB").pack
         valid_tail = _binary_field(b"valid") + NULL_FIELD + tail
+        valid_end = struct.Struct(f"!iq{len(valid_tail)}s").pack
         invalid_status = _binary_field(b"invalid")
         number_field = _NUMBER_FIELD.pack
         jsonb_length = _JSONB_HEADER.pack
@@ -162,25 +168,34 @@ class CopyStream:
             stats.quality = RunQuality(validator.schema)
         observe = stats.quality.observe
         count = 0
+        piece: list[bytes] = []
+        append = piece.append
+        size = 0
         for number, record, raw in records:
             count += 1
             if raw is None:
                 raw = encode_record(record, number)
             errors = errors_of(record)
             observe(record, errors)
-            # field: int32 length, then jsonb version byte 1 and the JSON text
-            row = head + jsonb_length(len(raw) + 1, 1) + raw + number_field(8, number)
+            append(opening(head, len(raw) + 1, 1))
+            append(raw)
             if errors is None:
                 stats.rows_valid += 1
-                yield row + valid_tail
+                append(valid_end(8, number, valid_tail))
             else:
                 stats.rows_invalid += 1
                 if len(stats.first_errors) < 5:
                     stats.first_errors.append({"record": number, "errors": errors[:3]})
                 err = dumps(errors)
-                yield row + invalid_status + jsonb_length(len(err) + 1, 1) + err + tail
+                append(number_field(8, number) + invalid_status + jsonb_length(len(err) + 1, 1) + err + tail)
+            size += len(raw)
+            if size >= CHUNK_BYTES:
+                yield b"".join(piece)
+                piece.clear()
+                size = 0
         stats.rows_total = count
-        yield COPY_TRAILER
+        piece.append(COPY_TRAILER)
+        yield b"".join(piece)
 
     def read(self, size: int = -1) -> bytes:
         want = CHUNK_BYTES if size is None or size < 0 else max(size, 1)
