@@ -40,7 +40,7 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
                 # The breaks passed; this line's own among them when it was cut short.
                 line_no += _skip_whitespace(stream) - (not line.endswith(b"\n"))
                 continue
-            if len(line) - _line_end(line) > max_record_bytes:
+            if len(line) > max_record_bytes and len(line) - _line_end(line) > max_record_bytes:
                 raise PermanentError("too_large", too_large_message(f"line {line_no}", max_record_bytes),
                                      limit=max_record_bytes)
             value = parse_record(line, f"line {line_no}", exact_numbers=exact_numbers)
