@@ -135,6 +135,7 @@ class RecordValidator:
         self.source = source
         self._fast: Callable[[Any], Any] | None = None
         self._flat: FlatObjectCheck | None = None
+        self._columns: Any = None
         self._reference: Any = None
         self.plan: ValidationPlan | None = None
         if schema is None:
@@ -158,6 +159,18 @@ class RecordValidator:
                 self._fast = self._flat = None
                 self.plan = ValidationPlan(self.plan.draft, False, (f"fastjsonschema cannot compile it: {exc}",),
                                            format_mode)
+
+    def valid_rows(self, batch: Any) -> Any:
+        """For an Arrow record batch of a Parquet file, a boolean a row:
+        True where the row's record is valid, found column by column
+        (consumers/columns.py); a False row, or None for the whole batch,
+        is no verdict: those records take ``errors``."""
+        if self._flat is None or self._flat.closed_width is None:
+            return None
+        if self._columns is None:
+            from .columns import ColumnCheck  # pyarrow: only where Parquet is read
+            self._columns = ColumnCheck(self._flat)
+        return self._columns.valid_rows(batch)
 
     def errors(self, record: Any) -> list[dict[str, str]] | None:
         """None when ``record`` is valid, else its errors (at most 10)."""
