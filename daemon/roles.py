@@ -391,6 +391,7 @@ class _Roles:
 
         children = ConsumerProcesses(self.config, count, self.health, self.supervisor.stop, metrics_dir, options)
         self.supervisor.on_force.append(children.kill_all)
+        self.supervisor.on_force.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
         self.supervisor.start("children", children.run)
 
 

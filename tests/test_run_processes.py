@@ -148,9 +148,11 @@ def test_sigterm_stops_every_child_and_sigkill_of_the_parent_leaves_none(write_c
         wait_for(lambda: len(log_events(tmp_path / "run.log", "consuming")) == 2, timeout=60)
         children = children_of(proc.pid)
         assert len(children) == 2
+        folder = metrics_folder(children[0])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not any(running(child) for child in children)
+        assert not folder.exists()  # the metrics folder goes with the daemon
     finally:
         stop_run(proc)
     (tmp_path / "run.log").unlink()
@@ -165,6 +167,32 @@ def test_sigterm_stops_every_child_and_sigkill_of_the_parent_leaves_none(write_c
     finally:
         for child in children_of(proc.pid) + [c for c in children if running(c)]:
             os.kill(child, signal.SIGKILL)
+
+
+def metrics_folder(pid: int) -> Path:
+    """The folder a consumer process writes its metrics to (its environment says)."""
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
+            return Path(entry.split(b"=", 1)[1].decode())
+    raise AssertionError(f"process {pid} has no metrics folder")
+
+
+def test_a_second_signal_kills_the_children_and_exits_at_once(write_config, tmp_path):
+    proc = start_run(write_config(), tmp_path, "--workers", "2")
+    try:
+        wait_for(lambda: len(log_events(tmp_path / "run.log", "consuming")) == 2, timeout=60)
+        children = children_of(proc.pid)
+        folder = metrics_folder(children[0])
+        assert folder.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: log_events(tmp_path / "run.log", "stopping: finishing work in hand"), timeout=10,
+                 interval=0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1
+        wait_for(lambda: not any(running(child) for child in children), timeout=30)
+        assert not folder.exists()
+    finally:
+        stop_run(proc)
 
 
 def test_a_child_that_cannot_start_is_restarted_with_a_backoff_and_keeps_the_daemon_not_ready(
