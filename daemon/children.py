@@ -63,8 +63,7 @@ class Slot:
     process: subprocess.Popen | None = None
     link: socket.socket | None = None
     started: float = 0.0
-    connected: bool = False  # the current process has spoken on its link
-    ever_connected: bool = False  # some process of this slot has
+    ever_connected: bool = False  # some process of this slot has spoken on its link
     failures: int = 0
     restart_at: float | None = None
     pids: list[int] = field(default_factory=list)
@@ -132,7 +131,7 @@ class ConsumerProcesses:
             child_end.close()
         parent_end.setblocking(False)
         with self._lock:
-            slot.process, slot.link, slot.started, slot.connected = process, parent_end, time.monotonic(), False
+            slot.process, slot.link, slot.started = process, parent_end, time.monotonic()
             slot.restart_at = None
             slot.pids.append(process.pid)
         self.health.set_ready(self.component(slot), "starting")
@@ -167,7 +166,7 @@ class ConsumerProcesses:
                 report = json.loads(data)
             except ValueError:
                 continue
-            slot.connected = slot.ever_connected = True
+            slot.ever_connected = True
             problems = [str(p) for p in report.get("problems", [])]
             self.health.set_ready(self.component(slot), "; ".join(problems) or None)
             if not report.get("stale"):
@@ -178,10 +177,9 @@ class ConsumerProcesses:
         pid = slot.process.pid if slot.process else None
         if slot.link is not None:
             slot.link.close()
-        connected = slot.connected
         with self._lock:
             slot.process, slot.link = None, None
-        if not slot.ever_connected and not connected:
+        if not slot.ever_connected:
             self.failed = (f"consumer-{slot.number} exited with status {_status(status)} before it started "
                            "(its log lines above say why)")
             return
@@ -221,9 +219,10 @@ class ConsumerProcesses:
         # KillMode=control-group) would count as a second one, which stops at once.
         assert slot.process is not None
         try:
-            assert slot.link is not None
+            if slot.link is None:
+                raise OSError("no link")
             slot.link.send(b"stop")
-        except (OSError, AssertionError):
+        except OSError:
             slot.process.send_signal(signal.SIGTERM)
 
     def kill_all(self) -> None:
