@@ -89,6 +89,6 @@ class ColumnCheck:
     @staticmethod
     def _passes(check: Any, value: str) -> bool:
         try:
-            return FlatObjectCheck._run(check, value)
+            return bool(check(value))
         except Exception:  # noqa: BLE001 - a check that fails is no verdict: the row path judges
             return False

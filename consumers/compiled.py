@@ -15,6 +15,7 @@ by property, with the verdicts on repeated strings cached
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -187,6 +188,26 @@ def _big_floats(value: Any) -> bool:
 
 
 _contains = operator.contains
+# Keywords of a property's subschema that carry no verdict with the compiled
+# validator as it is set up here (defaults are not applied).
+_NO_VERDICT = frozenset({"title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
+                         "writeOnly"})
+
+
+def _string_check(sub: Any) -> Callable[[Any], bool] | None:
+    """For a subschema that says only ``type: string`` and perhaps a
+    ``pattern``, the test fastjsonschema's code makes of it (``isinstance``,
+    then the ECMA-262 pattern's ``search``), without a call into that code
+    and an exception a failure; None for any other subschema."""
+    if not isinstance(sub, Mapping) or sub.get("type") != "string" or set(sub) - {"type", "pattern"} - _NO_VERDICT:
+        return None
+    pattern = sub.get("pattern")
+    if pattern is None and "pattern" not in sub:
+        return lambda value: isinstance(value, str)
+    if not isinstance(pattern, str):
+        return None
+    search = ecma_pattern(pattern).search
+    return lambda value: isinstance(value, str) and bool(search(value))
 
 # Top-level keywords the flat fast path understands exactly; any other makes
 # validity depend on more than one property at a time.
@@ -212,7 +233,8 @@ class FlatObjectCheck:
 
     required: frozenset[str]
     allowed: frozenset[str] | None
-    checks: dict[str, Callable[[Any], Any]]
+    # Per property, whether a value passes its subschema.
+    checks: dict[str, Callable[[Any], bool]]
     # Strings already found valid, per property. Only ``str`` values are
     # remembered: a string never equals a value of another type, so a set
     # lookup cannot confuse "1" with 1 or True.
@@ -236,7 +258,8 @@ class FlatObjectCheck:
             if not isinstance(sub, (Mapping, bool)) or "$ref" in str(sub):
                 return None  # a reference may point at the root: not local
             # Compiled under the root's draft: a subschema alone has no "$schema".
-            checks[name] = compile_fast(sub, formats, use_formats, draft or class_of(schema))
+            checks[name] = _string_check(sub) or functools.partial(
+                cls._run, compile_fast(sub, formats, use_formats, draft or class_of(schema)))
         allowed = None if additional else frozenset(properties)
         required = frozenset(schema.get("required", ()))
         closed = len(required) if allowed is not None and required == allowed else None
@@ -266,7 +289,7 @@ class FlatObjectCheck:
                 continue  # no subschema for this property
             if type(value) is str and value in known:
                 continue
-            if not self._run(self.checks[key], value):
+            if not self.checks[key](value):
                 return False
             if type(value) is str:
                 if len(known) >= MAX_CACHED_VALUES:

@@ -24,6 +24,9 @@ EXAMPLES = int(os.environ.get("INGESTD_TEST_EXAMPLES", "150"))
 SUBSCHEMAS = [
     {"type": "string", "pattern": "^[0-9]{2}$"},
     {"type": "string", "pattern": "^a.c$"},
+    {"type": "string", "pattern": "c$", "description": "unanchored at the start"},
+    {"type": "string", "pattern": "\\p{L}"},
+    {"type": "string"},
     {"type": "string", "pattern": "^\\s*x$"},
     {"type": "string", "pattern": "^\\w+$"},
     {"type": "string", "pattern": "^\\d+$"},
