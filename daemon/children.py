@@ -14,8 +14,9 @@ child's end): the child sends its readiness and liveness every half second;
 the parent sends ``stop`` when it is asked to stop. The child stops
 gracefully (finishes the event in hand, acks) on that message, and when the
 socket reaches its end: the parent is gone. On Linux the child also asks the
-kernel for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``), so that a
-parent killed by SIGKILL leaves no consumer behind.
+kernel for a signal when the parent dies (``PR_SET_PDEATHSIG``), so that a
+parent killed by SIGKILL leaves no consumer behind; the last child out removes
+the metrics folder such a parent leaves.
 
 Children write their metrics to files in a private folder
 (``PROMETHEUS_MULTIPROC_DIR``, prometheus_client's multiprocess mode); the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from .backoff import compute_backoff
 from .health import Health
@@ -53,6 +56,13 @@ REPORT_EVERY_SECONDS = 0.5
 STEADY_SECONDS = 60.0
 RESTART_CAP_SECONDS = 60.0
 PR_SET_PDEATHSIG = 1
+# The signal the kernel sends a child when its parent dies. Not SIGTERM: it comes again each time
+# a thread of the dying parent that had adopted the child ends, and a second SIGTERM means "stop
+# at once"; this one only asks for the graceful stop, however often it comes.
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+# Every child holds a shared lock on this file of the metrics folder while it runs: a child whose
+# parent died removes the folder only if it can then lock it alone (it is the last one out).
+IN_USE_FILE = "in-use.lock"
 
 
 @dataclass
@@ -253,6 +263,7 @@ class ParentLink:
     def __init__(self, fd: int, parent_pid: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.parent_pid = parent_pid
+        self._in_use: TextIO | None = None
         os.set_inheritable(fd, False)
 
     @classmethod
@@ -263,15 +274,40 @@ class ParentLink:
             return None
         return cls(int(fd), int(pid))
 
-    def die_with_parent(self) -> bool:
-        """Ask the kernel for SIGTERM when the parent dies (Linux); False when it has already."""
+    def die_with_parent(self, on_death: Callable[[str], None]) -> bool:
+        """Have ``on_death`` called when the parent dies (Linux: PR_SET_PDEATHSIG); False when it
+        has already."""
+        signal.signal(PARENT_DEATH_SIGNAL, lambda signum, frame: on_death("the parent process is gone"))
         try:
             import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # not Linux: the link's end still stops this process
         return os.getppid() == self.parent_pid
+
+    def hold_metrics_folder(self, folder: str | None) -> None:
+        """Share the metrics folder with the other children while this one runs."""
+        import fcntl
+        if not folder:
+            return
+        try:
+            self._in_use = open(os.path.join(folder, IN_USE_FILE), "a")  # noqa: SIM115 - held until exit
+            fcntl.flock(self._in_use, fcntl.LOCK_SH)
+        except OSError:
+            self._in_use = None
+
+    def leave_metrics_folder(self, folder: str | None) -> None:
+        """At exit: when the parent died without removing the metrics folder, the last child out does."""
+        import fcntl
+        in_use = self._in_use
+        if not folder or in_use is None or os.getppid() == self.parent_pid:
+            return
+        try:
+            fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # another child still runs: the folder is its to remove
+        shutil.rmtree(folder, ignore_errors=True)
 
     def serve(self, health: Health, stop: threading.Event, on_stop: Callable[[str], None]) -> None:
         """Report ``health`` every half second until ``stop``; a ``stop`` message or the link's

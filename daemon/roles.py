@@ -257,7 +257,7 @@ def run_child(config: Config, link: ParentLink) -> int:
     """One consumer worker of an ``ingestd run`` (daemon/children.py): no health server, no
     systemd, no migration; it reports to the parent over ``link`` and stops when the parent
     asks or is gone."""
-    from .children import LINK_ENV
+    from .children import LINK_ENV, METRICS_ENV
     from .health import Health
     from .runner import Supervisor
 
@@ -266,13 +266,16 @@ def run_child(config: Config, link: ParentLink) -> int:
     health = Health()
     supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
-    if not link.die_with_parent():
+    if not link.die_with_parent(supervisor.request_stop):
         return EXIT_OK
+    link.hold_metrics_folder(os.environ.get(METRICS_ENV))
     log.info("consumer process starting", extra={"step": "start", "status": "starting", "version": __version__,
                                                  "parent_pid": link.parent_pid})
     supervisor.start("parent-link", lambda: link.serve(health, supervisor.stop, supervisor.request_stop))
     _Roles(config, supervisor, health).start_workers(1)
-    return supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+    status = supervisor.wait(join_timeout=config.stop_timeout_seconds + 5)
+    link.leave_metrics_folder(os.environ.get(METRICS_ENV))
+    return status
 
 
 def _set_source_gauges(config: Config, watch: bool, consumers: int) -> None:

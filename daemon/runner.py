@@ -43,8 +43,9 @@ class Supervisor:
         self.request_stop(signal.Signals(signum).name)
 
     def request_stop(self, cause: str) -> None:
-        """Stop taking new work, finish what is in hand: what a first signal does."""
-        log.info("stopping: finishing work in hand", extra={"step": "stop", "status": "stopping", "signal": cause})
+        """Stop taking new work, finish what is in hand: what a first signal does. Asked again, nothing more."""
+        if not self.stop.is_set():
+            log.info("stopping: finishing work in hand", extra={"step": "stop", "status": "stopping", "signal": cause})
         self.stop.set()
 
     def start(self, name: str, target: Callable[[], None]) -> None:

@@ -160,10 +160,13 @@ def test_sigterm_stops_every_child_and_sigkill_of_the_parent_leaves_none(write_c
     try:
         wait_for(lambda: len(log_events(tmp_path / "run.log", "consuming")) == 2, timeout=60)
         children = children_of(proc.pid)
+        folder = metrics_folder(children[0])
         proc.kill()
         proc.wait()
-        # The children notice (PR_SET_PDEATHSIG, and their link's end) and stop gracefully.
+        # The children notice (PR_SET_PDEATHSIG, and their link's end), stop gracefully, and remove
+        # the metrics folder their parent could not.
         wait_for(lambda: not any(running(child) for child in children), timeout=60)
+        assert not folder.exists()
     finally:
         for child in children_of(proc.pid) + [c for c in children if running(c)]:
             os.kill(child, signal.SIGKILL)
