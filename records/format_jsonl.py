@@ -7,7 +7,7 @@ from typing import IO, Any
 from ingestd.daemon.errors import PermanentError
 
 from . import reading
-from .jsontext import json_type, parse_record, too_large_message
+from .jsonrecord import json_type, parse_record, too_large_message
 from .reading import (
     GZIP_ERRORS,
     MAX_RECORD_BYTES,

@@ -26,22 +26,7 @@ import orjson
 
 from ingestd.daemon.errors import PermanentError
 
-from .exactnumbers import AS_DOUBLE as AS_DOUBLE  # re-exported for consumers/validation.py
-from .exactnumbers import COMPILED_MARK as COMPILED_MARK  # re-exported for consumers/compiled.py
-from .exactnumbers import EXACT as EXACT  # re-exported for consumers/validation.py
-from .exactnumbers import ExactNumber as ExactNumber  # re-exported for consumers/compiled.py, dialect_numbers.py
-from .exactnumbers import comparisons as comparisons  # re-exported for consumers/validation.py
-from .exactnumbers import written_value as written_value  # re-exported for records/dialect_numbers.py
-from .jsonrecord import MAX_DEPTH, Value, skip_to_bracket
-from .jsonrecord import find_string as find_string  # re-exported for consumers/bronze.py
-from .jsonrecord import has_nul_escape as has_nul_escape  # re-exported for consumers/bronze.py
-from .jsonrecord import json_type as json_type  # re-exported for records/format_jsonl.py
-
-# parse_record and too_large_message: used here, and re-exported for records/format_jsonl.py,
-# parquetread.py (both) and format_csv.py (too_large_message).
-from .jsonrecord import parse_record as parse_record
-from .jsonrecord import too_large_message as too_large_message
-from .jsonrecord import with_context as with_context  # re-exported for consumers/inputs.py
+from .jsonrecord import MAX_DEPTH, Value, parse_record, skip_to_bracket, too_large_message
 
 _WHITESPACE = re.compile(rb"[ \t\r\n]*+")
 # The extent of a string (up to its closing quote) or of a bare token

@@ -21,8 +21,6 @@ import pyarrow as pa
 
 from ingestd.daemon.errors import PermanentError
 
-from .parquetfooter import Footer as Footer  # re-exported for records/parquetread.py
-from .parquetfooter import read_footer as read_footer  # re-exported for records/parquetread.py
 from .thriftcompact import CompactReader, ShortBuffer
 
 HEADER_FIRST, HEADER_MOST = 16 << 10, 16 << 20  # pyarrow's own start and limit

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 
 from ingestd.daemon.errors import PermanentError
 
-from . import parquetpages, parquetplan
+from . import parquetplan
 from .arrowjson import ColumnError, Expansion, batch_texts, civil_date, leaf_count, record_error, row_text
-from .jsontext import parse_record, too_large_message
+from .jsonrecord import parse_record, too_large_message
+from .parquetfooter import Footer, read_footer
 from .reading import MAX_RECORD_BYTES, TextRecord
 
 # Bytes of strings a batch may expand its dictionaries to (each byte costs
@@ -41,9 +42,9 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
     number = 0
     try:
         # The footer is read and checked here first: some of pyarrow's
-        # accessors abort the process on a corrupt one (parquetpages.Footer).
+        # accessors abort the process on a corrupt one (parquetfooter.Footer).
         with open(path, "rb") as fh:
-            footer = parquetpages.read_footer(fh)
+            footer = read_footer(fh)
         metadata = pq.read_metadata(path)
         schema = metadata.schema.to_arrow_schema()
         _check_names(schema, "")
@@ -105,7 +106,7 @@ def _name_bytes(fields: list[pa.Field], structs: bool) -> int:
     return total
 
 
-def _dictionary_columns(path: Any, metadata: pq.FileMetaData, footer: parquetpages.Footer) -> set[str]:
+def _dictionary_columns(path: Any, metadata: pq.FileMetaData, footer: Footer) -> set[str]:
     """The string columns pyarrow reads as dictionary arrays when asked: not
     those it reads as an extension type (JSON's arrow.json), which it expands."""
     strings = [leaf.path for leaf in footer.leaves if leaf.physical_type == "BYTE_ARRAY"]
