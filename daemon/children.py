@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -268,10 +269,29 @@ class ParentLink:
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> ParentLink | None:
+        """The link named by ``INGESTD_PARENT_LINK``; None when it is not set. Raises
+        ``ValueError`` (saying why) when it names no link an ``ingestd run`` parent makes (a
+        variable exported by hand, or left in a shell): a Unix socket of packets, never a
+        standard stream. A file descriptor that is not such a link is left open."""
         value = environ.get(LINK_ENV, "")
-        fd, _, pid = value.partition(":")
-        if not (fd.isdigit() and pid.isdigit()):
+        if not value:
             return None
+        fd, _, pid = value.partition(":")
+        problem = f"{LINK_ENV}={value[:40]!r} names no link to an 'ingestd run' parent process ({{}}); " \
+                  f"it is set by 'ingestd run' for its consumer processes only: unset it"
+        if not (fd.isdigit() and pid.isdigit() and 2 < int(fd) < 2**31):
+            raise ValueError(problem.format("not a file descriptor above 2 and a process id"))
+        try:
+            is_socket = stat.S_ISSOCK(os.fstat(int(fd)).st_mode)
+        except OSError as exc:
+            raise ValueError(problem.format(f"file descriptor {fd}: {exc.strerror}")) from None
+        if not is_socket:
+            raise ValueError(problem.format(f"file descriptor {fd} is not a socket"))
+        probe = socket.socket(fileno=int(fd))
+        kind = (probe.family, probe.type)
+        probe.detach()  # not ours to close
+        if kind != (socket.AF_UNIX, socket.SOCK_SEQPACKET):
+            raise ValueError(problem.format(f"file descriptor {fd} is not a Unix socket of packets"))
         return cls(int(fd), int(pid))
 
     def die_with_parent(self, on_death: Callable[[str], None]) -> bool:

@@ -176,7 +176,11 @@ def cmd_watch(config, args) -> int:
 def cmd_consume(config, args) -> int:
     from .children import ParentLink
 
-    link = ParentLink.from_environment()
+    try:
+        link = ParentLink.from_environment()
+    except ValueError as exc:
+        print(f"ingestd consume: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if link is not None:
         return run_child(config, link)
     return run_roles(config, watch=False, consumers=args.workers or config.workers)

@@ -1,0 +1,48 @@
+"""Hostile inputs to the consumer processes of ``ingestd run`` (daemon/children.py): an
+``INGESTD_PARENT_LINK`` set by someone other than an ``ingestd run`` parent, and signals sent
+by hand to a child."""
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from .conftest import ingestd_cmd
+
+pytestmark = [pytest.mark.integration]
+
+
+def consume_with_link(config_path, value: str, pass_fds=()) -> subprocess.CompletedProcess:
+    env = dict(os.environ, INGESTD_PARENT_LINK=value)
+    return subprocess.run(ingestd_cmd("--config", str(config_path), "consume"), env=env, pass_fds=pass_fds,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("value", ["garbage", "0", "1", "2", "0:1", "1:1", "2:1", "987654321:1",
+                                   "99999999999999999999999:1", "250:1", "-1:1", f"0:{os.getpid()}",
+                                   f"2:{os.getpid()}"])
+def test_a_parent_link_set_by_an_outsider_is_refused_clearly(write_config, value):
+    """The variable names no link of an ``ingestd run`` parent (garbage, a stdio fd, a closed
+    or huge fd): ``consume`` refuses with a clear message and exit 2, never a traceback, never
+    a silent exit 0 that consumes nothing."""
+    result = consume_with_link(write_config(), value)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "INGESTD_PARENT_LINK" in result.stderr
+
+
+def test_a_parent_link_naming_a_pipe_or_a_stream_socket_is_refused_and_left_open(write_config):
+    read_end, write_end = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for fd in (read_end, theirs.fileno()):
+            result = consume_with_link(write_config(), f"{fd}:{os.getpid()}", pass_fds=(fd,))
+            assert "Traceback" not in result.stderr
+            assert result.returncode == 2, result.stderr[-2000:]
+            assert "INGESTD_PARENT_LINK" in result.stderr
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        mine.close()
+        theirs.close()
