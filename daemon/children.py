@@ -53,6 +53,8 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # watchdog (only the main process may say READY), and sockets handed over at start.
 PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 REPORT_EVERY_SECONDS = 0.5
+# A child silent this long (stopped by SIGSTOP, hung) makes the daemon not ready until it speaks again.
+SILENT_SECONDS = 5.0
 # A child that ran this long before it died is restarted at once, its backoff forgotten.
 STEADY_SECONDS = 60.0
 RESTART_CAP_SECONDS = 60.0
@@ -75,6 +77,8 @@ class Slot:
     link: socket.socket | None = None
     started: float = 0.0
     ever_connected: bool = False  # some process of this slot has spoken on its link
+    last_report: float = 0.0
+    silent: bool = False
     failures: int = 0
     restart_at: float | None = None
     pids: list[int] = field(default_factory=list)
@@ -161,6 +165,15 @@ class ConsumerProcesses:
         status = slot.process.poll()
         if status is not None:
             self._on_exit(slot, status)
+            return
+        since = time.monotonic() - max(slot.last_report, slot.started)
+        if since > SILENT_SECONDS and not slot.silent:
+            slot.silent = True
+            self.health.set_ready(self.component(slot), f"process {slot.process.pid} silent for "
+                                                        f"{since:.0f} s (stopped or hung)")
+            log.warning("consumer process silent (stopped or hung)", extra={
+                "step": "children", "status": "silent", "worker": f"consumer-{slot.number}",
+                "pid": slot.process.pid})
 
     def _read_link(self, slot: Slot) -> None:
         assert slot.link is not None
@@ -177,7 +190,7 @@ class ConsumerProcesses:
                 report = json.loads(data)
             except ValueError:
                 continue
-            slot.ever_connected = True
+            slot.ever_connected, slot.last_report, slot.silent = True, time.monotonic(), False
             problems = [str(p) for p in report.get("problems", [])]
             self.health.set_ready(self.component(slot), "; ".join(problems) or None)
             if not report.get("stale"):

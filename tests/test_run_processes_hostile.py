@@ -46,3 +46,31 @@ def test_a_parent_link_naming_a_pipe_or_a_stream_socket_is_refused_and_left_open
             os.close(fd)
         mine.close()
         theirs.close()
+
+
+
+def test_a_stopped_child_makes_the_daemon_not_ready_until_it_resumes(write_config, tmp_path):
+    """A child stopped by SIGSTOP (or hung) sends no report: /readyz says so, and is ready again
+    once the child resumes."""
+    import json
+
+    from .test_e2e import wait_for
+    from .test_health import free_port, get
+    from .test_run_processes import children_of, start_run, stop_run
+
+    port = free_port()
+    proc = start_run(write_config(health_port=port), tmp_path, "--workers", "1")
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, timeout=60)
+        [child] = children_of(proc.pid)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            wait_for(lambda: get(port, "/readyz")[0] == 503, timeout=60)
+            problems = json.loads(get(port, "/readyz")[1])["problems"]
+            assert any("consumer-1" in p and "silent" in p for p in problems)
+        finally:
+            os.kill(child, signal.SIGCONT)
+        wait_for(lambda: get(port, "/readyz")[0] == 200, timeout=60)
+        assert children_of(proc.pid) == [child]
+    finally:
+        assert stop_run(proc) == 0
