@@ -24,7 +24,7 @@ RUN python -m venv /opt/ingestd \
  && rm -rf "$site"/pyarrow/include "$site"/pyarrow/tests "$site"/pyarrow/*flight* \
            "$site"/pyarrow/_pyarrow_cpp_tests* \
  && /opt/ingestd/bin/python -m pip uninstall --yes --quiet pip setuptools \
- && /opt/ingestd/bin/python -c "import pyarrow.parquet, pyarrow.compute, ingestd.records.readers, ingestd.daemon.cli"
+ && /opt/ingestd/bin/python -c "import pyarrow.parquet, pyarrow.compute, ingestd.records.formats, ingestd.records.parquetread, ingestd.daemon.cli"
 
 FROM ${BASE} AS runtime
 LABEL org.opencontainers.image.title="ingestd" \
