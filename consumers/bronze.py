@@ -23,6 +23,7 @@ from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.landing import SOURCE_NAME
 from ingestd.daemon.sources import SourceConfig
 from ingestd.records.jsonrecord import find_string, has_nul_escape
+from ingestd.records.reading import KNOWN_VALID
 
 from .quality import RunQuality
 from .validation import RecordValidator
@@ -164,6 +165,7 @@ class CopyStream:
         jsonb_length = _JSONB_HEADER.pack
         dumps = orjson.dumps
         errors_of = validator.errors
+        known_valid = KNOWN_VALID
         if stats.quality is None:
             stats.quality = RunQuality(validator.schema)
         observe = stats.quality.observe
@@ -175,7 +177,7 @@ class CopyStream:
             count += 1
             if raw is None:
                 raw = encode_record(record, number)
-            errors = errors_of(record)
+            errors = None if record is known_valid else errors_of(record)
             observe(record, errors)
             append(opening(head, len(raw) + 1, 1))
             append(raw)

@@ -187,7 +187,8 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
         source_input.before_copy(ledger)
         lineage = {**source_input.lineage, "pipeline_run_id": run_id}
         partitions.prepare_load(cur, ctx.layouts, source.name, lineage.get("source_timestamp"), ctx.worker, may_wait)
-        stream = bronze.CopyStream(source_input.records(), ctx.validator(source), source.name, lineage, stats)
+        validator = ctx.validator(source)
+        stream = bronze.CopyStream(source_input.records(validator.valid_rows), validator, source.name, lineage, stats)
         try:
             bronze.copy_records(cur, source.name, stream)
         except PermanentError:

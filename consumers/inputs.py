@@ -21,7 +21,7 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -68,7 +68,7 @@ class Input(Protocol):
 
     def before_copy(self, ledger: Ledger) -> None: ...
 
-    def records(self) -> Iterator[Numbered]: ...
+    def records(self, valid_rows: Callable[[Any], Any] | None = None) -> Iterator[Numbered]: ...
 
     def unchanged(self) -> bool: ...
 
@@ -187,10 +187,13 @@ class FileInput:
     def before_copy(self, ledger: Ledger) -> None:
         pass
 
-    def records(self) -> Iterator[Numbered]:
+    def records(self, valid_rows: Callable[[Any], Any] | None = None) -> Iterator[Numbered]:
+        """The file's records; ``valid_rows`` (the source validator's) lets a
+        format that judges rows column by column yield ``KNOWN_VALID`` values."""
         source, cfg = self.source, self.config
         records = read_records(self.path, source.format, cfg.max_file_bytes, source.options,
-                               max_record_bytes=cfg.max_record_bytes, exact_numbers=source.schema is not None)
+                               max_record_bytes=cfg.max_record_bytes, exact_numbers=source.schema is not None,
+                               valid_rows=valid_rows)
         return ((n, value, text) for n, (value, text) in enumerate(records, 1))
 
     def unchanged(self) -> bool:
@@ -299,7 +302,7 @@ class PayloadInput:
             keys = sorted({key[0] for key in (identity(value) for _, value, _ in batch) if key is not None})
             self._seen |= ledger.seen_observations(self.source.name, keys)
 
-    def records(self) -> Iterator[Numbered]:
+    def records(self, valid_rows: Callable[[Any], Any] | None = None) -> Iterator[Numbered]:
         identity = self._identity
         for record in self._stream():
             key = identity(record[1]) if identity is not None else None

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingestd.records.dialect import ecma_pattern
+from ingestd.records.reading import KNOWN_VALID
 
 MAX_FIELDS = 100
 MAX_FAILURE_KEYS = 1000
@@ -64,6 +65,12 @@ class RunQuality:
 
     def observe(self, record: Any, errors: list[dict[str, str]] | None) -> None:
         if errors is None and len(self.seen) == self._closed_fields:
+            return
+        if record is KNOWN_VALID:
+            # Judged valid column by column, which only a closed schema's
+            # records are: it holds every declared field and no other.
+            if self.declared is not None:
+                self.seen.update(self.declared)
             return
         if type(record) is dict and self.declared is not None:
             keys = record.keys()

@@ -27,7 +27,7 @@ registered below.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from ingestd.daemon.errors import PermanentError
@@ -99,13 +99,16 @@ def format_of(file_name: str) -> str | None:
 
 
 def read_records(path: Any, fmt: str, limit: int | None, options: Mapping[str, Any] | None = None, *,
-                 max_record_bytes: int = MAX_RECORD_BYTES, exact_numbers: bool = True) -> Iterator[TextRecord]:
+                 max_record_bytes: int = MAX_RECORD_BYTES, exact_numbers: bool = True,
+                 valid_rows: Callable[[Any], Any] | None = None) -> Iterator[TextRecord]:
     """Records of the file at ``path`` in format ``fmt`` (gzip by ``.gz``
     suffix); ``limit`` bounds the whole (expanded) content; ``options`` are
     the format's (``FileSource.options``; unset ones take their defaults,
     a key the format does not take is a ValueError). Values of JSON records
     have exact integers unless ``exact_numbers`` is False (nothing validates
-    them); their text is exact either way.
+    them); their text is exact either way. ``valid_rows`` (a validator's,
+    consumers/validation.py) is handed to a format that ``takes_verdicts``:
+    the records it finds valid come with the value ``KNOWN_VALID``.
 
     Whatever a reader raises ends here as a reason code: a file that cannot
     be read is ``unreadable_file``, anything else unforeseen a
@@ -118,7 +121,7 @@ def read_records(path: Any, fmt: str, limit: int | None, options: Mapping[str, A
     number = 0
     try:
         for number, record in enumerate(_records(path, form, limit, settings,  # noqa: B007 - read below
-                                                 max_record_bytes, exact_numbers), 1):
+                                                 max_record_bytes, exact_numbers, valid_rows), 1):
             yield record
     except (PermanentError, MemoryError):
         raise  # a MemoryError is ours to see: memory is bounded by the limits
@@ -130,13 +133,15 @@ def read_records(path: Any, fmt: str, limit: int | None, options: Mapping[str, A
 
 
 def _records(path: Any, form: Format, limit: int | None, options: Mapping[str, Any], max_record_bytes: int,
-             exact_numbers: bool) -> Iterator[TextRecord]:
+             exact_numbers: bool, valid_rows: Callable[[Any], Any] | None) -> Iterator[TextRecord]:
+    # Verdicts only where values are validated (a source with a schema).
+    verdicts = {"valid_rows": valid_rows} if form.takes_verdicts and valid_rows is not None and exact_numbers else {}
     if form.takes_path:
-        yield from form.read(path, options, max_record_bytes, exact_numbers)
+        yield from form.read(path, options, max_record_bytes, exact_numbers, **verdicts)
         return
     content: IO[bytes]
     with open_content(path, limit) as content:
-        yield from form.read(content, options, max_record_bytes, exact_numbers)
+        yield from form.read(content, options, max_record_bytes, exact_numbers, **verdicts)
 
 
 for _built_in in (format_csv.FORMAT, format_json.FORMAT, format_jsonl.FORMAT, format_parquet.FORMAT):

@@ -3,7 +3,7 @@
 (records/parquetplan.py). The format's declaration is records/format_parquet.py."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ from . import parquetplan
 from .arrowjson import ColumnError, Expansion, batch_texts, civil_date, leaf_count, record_error, row_text
 from .jsonrecord import parse_record, too_large_message
 from .parquetfooter import Footer, read_footer
-from .reading import MAX_RECORD_BYTES, TextRecord
+from .reading import KNOWN_VALID, MAX_RECORD_BYTES, TextRecord
 
 # Bytes of strings a batch may expand its dictionaries to (each byte costs
 # about BYTE_COST while its text is built); a larger batch is halved.
@@ -26,7 +26,8 @@ PARQUET_READ_BUFFER = parquetplan.READ_BUFFER
 PARQUET_ROW_VALUES = parquetplan.BATCH_BUDGET // parquetplan.VALUE_COST
 
 
-def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = True) -> Iterator[TextRecord]:
+def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = True,
+                 valid_rows: Callable[[pa.RecordBatch], Any] | None = None) -> Iterator[TextRecord]:
     """Parquet via pyarrow, a batch of rows at a time, each row as JSON text
     built from the Arrow columns (one form per type: records/arrowjson.py).
     The value validation sees is read back from that text (one view of the
@@ -38,7 +39,12 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
     or expanded. Two columns (or struct fields) of one name are a
     ``parse_error``: a JSON object keeps one. Whatever pyarrow raises on a
     file it cannot read whole is a ``parse_error`` naming what failed; a
-    value without a JSON form names its record."""
+    value without a JSON form names its record.
+
+    ``valid_rows`` (the validator's, consumers/columns.py) judges each batch
+    column by column once its texts are built: a row it finds valid comes
+    with the value ``KNOWN_VALID`` (its text read back is not needed); any
+    other row, and every row of a batch it cannot judge, with its value."""
     number = 0
     try:
         # The footer is read and checked here first: some of pyarrow's
@@ -66,13 +72,19 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
             for batch in parquet.iter_batches(batch_size=rows, row_groups=[group]):
                 if checks is not None:
                     batch = _exact_int96(batch, next(checks))
+                start, verdicts = number, None
                 for texts in _parquet_texts(batch, number, max_record_bytes):
+                    if verdicts is None and valid_rows is not None and values:
+                        verdicts = _verdicts(valid_rows, batch)  # after the texts: the strings are UTF-8
                     for text in texts:
                         number += 1
                         if len(text) > max_record_bytes:
                             raise PermanentError("too_large", too_large_message(f"record {number}",
                                                                                 max_record_bytes), record=number)
-                        yield (_parquet_value(text, number) if values else {}), text
+                        if verdicts and verdicts[number - start - 1]:
+                            yield KNOWN_VALID, text
+                        else:
+                            yield (_parquet_value(text, number) if values else {}), text
                     del texts  # the piece's texts go before the next is built
     except PermanentError:
         raise
@@ -81,6 +93,18 @@ def read_parquet(path, max_record_bytes: int = MAX_RECORD_BYTES, values: bool = 
         where = f" (after record {number})" if number else ""
         raise PermanentError("parse_error", f"not a readable Parquet file{where}: {type(exc).__name__}: {exc}",
                              record=number or None) from None
+
+
+def _verdicts(valid_rows: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatch) -> list[bool] | None:
+    """A verdict a row (True: valid), or None: no row of the batch judged.
+    A judge that fails gives no verdict; the rows take the row path."""
+    try:
+        mask = valid_rows(batch)
+        if mask is None or len(mask) != batch.num_rows:
+            return None
+        return mask.to_pylist()  # a null is no verdict (falsy)
+    except Exception:  # noqa: BLE001 - no verdict is always safe: the validator judges each row
+        return None
 
 
 def _parquet_value(text: bytes, number: int) -> Any:

@@ -31,6 +31,23 @@ Record = dict[str, Any]
 TextRecord = tuple[Record, bytes | None]
 JsonRecord = tuple[Record, bytes]  # the JSON formats always have the text
 
+
+class _KnownValid:
+    """The value of a record whose validity was found before it was read
+    back as values (``KNOWN_VALID``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KNOWN_VALID"
+
+
+# Stands for the value of a record that a format's reader had judged valid
+# column by column (``Format.takes_verdicts``): its text is exact as ever, its
+# value is not built, and it is not validated again. Only a reader given
+# ``valid_rows`` yields it, and only for rows that function found valid.
+KNOWN_VALID: Any = _KnownValid()
+
 # One record (a JSON record, a JSON Lines line, a CSV row) may be large, but
 # not without bound: past this (landing.max_record_bytes) it is refused as
 # too_large before it is held in memory.
@@ -69,13 +86,17 @@ class Format:
     fragment's ``default`` is the value when the key is unset (None without
     one). ``takes_path``: the reader is given the file's path, not its
     content stream (it seeks, as Parquet's footer needs; gzip and the
-    content bound are then the reader's own)."""
+    content bound are then the reader's own). ``takes_verdicts``: the
+    reader takes a keyword ``valid_rows``, the validator's judge of a batch
+    of rows column by column (consumers/columns.py), and yields
+    ``KNOWN_VALID`` as the value of each row it finds valid."""
 
     name: str
     suffixes: tuple[str, ...]
     read: Reader
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     takes_path: bool = False
+    takes_verdicts: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -109,3 +109,52 @@ def test_only_closed_schemas_are_judged_by_columns():
     assert RecordValidator({**closed, "required": []}).valid_rows(batch) is None
     assert RecordValidator({**closed, "minProperties": 1}).valid_rows(batch) is None  # not flat
     assert RecordValidator(None).valid_rows(batch) is None
+
+
+def _copy_bytes(path, schema, judged):
+    """The binary COPY stream, stats and quality of a Parquet file loaded as
+    a worker loads it, with the column verdicts (``judged``) or without."""
+    from ingestd.consumers.bronze import CopyStream, LoadStats
+    from ingestd.records.formats import read_records
+
+    validator = RecordValidator(schema, "columns")
+    records = read_records(path, "parquet", None, valid_rows=validator.valid_rows if judged else None)
+    stats = LoadStats()
+    stream = CopyStream(((n, value, text) for n, (value, text) in enumerate(records, 1)), validator, "s",
+                        {"file_path": "x.parquet"}, stats)
+    out = b"".join(iter(lambda: stream.read(1 << 16), b""))
+    return out, (stats.rows_total, stats.rows_valid, stats.rows_invalid, stats.first_errors,
+                 stats.quality.summary(stats.rows_total))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases(), group=st.integers(1, 7))
+def test_a_parquet_load_is_the_same_with_column_verdicts(case, group, tmp_path_factory):
+    """What reaches bronze (every byte of the COPY: texts, statuses, errors)
+    and the run's figures and quality are the same whether the reader's
+    rows were judged column by column or each record by the validator."""
+    import pyarrow.parquet as pq
+
+    schema, batch = case
+    path = tmp_path_factory.mktemp("verdicts") / "case.parquet"
+    pq.write_table(pa.Table.from_batches([batch]), path, row_group_size=group)
+    judged, plain = _copy_bytes(path, schema, True), _copy_bytes(path, schema, False)
+    assert judged == plain
+
+
+def test_rows_judged_valid_by_columns_skip_the_row_path(tmp_path):
+    """The reader yields KNOWN_VALID for the rows the columns found valid,
+    the value read back for the others, and the texts are the same."""
+    import pyarrow.parquet as pq
+
+    from ingestd.records.formats import read_records
+    from ingestd.records.reading import KNOWN_VALID
+
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^[0-9]$"}},
+              "required": ["a"], "additionalProperties": False}
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"a": ["1", "x", None, "2"]}), path)
+    judged = list(read_records(path, "parquet", None, valid_rows=RecordValidator(schema).valid_rows))
+    plain = list(read_records(path, "parquet", None))
+    assert [v for v, _ in judged] == [KNOWN_VALID, {"a": "x"}, {"a": None}, KNOWN_VALID]
+    assert [t for _, t in judged] == [t for _, t in plain] == [b'{"a":"1"}', b'{"a":"x"}', b'{"a":null}', b'{"a":"2"}']
