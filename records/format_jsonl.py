@@ -1,13 +1,15 @@
 """JSON Lines: one object per line, each kept as its own text."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import IO, Any
+
+import orjson
 
 from ingestd.daemon.errors import PermanentError
 
 from . import reading
-from .jsonrecord import json_type, parse_record, too_large_message
+from .jsonrecord import MAX_DEPTH, json_type, parse_record, plain_numbers, too_large_message
 from .reading import (
     GZIP_ERRORS,
     MAX_RECORD_BYTES,
@@ -27,32 +29,83 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
     """JSON Lines: one object per line, each kept as its own text; blank
     lines are skipped; a line longer than ``max_record_bytes`` is
     ``too_large``, refused before it is held. A file with no record at all
-    is a ``parse_error``."""
+    is a ``parse_error``.
+
+    The lines already in the stream's buffer are taken a buffer at a time
+    (``_buffered``): what ``parse_record`` checks of each line (long
+    numbers, exponents, an escaped U+0000) is checked once for them all,
+    and a buffer without any has its lines parsed by orjson alone. A line
+    the buffer does not hold whole, and each blank line, is read alone."""
     found = False
     readline = stream.readline
+    peek = getattr(stream, "peek", None)
     try:
         check_byte_order_mark(stream)
         line_no = _skip_whitespace(stream)
-        # A record of max_record_bytes and its line end (CRLF: 2 bytes) are read whole.
-        while line := readline(max_record_bytes + 2):
+        while True:
+            if peek is not None:
+                ahead = peek(reading.TEXT_CHUNK)
+                block = ahead[:ahead.rfind(b"\n") + 1]
+                del ahead
+                if block:
+                    consumed, line_no = yield from _buffered(block, line_no, max_record_bytes, exact_numbers)
+                    if consumed:
+                        found = True
+                        stream.read(consumed)
+                        continue
+            # A record of max_record_bytes and its line end (CRLF: 2 bytes) are read whole.
+            line = readline(max_record_bytes + 2)
+            if not line:
+                break
             line_no += 1
             if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
                 # The breaks passed; this line's own among them when it was cut short.
                 line_no += _skip_whitespace(stream) - (not line.endswith(b"\n"))
                 continue
-            if len(line) > max_record_bytes and len(line) - _line_end(line) > max_record_bytes:
-                raise PermanentError("too_large", too_large_message(f"line {line_no}", max_record_bytes),
-                                     limit=max_record_bytes)
-            value = parse_record(line, f"line {line_no}", exact_numbers=exact_numbers)
-            if type(value) is not dict:
-                raise PermanentError("parse_error", f"line {line_no}: {json_type(value)}, not an object",
-                                     line=line_no)
             found = True
-            yield value, line
+            yield _record(line, line_no, max_record_bytes, exact_numbers, False), line
     except GZIP_ERRORS as exc:
         raise gzip_guard(exc) from None
     if not found:
         raise PermanentError("parse_error", "the file holds no records (only blank lines)")
+
+
+def _buffered(block: bytes, line_no: int, max_record_bytes: int,
+              exact_numbers: bool) -> Generator[JsonRecord, None, tuple[int, int]]:
+    """The records of ``block`` (whole lines), up to its first blank line
+    (the line loop skips blank lines and counts them); returns the bytes
+    taken and the last line's number."""
+    plain = b"\\u0000" not in block and (not exact_numbers or plain_numbers(block))
+    start, end, find = 0, len(block), block.find
+    while start < end:
+        stop = find(b"\n", start) + 1
+        line = block[start:stop]
+        if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
+            break
+        line_no += 1
+        start = stop
+        yield _record(line, line_no, max_record_bytes, exact_numbers, plain), line
+    return start, line_no
+
+
+def _record(line: bytes, line_no: int, max_record_bytes: int, exact_numbers: bool, plain: bool) -> dict:
+    """One line's record. ``plain``: the line holds no number orjson may
+    not read exactly and no escaped U+0000 (``_buffered``), so orjson's
+    value is parse_record's unless the line may nest too deep or fails."""
+    if len(line) > max_record_bytes and len(line) - _line_end(line) > max_record_bytes:
+        raise PermanentError("too_large", too_large_message(f"line {line_no}", max_record_bytes),
+                             limit=max_record_bytes)
+    value = None
+    if plain and line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass  # parse_record says why
+    if value is None:
+        value = parse_record(line, f"line {line_no}", exact_numbers=exact_numbers)
+    if type(value) is not dict:
+        raise PermanentError("parse_error", f"line {line_no}: {json_type(value)}, not an object", line=line_no)
+    return value
 
 
 def _line_end(line: bytes) -> int:

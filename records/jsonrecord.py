@@ -275,6 +275,15 @@ def find_string(value: Any, test, path: list[str] | None = None) -> str:
     return ""
 
 
+def plain_numbers(text: bytes) -> bool:
+    """True when every number in ``text`` (one record or many) is one whose
+    double is its value as written: none has 16 digits or more, none an
+    exponent. Then ``parse_record``'s value is orjson's (a line break
+    parts digit runs: the check of many lines at once is that of each)."""
+    shape = text.translate(_SHAPE)
+    return _LONG_DIGITS not in shape and _EXPONENT not in shape
+
+
 def has_nul_escape(text: bytes) -> bool:
     """True when JSON text holds an escaped U+0000 (``\\u0000`` after an even
     run of backslashes; ``\\\\u0000`` is a backslash and the text ``u0000``)."""

@@ -150,3 +150,79 @@ def test_utf16_without_its_mark_and_utf32_are_encoding_errors_before_any_record(
     # The same text in UTF-8, with a stray NUL or two, is never taken for either.
     data = text.encode() + b" " * 64
     assert readers.wide_encoding(data[:32] + b"\x00" + data[32:] + b"\x00") is None
+
+
+GOOD_LINE = st.one_of(
+    st.dictionaries(TEXT, st.integers() | TEXT | st.floats(allow_nan=False, allow_infinity=False), max_size=3)
+    .map(lambda r: json.dumps(r)),
+    st.sampled_from(['{"n": 12345678901234567890123}', '{"x": 1e23}', '{"x": 0.30000000000000001}',
+                     '{"x": 1E-400}', '{"s": "a\\\\u0000b"}', '{"d": ' + "[" * 100 + "]" * 100 + "}",
+                     '  {"a": 1}', '{"a": 1}\r', '{"a": 2.5e-3}']),
+    st.sampled_from(["", " ", "\t", "\r", " \r"]))
+BAD_LINE = st.sampled_from(['{"s": "a\\u0000b"}', '{"d": ' + "[" * 130 + "]" * 130 + "}", "[1]", "null", "{bad",
+                            '{"a": 1} x', "\ufeff{}", '{"s": "\\ud800"}', '{"n": 1e99999}'])
+
+
+def typed(value):
+    """A value with the type of every number (an exact number is not its double)."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    return type(value).__name__, str(value)
+
+
+def jsonl_oracle(data: bytes, limit: int):
+    """Each line alone through parse_record: the values, or the first refusal."""
+    from ingestd.records.jsonrecord import json_type, parse_record, too_large_message
+
+    values = []
+    pieces = data.split(b"\n")
+    after_blank = True  # the indent after blank lines (or at the start) is no record's
+    for number, piece in enumerate(pieces, 1):
+        line = piece + b"\n" if number < len(pieces) else piece
+        if not line.strip(b" \t\r\n"):
+            after_blank = True
+            continue
+        if after_blank:
+            line, after_blank = line.lstrip(b" \t\r\n"), False
+        end = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+        try:
+            if len(line) - end > limit:
+                return "too_large", too_large_message(f"line {number}", limit)
+            value = parse_record(line, f"line {number}")
+        except PermanentError as exc:
+            return exc.reason, exc.failure.message
+        if type(value) is not dict:
+            return "parse_error", f"line {number}: {json_type(value)}, not an object"
+        values.append(value)
+    return values or ("parse_error", "the file holds no records (only blank lines)")
+
+
+@SETTINGS
+@given(good=st.lists(GOOD_LINE, max_size=12), bad=st.none() | st.tuples(BAD_LINE, st.integers(0, 12)),
+       crlf=st.booleans(), buffer=st.sampled_from([1, 7, 64, 300, 8192]), chunk=st.sampled_from([1, 64, 1 << 20]),
+       limit=st.sampled_from([8, 40, 1 << 20, 1 << 20]))
+def test_jsonl_lines_taken_a_buffer_at_a_time_are_each_line_read_alone(good, bad, crlf, buffer, chunk, limit):
+    """Values, their order, refusals and the line they name are those of each
+    line read alone, whatever the buffer holds of the file: lines with and
+    without long numbers, exponents, an escaped U+0000, deep nesting, errors."""
+    lines = list(good)
+    if bad is not None:
+        lines.insert(bad[1], bad[0])
+    data = ("\r\n" if crlf else "\n").join(lines).encode("utf-8", "surrogatepass")
+    saved, readers.TEXT_CHUNK = readers.TEXT_CHUNK, chunk
+    try:
+        stream = io.BufferedReader(io.BytesIO(data), buffer_size=buffer)
+        got = outcome(lambda: read_jsonl(stream, limit))
+        texts = None if isinstance(got, tuple) else \
+            [t for _, t in read_jsonl(io.BufferedReader(io.BytesIO(data), buffer_size=buffer), limit)]
+    finally:
+        readers.TEXT_CHUNK = saved
+    expected = jsonl_oracle(data, limit)
+    assert got == expected
+    if not isinstance(got, tuple):
+        assert typed(got) == typed(expected)
+    if texts is not None:  # each record's text is its line (less the indent after blank lines)
+        kept = [p.strip(b" \t\r\n") for p in data.split(b"\n") if p.strip(b" \t\r\n")]
+        assert [t.strip(b" \t\r\n") for t in texts] == kept
