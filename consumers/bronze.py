@@ -128,6 +128,10 @@ def check_invalid_ratio(stats: LoadStats, max_invalid_ratio: float) -> None:
         )
 
 
+# One input's share of a COPY: (records, validator, source, lineage, stats).
+CopyPart = tuple[Iterable[NumberedRecord], RecordValidator, str, dict[str, Any], LoadStats]
+
+
 class CopyStream:
     """A read-only file object producing binary COPY rows from records.
 
@@ -136,6 +140,11 @@ class CopyStream:
     COPY on Fitbit-shaped rows). ``lineage`` holds the per-load values of the
     columns after the validation ones (``COPY_COLUMNS[5:]``), as Python
     values; they are encoded once.
+
+    ``of_parts`` makes one stream of several inputs' records, each with its
+    own lineage and stats (a group of small files in one COPY statement);
+    ``part`` is then the index of the input being read, which is the one a
+    failure of reading belongs to.
     """
 
     def __init__(self, records: Iterable[NumberedRecord], validator: RecordValidator, source: str,
@@ -143,12 +152,28 @@ class CopyStream:
         # ``records``: (position, value, text) triples; positions stay true
         # where an input leaves records out. ``text`` is the record's exact
         # JSON text, or None to encode it from the value.
-        self._rows = self._encode(records, validator, source, lineage, stats)
+        self._start([(records, validator, source, lineage, stats)])
+
+    @classmethod
+    def of_parts(cls, parts: list[CopyPart]) -> CopyStream:
+        stream = cls.__new__(cls)
+        stream._start(parts)
+        return stream
+
+    def _start(self, parts: list[CopyPart]) -> None:
+        self.part = 0
+        self._rows = self._pieces(parts)
         self._buffer = bytearray(COPY_SIGNATURE)
         self._done = False
         # psycopg2 turns an exception raised by read() into a generic COPY
         # error; the original is kept here so its reason code survives.
         self.failure: BaseException | None = None
+
+    def _pieces(self, parts: list[CopyPart]) -> Iterator[bytes]:
+        for index, part in enumerate(parts):
+            self.part = index
+            yield from self._encode(*part)
+        yield COPY_TRAILER
 
     def _encode(self, records, validator, source, lineage, stats) -> Iterator[bytes]:
         """Rows, joined into pieces of about ``CHUNK_BYTES`` (one generator
@@ -196,8 +221,8 @@ class CopyStream:
                 piece.clear()
                 size = 0
         stats.rows_total = count
-        piece.append(COPY_TRAILER)
-        yield b"".join(piece)
+        if piece:
+            yield b"".join(piece)
 
     def read(self, size: int = -1) -> bytes:
         want = CHUNK_BYTES if size is None or size < 0 else max(size, 1)

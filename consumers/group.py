@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 
@@ -30,8 +31,9 @@ from ingestd.daemon.errors import PermanentError
 from ingestd.daemon.events import Event, FileEvent, parse_event
 from ingestd.daemon.ledger import Ledger, LoadRecord, RunStart
 
+from .bronze import CopyPart, CopyStream, check_invalid_ratio
 from .context import IngestContext, Outcome
-from .ingest import copy_input, ingest_event, loaded_entry, log_started, report_run_end, run_start
+from .ingest import copy_part, copy_parts, ingest_event, loaded_entry, log_started, report_run_end, run_start
 from .inputs import FileInput
 
 # At most this many events in one transaction (broker.prefetch bounds how
@@ -125,8 +127,11 @@ def _load_together(ctx: IngestContext, ledger: Ledger, ready: list[_Member]) -> 
     """COPY the ready members in one transaction and commit it; the members
     it kept. A member whose load fails (its data, a file that changed) rolls
     the transaction back and leaves the group; the others load again
-    without it (files of a group are small, failures rare)."""
+    without it (files of a group are small, failures rare). A failure the
+    database finds in a COPY of several files names none of them: the
+    attempts after it take a COPY a file."""
     candidates = list(ready)
+    together = True
     for _ in range(MAX_ATTEMPTS):
         claims = ledger.claim([m.bytes_key for m in candidates])
         seen: set[tuple[str, str]] = set()
@@ -135,7 +140,11 @@ def _load_together(ctx: IngestContext, ledger: Ledger, ready: list[_Member]) -> 
             if free and member.bytes_key not in seen:  # the same bytes twice: the second takes the single way
                 seen.add(member.bytes_key)
                 loading.append(member)
-        failed = next((m for m in loading if not _copy(ctx, ledger, m)), None)
+        failed = _copy_together(ctx, ledger, loading, together)
+        if failed is _UNKNOWN:
+            ledger.conn.rollback()
+            together = False
+            continue
         if failed is None:
             if loading:
                 new_fields = ledger.record_loads([m.recorded for m in loading])
@@ -155,20 +164,54 @@ def _load_together(ctx: IngestContext, ledger: Ledger, ready: list[_Member]) -> 
     return []
 
 
-def _copy(ctx: IngestContext, ledger: Ledger, member: _Member) -> bool:
-    """COPY one member's file in the group's transaction; False when it
-    failed (the transaction is then unusable)."""
-    source_input = member.source_input
-    assert source_input is not None
+# A COPY of several files failed in the database: which file's row is not known.
+_UNKNOWN = object()
+
+
+def _copy_together(ctx: IngestContext, ledger: Ledger, loading: list[_Member], together: bool) -> Any:
+    """COPY the members' files in the group's transaction: one statement a
+    source (``together``) or a file. The member that failed (the
+    transaction is then unusable), ``_UNKNOWN`` when the database refused a
+    row of a COPY of several, or None when every one loaded."""
+    batches: dict[str, list[_Member]] = {}
+    for member in loading:
+        assert member.source_input is not None
+        batches.setdefault(member.source_input.source.name if together else str(member.index), []).append(member)
+    for members in batches.values():
+        failed = _copy_batch(ctx, ledger, members)
+        if failed is not None:
+            return failed
+    return None
+
+
+def _copy_batch(ctx: IngestContext, ledger: Ledger, members: list[_Member]) -> Any:
+    """One COPY of ``members`` (files of one source); as ``_copy_together``."""
+    parts: list[CopyPart] = []
+    stream: CopyStream | None = None
+    current = members[0]
     try:
-        stats = copy_input(ctx, ledger, source_input, member.run.run_id, may_wait=False)
-        if stats is None or not source_input.unchanged():
-            return False
-    except (PermanentError, partitions.PartitionMissing, partitions.WouldWait):
-        return False
-    except psycopg2.Error as exc:
-        if db.classify_error(exc) != "data":
+        with ledger.conn.cursor() as cur:
+            for current in members:
+                assert current.source_input is not None
+                parts.append(copy_part(ctx, ledger, cur, current.source_input, current.run.run_id, may_wait=False))
+            stream = CopyStream.of_parts(parts)
+            copy_parts(ctx, cur, parts[0][2], stream)
+            stream = None  # copied: a failure from here on is the current member's
+        for current, part in zip(members, parts, strict=True):
+            source_input = current.source_input
+            assert source_input is not None
+            source_input.after_copy(ledger, current.run.run_id)
+            if not source_input.unchanged():
+                return current
+            check_invalid_ratio(part[4], source_input.source.max_invalid_ratio)
+            current.recorded, current.pending = loaded_entry(source_input, current.event, current.run.run_id,
+                                                             part[4])
+    except (PermanentError, partitions.PartitionMissing, partitions.WouldWait, psycopg2.Error) as exc:
+        if isinstance(exc, psycopg2.Error) and db.classify_error(exc) != "data":
             raise
-        return False
-    member.recorded, member.pending = loaded_entry(source_input, member.event, member.run.run_id, stats)
-    return True
+        if stream is None:
+            return current
+        # The COPY failed: reading a file (the part being read), or a row
+        # the database refused (known only when the COPY was of one file).
+        return members[stream.part] if stream.failure is not None or len(members) == 1 else _UNKNOWN
+    return None

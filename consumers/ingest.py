@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -178,31 +179,46 @@ def copy_input(ctx: IngestContext, ledger: Ledger, source_input: Input, run_id: 
     and ``partitions.WouldWait`` when ``may_wait`` is false and a month's
     partition must be made."""
     source = source_input.source
-    stats = bronze.LoadStats()
     with ledger.conn.cursor() as cur:
-        if source.name not in ctx.tables:
-            # Cached only after the commit: a rolled-back transaction takes the
-            # CREATE TABLE with it.
-            bronze.ensure_bronze_table(cur, source, ctx.worker)
-        source_input.before_copy(ledger)
-        lineage = {**source_input.lineage, "pipeline_run_id": run_id}
-        partitions.prepare_load(cur, ctx.layouts, source.name, lineage.get("source_timestamp"), ctx.worker, may_wait)
-        validator = ctx.validator(source)
-        stream = bronze.CopyStream(source_input.records(validator.valid_rows), validator, source.name, lineage, stats)
+        part = copy_part(ctx, ledger, cur, source_input, run_id, may_wait)
         try:
-            bronze.copy_records(cur, source.name, stream)
+            copy_parts(ctx, cur, source.name, bronze.CopyStream.of_parts([part]))
         except PermanentError:
             if source_input.unchanged():
                 raise
             return None
-        except psycopg2.errors.CheckViolation as exc:
-            # "no partition of relation … found for row": the only CHECK a
-            # row written by ingestd can fail
-            ctx.layouts.pop(source.name, None)
-            raise partitions.PartitionMissing((exc.pgerror or str(exc)).strip()[:1000]) from None
+    stats = part[4]
     source_input.after_copy(ledger, run_id)
     bronze.check_invalid_ratio(stats, source.max_invalid_ratio)
     return stats
+
+
+def copy_part(ctx: IngestContext, ledger: Ledger, cur: Any, source_input: Input, run_id: uuid.UUID,
+              may_wait: bool) -> bronze.CopyPart:
+    """Ready an input to COPY (its table made, its month's partition there,
+    the records it reads, its lineage): its part of a COPY stream."""
+    source = source_input.source
+    if source.name not in ctx.tables:
+        # Cached only after the commit: a rolled-back transaction takes the
+        # CREATE TABLE with it.
+        bronze.ensure_bronze_table(cur, source, ctx.worker)
+    source_input.before_copy(ledger)
+    lineage = {**source_input.lineage, "pipeline_run_id": run_id}
+    partitions.prepare_load(cur, ctx.layouts, source.name, lineage.get("source_timestamp"), ctx.worker, may_wait)
+    validator = ctx.validator(source)
+    return source_input.records(validator.valid_rows), validator, source.name, lineage, bronze.LoadStats()
+
+
+def copy_parts(ctx: IngestContext, cur: Any, source: str, stream: bronze.CopyStream) -> None:
+    """One COPY statement of ``stream`` into ``bronze.<source>``;
+    ``partitions.PartitionMissing`` when no partition took a row."""
+    try:
+        bronze.copy_records(cur, source, stream)
+    except psycopg2.errors.CheckViolation as exc:
+        # "no partition of relation … found for row": the only CHECK a
+        # row written by ingestd can fail
+        ctx.layouts.pop(source, None)
+        raise partitions.PartitionMissing((exc.pgerror or str(exc)).strip()[:1000]) from None
 
 
 def loaded_entry(source_input: Input, event: Event, run_id: uuid.UUID, stats: bronze.LoadStats,

@@ -247,3 +247,64 @@ def test_a_group_of_mostly_broken_files_ends_each_as_alone(contexts, config, db)
     assert query(db, "SELECT count(*) FROM bronze.events_jsonl") == [(2,)]
     assert query(db, "SELECT count(*) FROM ops.dead_letters WHERE reason = 'parse_error'") == [(len(names) - 1,)]
     assert query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'") == [(0,)]
+
+
+def test_files_of_one_source_in_a_group_keep_each_its_own_lineage(contexts, config, db):
+    """One COPY takes a group's files of a source: every row still names its
+    own file, hash, run and record number."""
+    ctx = contexts()
+    primed(ctx, config, "daily_activity", "events_jsonl")
+    names = [f"daily_activity/lineage-{n}.csv" for n in range(4)] + ["events_jsonl/lineage.jsonl"]
+    contents = {}
+    for n, relative in enumerate(names[:4]):
+        contents[relative] = small_csv(100 + n)
+        drop_file(config.landing_dir, relative, contents[relative])
+    contents[names[4]] = b'{"a": 1}\n{"a": 2}\n{"a": 3}\n'
+    drop_file(config.landing_dir, names[4], contents[names[4]])
+    grouped, outcomes = run_group(ctx, [event_for(config, relative).to_json() for relative in names])
+    assert grouped == set(range(len(names)))
+    assert all(o.status == "success" for o in outcomes.values())
+    for index, relative in enumerate(names):
+        table = "bronze.daily_activity" if relative.startswith("daily") else "bronze.events_jsonl"
+        rows = query(db, f"SELECT record_number, file_hash, pipeline_run_id::text, raw_data FROM {table}"
+                         " WHERE file_path = %s ORDER BY record_number", (relative,))
+        assert [r[0] for r in rows] == list(range(1, len(rows) + 1)) and rows
+        assert {r[1] for r in rows} == {hashlib.sha256(contents[relative]).hexdigest()}
+        assert {r[2] for r in rows} == {str(outcomes[index].run_id)}
+        if relative.startswith("daily"):
+            ids = [int(r[3]["Id"]) for r in rows]
+            assert ids == [7 * 10**9 + 2 * (100 + index) + i for i in range(2)]
+        else:
+            assert [r[3] for r in rows] == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def test_a_row_the_database_refuses_in_a_group_dead_letters_its_file_alone(contexts, config, db):
+    """A row refused by the database inside one COPY of several files names
+    no file: the group loads again a file at a time, the one file is a
+    load_error, the others load once."""
+    ctx = contexts()
+    primed(ctx, config, "daily_activity")
+    refused = 7 * 10**9 + 2 * 202
+    with db.cursor() as cur:
+        cur.execute("CREATE FUNCTION bronze.refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    f"IF NEW.raw_data->>'Id' = '{refused}' THEN "
+                    "RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = '22023'; END IF; "
+                    "RETURN NEW; END $$")
+        cur.execute("CREATE TRIGGER refuse_one BEFORE INSERT ON bronze.daily_activity "
+                    "FOR EACH ROW EXECUTE FUNCTION bronze.refuse_one()")
+    db.commit()
+    names = [f"daily_activity/refuse-{n}.csv" for n in range(200, 205)]
+    for n, relative in zip(range(200, 205), names, strict=True):
+        drop_file(config.landing_dir, relative, small_csv(n))
+    grouped, outcomes = run_group(ctx, [event_for(config, relative).to_json() for relative in names])
+    assert grouped == set(range(len(names)))
+    assert [(outcomes[i].status, outcomes[i].reason) for i in range(len(names))] == [
+        ("success", None), ("success", None), ("failure", "load_error"), ("success", None), ("success", None)]
+    assert "refused by a test trigger" in outcomes[2].message
+    loaded = query(db, "SELECT file_path, count(*) FROM bronze.daily_activity WHERE file_path LIKE "
+                       "'daily_activity/refuse-%%' GROUP BY 1 ORDER BY 1")
+    assert loaded == [(relative, 2) for i, relative in enumerate(names) if i != 2]
+    # The other four stayed in the group: one transaction (now() is its start).
+    assert query(db, "SELECT count(DISTINCT ingested_at) FROM bronze.daily_activity WHERE file_path LIKE "
+                     "'daily_activity/refuse-%%'") == [(1,)]
+    assert query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'") == [(0,)]
