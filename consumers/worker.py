@@ -43,6 +43,20 @@ class Delivery:
     message_id: str | None = None  # the AMQP message id (a bad event is parked under it)
 
 
+def ack_plan(settled: set[int]) -> tuple[int | None, list[int]]:
+    """How to ack the deliveries of a batch at the indexes ``settled``: the
+    last of the first ones in a row, acked with ``multiple`` (one frame for
+    them all; every delivery before them on the channel was answered, since
+    batches are taken in the order of delivery and each is answered before
+    the next), or None; and the others, one by one."""
+    first = 0
+    while first in settled:
+        first += 1
+    if first < 2:
+        return None, sorted(settled)
+    return first - 1, sorted(index for index in settled if index >= first)
+
+
 class ConsumerWorker:
     """One consumer: a connection thread and a work thread."""
 
@@ -149,6 +163,9 @@ class ConsumerWorker:
     def _ack(self, channel, delivery_tag: int) -> None:
         self._answer(channel, "basic_ack", delivery_tag)
 
+    def _ack_through(self, channel, delivery_tag: int) -> None:
+        self._answer(channel, "basic_ack", delivery_tag, multiple=True)
+
     def _nack(self, channel, delivery_tag: int) -> None:
         self._answer(channel, "basic_nack", delivery_tag, requeue=True)
 
@@ -213,21 +230,27 @@ class ConsumerWorker:
         one by one; each message acked once its event is done."""
         settled: set[int] = set()
         if len(deliveries) > 1:
-            def done(index: int, outcome: object) -> None:
-                settled.add(index)
-                self._settle(self._ack, deliveries[index])
             try:
-                group.ingest_group(ctx, [d.body for d in deliveries], done)
+                group.ingest_group(ctx, [d.body for d in deliveries], lambda index, _: settled.add(index))
             except Exception as exc:  # noqa: BLE001 - the events not done take the single way, with its retries
                 ctx.drop_connection()
                 log.warning("a group of small files stopped; its events not done are handled one by one",
                             extra={"step": "ingest", "status": "retry", "worker": self.name,
                                    "error": redact_text(str(exc).strip()[:300]) or type(exc).__name__})
+            self._ack_settled(deliveries, settled)
         for index, delivery in enumerate(deliveries):
             if index not in settled:
                 if self.stop.is_set():
                     return  # unacked: the broker redelivers
                 self._handle(ctx, delivery)
+
+    def _ack_settled(self, deliveries: list[Delivery], settled: set[int]) -> None:
+        """Ack the deliveries a group ended (committed, or dead-lettered)."""
+        through, singles = ack_plan(settled)
+        if through is not None:
+            self._settle(self._ack_through, deliveries[through])
+        for index in singles:
+            self._settle(self._ack, deliveries[index])
 
     def _handle(self, ctx: IngestContext, delivery: Delivery) -> None:
         def transient(exc: BaseException, delay: float) -> None:

@@ -11,6 +11,8 @@ import time
 import pika
 import psycopg2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestd.consumers import group
 from ingestd.consumers.ingest import ingest_message
@@ -206,7 +208,8 @@ def test_publish_many_confirms_each_message_and_names_the_one_returned(config):
         connection.close()
 
 
-def test_a_burst_under_ingestd_run_loads_in_groups_each_file_once(procs, db, tmp_path, write_config):
+def test_a_burst_under_ingestd_run_loads_in_groups_each_file_once(procs, db, tmp_path, write_config, prefix,
+                                                                  amqp_url):
     landing = tmp_path / "data_lake"
     proc = procs(write_config(), "run", "--workers", "2")
     drop_file(landing, "daily_activity/first.csv", small_csv(10**5))
@@ -229,6 +232,13 @@ def test_a_burst_under_ingestd_run_loads_in_groups_each_file_once(procs, db, tmp
     assert not list((landing / "daily_activity").glob("burst-*.csv"))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+    # Every event was acked (groups ack many at once): none came back to the queue.
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        queue = connection.channel().queue_declare(Topology(prefix).events_queue, passive=True)
+        assert queue.method.message_count == 0
+    finally:
+        connection.close()
 
 
 def test_a_group_of_mostly_broken_files_ends_each_as_alone(contexts, config, db):
@@ -308,3 +318,17 @@ def test_a_row_the_database_refuses_in_a_group_dead_letters_its_file_alone(conte
     assert query(db, "SELECT count(DISTINCT ingested_at) FROM bronze.daily_activity WHERE file_path LIKE "
                      "'daily_activity/refuse-%%'") == [(1,)]
     assert query(db, "SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running'") == [(0,)]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(settled=st.sets(st.integers(0, 40)))
+def test_the_acks_of_a_group_answer_each_settled_delivery_once_and_no_other(settled):
+    """A multiple ack covers only deliveries the group settled: every one
+    before it in the batch is settled; the others are acked one by one."""
+    from ingestd.consumers.worker import ack_plan
+
+    through, singles = ack_plan(settled)
+    covered = set(range(through + 1)) if through is not None else set()
+    assert covered <= settled
+    assert covered.isdisjoint(singles) and len(singles) == len(set(singles))
+    assert covered | set(singles) == settled
