@@ -38,6 +38,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from . import cpu
+
 REPO = Path(__file__).resolve().parent.parent
 # One bronze source per format, all with the Fitbit daily-activity schema.
 SOURCES = {"daily_activity": "csv", "daily_jsonl": "jsonl", "daily_parquet": "parquet"}
@@ -411,7 +413,7 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
                results: list, label: str = "") -> dict:
     """Rounds of PostgreSQL's COPY against the pipeline on the same records;
     with N workers the rows are split into N files dropped at once."""
-    ratios, rates, copies = [], [], []
+    ratios, rates, copies, costs = [], [], [], []
     for round_no in range(1, rounds + 1):
         # A name and ids of this round's own (ids of 10 digits, as the schema
         # wants): the same bytes twice would be skipped as already loaded.
@@ -420,22 +422,33 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
         generate_csv(csv_path, rows=rows, first_id=10**9 + tag * 10**7)
         jsonl = workdir / "raw.jsonl"
         csv_to_jsonl(csv_path, jsonl)
+        pids = [proc.pid for proc in daemon.procs]
+        before = cpu.snapshot([os.getpid()])
         raw = raw_copy_rate(db_url, jsonl, rows)
+        copy_cpu = cpu.per_row(before, cpu.snapshot([os.getpid()]), rows)
         copies.append(raw)
         parts, files = files_for_workers(csv_path, fmt, daemon.workers, workdir)
+        before = cpu.snapshot(pids)
         elapsed = drop_and_wait(daemon, conn, files, source_of(fmt))
+        spent = cpu.per_row(before, cpu.snapshot(pids), rows)
+        costs.append((spent["ingestd"], spent["PostgreSQL"], spent["RabbitMQ"], copy_cpu["PostgreSQL"]))
         ratios.append(rows / elapsed / raw)
         rates.append(rows / elapsed)
         label = label or daemon.suffix
         print(f"  {fmt:7} {daemon.workers} worker(s){label} round {round_no}: COPY {raw:,.0f} rows/s, ingestd "
-              f"{rows / elapsed:,.0f} rows/s, ratio {rows / elapsed / raw:.2f}", flush=True)
+              f"{rows / elapsed:,.0f} rows/s, ratio {rows / elapsed / raw:.2f}; CPU a row: ingestd "
+              f"{spent['ingestd']:.1f} us, PostgreSQL {spent['PostgreSQL']:.1f} us (COPY alone "
+              f"{copy_cpu['PostgreSQL']:.1f} us)", flush=True)
         for path in {csv_path, *parts, *files}:
             path.unlink(missing_ok=True)
+    ours, server, broker, alone = (statistics.median(column) for column in zip(*costs, strict=True))
     results.append((f"throughput {fmt}, {daemon.workers} worker(s){label}", f"{statistics.median(rates):,.0f} rows/s",
-                    f"ratio {statistics.median(ratios):.2f} (median of {rounds})"))
+                    f"ratio {statistics.median(ratios):.2f} (median of {rounds}); CPU a row: ingestd {ours:.1f} us, "
+                    f"PostgreSQL {server:.1f} us (COPY alone {alone:.1f} us)"))
     return {"format": fmt, "workers": daemon.workers, "partition": daemon.partition,
             "rows_per_s": statistics.median(rates),
-            "ratio": statistics.median(ratios), "copy_rows_per_s": statistics.median(copies), "rounds": ratios}
+            "ratio": statistics.median(ratios), "copy_rows_per_s": statistics.median(copies), "rounds": ratios,
+            "cpu_us_per_row": {"ingestd": ours, "postgresql": server, "rabbitmq": broker, "copy_postgresql": alone}}
 
 
 def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -> None:
