@@ -60,8 +60,16 @@ class ColumnCheck:
     def _column(self, name: str, column: pa.Array) -> pa.Array:
         """Whether each value of one column is a string its property's check passes."""
         if isinstance(column, pa.DictionaryArray):
-            entries = self._verdicts(name, column.dictionary.to_pylist())
-            return pc.fill_null(pc.take(pa.array(entries, pa.bool_()), column.indices), False)
+            # Only the entries the batch uses are judged: each batch of a row
+            # group holds the whole dictionary (a million entries, for a few
+            # thousand rows), which judged a batch at a time would cost the
+            # dictionary once a batch.
+            used = pc.unique(column.indices).drop_null()
+            entries = self._verdicts(name, column.dictionary.take(used).to_pylist())
+            passing = pa.array([i for i, ok in zip(used.to_pylist(), entries, strict=True) if ok], used.type)
+            return pc.fill_null(pc.is_in(column.indices, value_set=passing), False)
+        if _t.is_string_view(column.type):
+            column = column.cast(pa.large_string())  # Arrow's is_in takes no views
         distinct = pc.unique(column).to_pylist()
         verdicts = self._verdicts(name, distinct)
         passing = pa.array([value for value, ok in zip(distinct, verdicts, strict=True) if ok], column.type)
