@@ -1,6 +1,7 @@
 """JSON Lines: one object per line, each kept as its own text."""
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Iterator, Mapping
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from .reading import (
 
 JSON_WHITESPACE = b" \t\r\n"
 _BLANK_START = frozenset(JSON_WHITESPACE)
+_BLANKS = re.compile(rb"[ \t\r\n]*")
 
 
 def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
@@ -34,8 +36,9 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
     The lines already in the stream's buffer are taken a buffer at a time
     (``_buffered``): what ``parse_record`` checks of each line (long
     numbers, exponents, an escaped U+0000) is checked once for them all,
-    and a buffer without any has its lines parsed by orjson alone. A line
-    the buffer does not hold whole, and each blank line, is read alone."""
+    and a buffer without any has its lines parsed by orjson alone; blank
+    lines among them are skipped there. A line the buffer does not hold
+    whole is read alone."""
     found = False
     readline = stream.readline
     peek = getattr(stream, "peek", None)
@@ -48,11 +51,12 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
                 block = ahead[:ahead.rfind(b"\n") + 1]
                 del ahead
                 if block:
-                    consumed, line_no = yield from _buffered(block, line_no, max_record_bytes, exact_numbers)
-                    if consumed:
-                        found = True
-                        stream.read(consumed)
-                        continue
+                    line_no, held, blank_end = yield from _buffered(block, line_no, max_record_bytes, exact_numbers)
+                    found = found or held
+                    stream.read(len(block))
+                    if blank_end:  # the indent of the line after them is no record's
+                        line_no += _skip_whitespace(stream)
+                    continue
             # A record of max_record_bytes and its line end (CRLF: 2 bytes) are read whole.
             line = readline(max_record_bytes + 2)
             if not line:
@@ -71,21 +75,32 @@ def read_jsonl(stream: IO[bytes], max_record_bytes: int = MAX_RECORD_BYTES,
 
 
 def _buffered(block: bytes, line_no: int, max_record_bytes: int,
-              exact_numbers: bool) -> Generator[JsonRecord, None, tuple[int, int]]:
-    """The records of ``block`` (whole lines), up to its first blank line
-    (the line loop skips blank lines and counts them); returns the bytes
-    taken and the last line's number."""
+              exact_numbers: bool) -> Generator[JsonRecord, None, tuple[int, bool, bool]]:
+    """The records of ``block`` (whole lines), every line of it taken: a run
+    of blank lines is passed at once and its line breaks counted, and the
+    indent of the line after it is no record's (as ``_skip_whitespace`` has
+    it), so that the block is scanned once however records and blank lines
+    alternate (a block a record would scan the buffer once a line).
+    Returns the last line's number, whether a record was found, and whether
+    the block ends with blank lines."""
     plain = b"\\u0000" not in block and (not exact_numbers or plain_numbers(block))
-    start, end, find = 0, len(block), block.find
+    start, end, find, blanks = 0, len(block), block.find, _BLANKS.match
+    found = False
     while start < end:
+        if block[start] in _BLANK_START:
+            run = blanks(block, start).end()  # type: ignore[union-attr]
+            breaks = block.count(b"\n", start, run)
+            if breaks:  # blank lines (else the indent of a record's line, kept)
+                line_no, start = line_no + breaks, run
+                if start == end:
+                    return line_no, found, True
         stop = find(b"\n", start) + 1
         line = block[start:stop]
-        if line[0] in _BLANK_START and not line.strip(JSON_WHITESPACE):
-            break
-        line_no += 1
         start = stop
+        line_no += 1
+        found = True
         yield _record(line, line_no, max_record_bytes, exact_numbers, plain), line
-    return start, line_no
+    return line_no, found, False
 
 
 def _record(line: bytes, line_no: int, max_record_bytes: int, exact_numbers: bool, plain: bool) -> dict:
