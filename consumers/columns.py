@@ -28,6 +28,11 @@ import pyarrow.compute as pc
 from .compiled import MAX_CACHED_VALUES, FlatObjectCheck
 
 _t = pa.types
+# Strings longer than this are judged but not remembered: the cache of a
+# property holds MAX_CACHED_VALUES strings, which at any length would be
+# memory without bound (a compressed Parquet file of 21 KB held 200 MB of
+# distinct strings of 200,000 characters), and long values rarely repeat.
+CACHED_LENGTH = 256
 
 
 def _strings(kind: pa.DataType) -> bool:
@@ -86,9 +91,10 @@ class ColumnCheck:
             elif value in known:
                 out.append(True)
             elif self._passes(check, value):
-                if len(known) >= MAX_CACHED_VALUES:
-                    known.clear()
-                known.add(value)
+                if len(value) <= CACHED_LENGTH:
+                    if len(known) >= MAX_CACHED_VALUES:
+                        known.clear()
+                    known.add(value)
                 out.append(True)
             else:
                 out.append(False)
