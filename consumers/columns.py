@@ -25,14 +25,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .compiled import MAX_CACHED_VALUES, FlatObjectCheck
+from .compiled import CACHED_LENGTH, MAX_CACHED_VALUES, FlatObjectCheck
 
 _t = pa.types
-# Strings longer than this are judged but not remembered: the cache of a
-# property holds MAX_CACHED_VALUES strings, which at any length would be
-# memory without bound (a compressed Parquet file of 21 KB held 200 MB of
-# distinct strings of 200,000 characters), and long values rarely repeat.
-CACHED_LENGTH = 256
 
 
 def _strings(kind: pa.DataType) -> bool:

@@ -32,6 +32,11 @@ from ingestd.records.exactnumbers import COMPILED_MARK, ExactNumber
 # Per-property verdict caches are dropped when they grow past this many
 # entries (a column of unique values gains nothing from caching).
 MAX_CACHED_VALUES = 50_000
+# Strings longer than this are judged but not remembered: at any length the
+# MAX_CACHED_VALUES strings of a property would be memory without bound (a
+# compressed Parquet file of 21 KB held 200 MB of distinct strings of 200,000
+# characters), and long values rarely repeat.
+CACHED_LENGTH = 256
 
 # Keywords that carry no verdict in any draft.
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "readOnly", "writeOnly",
@@ -291,7 +296,7 @@ class FlatObjectCheck:
                 continue
             if not self.checks[key](value):
                 return False
-            if type(value) is str:
+            if type(value) is str and len(value) <= CACHED_LENGTH:
                 if len(known) >= MAX_CACHED_VALUES:
                     known.clear()
                 known.add(value)

@@ -259,9 +259,6 @@ def test_long_strings_judged_by_columns_are_not_remembered(tmp_path):
     assert cached == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the row path's cache (consumers/compiled.py FlatObjectCheck.is_valid, "
-                   "outside this file's fixes) remembers valid strings of any length: memory grows with the "
-                   "expanded strings of a compressed file, not with max_record_bytes")
 def test_long_strings_judged_by_the_row_path_are_not_remembered(tmp_path):
     path = tmp_path / "long.parquet"
     _long_strings(path)
