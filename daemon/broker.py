@@ -306,7 +306,14 @@ class Publisher:
                 if attempt == 1 and not sent:
                     continue
                 return verdicts + [why] * (len(messages) - len(tags))
-            return [self._verdict(m, t, "no confirm from the broker") for m, t in zip(messages, tags, strict=True)]
+            verdicts = [self._verdict(m, t, "no confirm from the broker") for m, t in zip(messages, tags, strict=True)]
+            if self._nacked:
+                # RabbitMQ 3.10 can leave a channel refusing every publish to a
+                # quorum queue after its quorum was lost and regained (the
+                # cluster test saw nacks for minutes after): the next try
+                # starts on a fresh channel.
+                self.close()
+            return verdicts
         raise AssertionError("unreachable")
 
     @staticmethod
