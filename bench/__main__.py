@@ -425,6 +425,7 @@ def throughput(daemon: Daemon, conn, db_url: str, workdir: Path, fmt: str, rows:
         pids = [proc.pid for proc in daemon.procs]
         before = cpu.snapshot([os.getpid()])
         raw = raw_copy_rate(db_url, jsonl, rows)
+        time.sleep(0.2)  # the COPY's backend exits: its CPU shows in the postmaster's once reaped
         copy_cpu = cpu.per_row(before, cpu.snapshot([os.getpid()]), rows)
         copies.append(raw)
         parts, files = files_for_workers(csv_path, fmt, daemon.workers, workdir)

@@ -1,7 +1,9 @@
 """CPU time of the processes a benchmark drives, by who spent it: ingestd's
 (the daemon and the consumer processes it starts), PostgreSQL's (every
 server process) and RabbitMQ's, read from /proc (utime + stime, the kernel's
-work for each process included). Other work on the machine that uses the
+work for each process included, and cutime + cstime: a process that exited
+between two snapshots, such as a PostgreSQL backend whose connection closed,
+counts in its parent's). Other work on the machine that uses the
 same servers counts too: measure on a quiet machine.
 """
 from __future__ import annotations
@@ -14,7 +16,8 @@ _SERVERS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
 
 
 def _processes() -> dict[int, tuple[str, int, float]]:
-    """pid -> (command name, parent pid, CPU seconds so far)."""
+    """pid -> (command name, parent pid, CPU seconds so far of the process
+    and of its children that exited)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -25,7 +28,7 @@ def _processes() -> dict[int, tuple[str, int, float]]:
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        found[int(entry.name)] = (name, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+        found[int(entry.name)] = (name, int(fields[1]), sum(map(int, fields[11:15])) / _TICK)
     return found
 
 
