@@ -251,6 +251,16 @@ class Daemon:
         pids = [proc.pid for proc in self.procs]
         return sum(peak_rss_mb(pid) for pid in pids + children_of(pids))
 
+    def reset_peak_rss(self) -> None:
+        """Start the processes' peaks afresh (Linux: 5 to /proc/PID/clear_refs), so that a
+        measurement is not the peak of what the daemon did before it."""
+        pids = [proc.pid for proc in self.procs]
+        for pid in pids + children_of(pids):
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
+
     def wait_ready(self, conn) -> None:
         """Until the database is migrated and every consumer worker consumes."""
         import pika
@@ -378,6 +388,7 @@ def burst(daemon: Daemon, conn, count: int, first_id: int = 3 * 10**9) -> tuple[
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ops.raw_ingest_manifest")
         before = cur.fetchone()[0]
+    daemon.reset_peak_rss()
     started = time.perf_counter()
     for n in range(count):
         os.replace(staging / f"burst-{n}.csv", landing / f"burst-{first_id + n}.csv")
@@ -461,6 +472,7 @@ def memory(daemon: Daemon, conn, workdir: Path, megabytes: int, results: list) -
                      first_id=5 * 10**9 + len(fmt) * 10**8)
         convert(csv_path, fmt, big)
         csv_path.unlink()
+        daemon.reset_peak_rss()
         elapsed = drop_and_wait(daemon, conn, [big], source_of(fmt))
         size = big.stat().st_size / 1e6
         big.unlink()
