@@ -309,7 +309,8 @@ class ParentLink:
 
     def die_with_parent(self, on_death: Callable[[str], None]) -> bool:
         """Have ``on_death`` called when the parent dies (Linux: PR_SET_PDEATHSIG); False when it
-        has already."""
+        has already. ``on_death`` runs in a signal handler, so it must take no lock
+        (``Supervisor.request_stop_from_signal``)."""
         signal.signal(PARENT_DEATH_SIGNAL, lambda signum, frame: on_death("the parent process is gone"))
         try:
             import ctypes

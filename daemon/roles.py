@@ -270,7 +270,7 @@ def run_child(config: Config, link: ParentLink) -> int:
     health = Health()
     supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
-    if not link.die_with_parent(supervisor.request_stop):
+    if not link.die_with_parent(supervisor.request_stop_from_signal):
         return EXIT_OK
     link.hold_metrics_folder(os.environ.get(METRICS_ENV))
     log.info("consumer process starting", extra={"step": "start", "status": "starting", "version": __version__,

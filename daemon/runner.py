@@ -28,10 +28,36 @@ class Supervisor:
         self._signals = 0
         # Called on a second signal, before the process exits at once (its child processes go too).
         self.on_force: list[Callable[[], None]] = []
+        self._signal_pipe: tuple[int, int] | None = None
+        self._signal_cause = ""
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT ask for the stop. A handler runs in the main thread between two of
+        its steps, perhaps while that thread holds the lock of ``stop`` inside ``stop.wait()``
+        (the main loop, a backoff): setting the event from the handler would then wait for that
+        lock forever, and the process would never stop. So a handler only writes a byte to a
+        pipe, and a thread of its own reads it and sets the event."""
+        self._signal_pipe = os.pipe()
+        os.set_blocking(self._signal_pipe[1], False)  # a flood of signals never blocks a handler
+        threading.Thread(target=self._relay_signals, name="signal-relay", daemon=True).start()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+
+    def _relay_signals(self) -> None:
+        assert self._signal_pipe is not None
+        while os.read(self._signal_pipe[0], 1):
+            self.request_stop(self._signal_cause)
+
+    def request_stop_from_signal(self, cause: str) -> None:
+        """``request_stop`` for a signal handler: takes no lock (see ``install_signal_handlers``)."""
+        if self._signal_pipe is None:
+            self.request_stop(cause)
+            return
+        self._signal_cause = cause
+        try:
+            os.write(self._signal_pipe[1], b"\0")
+        except BlockingIOError:
+            pass  # bytes wait in the pipe already: the stop is asked for
 
     def _on_signal(self, signum, frame) -> None:
         self._signals += 1
@@ -40,7 +66,7 @@ class Supervisor:
             for hook in self.on_force:
                 hook()
             os._exit(1)
-        self.request_stop(signal.Signals(signum).name)
+        self.request_stop_from_signal(signal.Signals(signum).name)
 
     def request_stop(self, cause: str) -> None:
         """Stop taking new work, finish what is in hand: what a first signal does. Asked again, nothing more."""
