@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .errors import NotPermittedError, TransientError
 from .logs import redact_text, redact_url
@@ -31,6 +32,9 @@ CONNECTION_ERRORS = (
     pika.exceptions.ChannelWrongStateError,
     ConnectionError,
     OSError,
+    # A server that accepts the connection but never finishes the AMQP handshake (a broker still
+    # starting, another service on the port): pika's connector gives up with one of these.
+    AMQPConnectorException,
 )
 
 
@@ -164,6 +168,9 @@ def broker_connection_error(url: str, exc: BaseException) -> TransientError:
     if isinstance(exc, pika.exceptions.IncompatibleProtocolError):
         text = (f"the server at {params.host}:{params.port} closed the connection during the AMQP handshake "
                 "(a port of another service? RabbitMQ listens on 5672)")
+    elif isinstance(exc, AMQPConnectorException):
+        text = (f"the server at {params.host}:{params.port} accepted the connection but did not finish the "
+                f"AMQP handshake ({type(exc).__name__}; a broker still starting, or another service on the port?)")
     elif "Connection refused" in repr(exc) or "ConnectionRefused" in repr(exc):
         text = f"nothing accepts connections at {params.host}:{params.port} (is RabbitMQ running? is the port right?)"
     elif isinstance(exc, OSError) and getattr(exc, "errno", None) in (-2, -3, -5):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -174,7 +175,12 @@ def cmd_watch(config, args) -> int:
 
 
 def cmd_consume(config, args) -> int:
-    from .children import ParentLink
+    from .children import LINK_ENV, PARENT_DEATH_SIGNAL, ParentLink
+
+    if os.environ.get(LINK_ENV):
+        # A consumer process of ``ingestd run``: until its handler is set (die_with_parent), the
+        # parent-death signal, or one sent by hand, would end it as one that could not start.
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)
 
     try:
         link = ParentLink.from_environment()
@@ -202,13 +208,22 @@ def run_roles(config: Config, watch: bool, consumers: int, poll: bool = False,
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     needs_database = bool(consumers or poll)
     health = Health(database_check=database_checker(config.database_url) if needs_database else None)
+    # The handlers first: a signal from here on asks for the stop, which the finally below
+    # answers by removing the metrics folder (a signal's default action would leave it).
+    supervisor = Supervisor(health)
+    supervisor.install_signal_handlers()
+    if consumers and processes is not None:
+        # The consumer processes get the parent-death signal (daemon/children.py). Ignored here,
+        # and so from their first instant (an ignored signal stays ignored across exec) until
+        # their handler is set: one sent by hand, to this process or to a child still starting,
+        # ends neither.
+        from .children import PARENT_DEATH_SIGNAL
+        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)
     metrics_dir = Path(tempfile.mkdtemp(prefix="ingestd-metrics-")) if consumers and processes is not None else None
     try:
         server = _health_server(config, health, metrics_dir)
         if server is False:
             return EXIT_USAGE
-        supervisor = Supervisor(health)
-        supervisor.install_signal_handlers()
         _log_start(config, watch, consumers, poll, health_on=server is not None, processes=metrics_dir is not None)
         if server is not None:
             server.start()
@@ -271,6 +286,10 @@ def run_child(config: Config, link: ParentLink) -> int:
     supervisor = Supervisor(health)
     supervisor.install_signal_handlers()
     if not link.die_with_parent(supervisor.request_stop_from_signal):
+        # The parent died while this process started: the metrics folder is removed by the last
+        # child out, which may be this one.
+        link.hold_metrics_folder(os.environ.get(METRICS_ENV))
+        link.leave_metrics_folder(os.environ.get(METRICS_ENV))
         return EXIT_OK
     link.hold_metrics_folder(os.environ.get(METRICS_ENV))
     log.info("consumer process starting", extra={"step": "start", "status": "starting", "version": __version__,
