@@ -175,12 +175,7 @@ def cmd_watch(config, args) -> int:
 
 
 def cmd_consume(config, args) -> int:
-    from .children import LINK_ENV, PARENT_DEATH_SIGNAL, ParentLink
-
-    if os.environ.get(LINK_ENV):
-        # A consumer process of ``ingestd run``: until its handler is set (die_with_parent), the
-        # parent-death signal, or one sent by hand, would end it as one that could not start.
-        signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)
+    from .children import ParentLink
 
     try:
         link = ParentLink.from_environment()
